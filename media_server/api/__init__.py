@@ -1,0 +1,1 @@
+"""The control plane: REST, health, signaling (WebSocket and WHEP) and pages."""

@@ -1,0 +1,31 @@
+"""Typed keys for what the app holds, so handlers read parts without globals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from media_server.config import Settings
+from media_server.hub.manager import StreamManager
+from media_server.metrics import Metrics
+from media_server.webrtc.session import SessionManager
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    streams: StreamManager
+    sessions: SessionManager
+    metrics: Metrics
+    ready: bool = False
+    draining: bool = False
+    loop_lag: float = 0.0
+    websockets: set[web.WebSocketResponse] = field(default_factory=set)
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def gateway(request: web.Request) -> Gateway:
+    return request.app[GATEWAY]

@@ -1,0 +1,72 @@
+"""Request bodies, validated with pydantic; unknown fields are errors, not silently ignored."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from media_server.api.errors import ApiError
+from media_server.config import Mode, Transport
+from media_server.hub.stream import StreamSpec
+from media_server.urls import validate_source_url
+
+STREAM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class StreamCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: str | None = Field(None, pattern=STREAM_ID_PATTERN)
+    url: str
+    transport: Transport = "tcp"
+    mode: Mode = "auto"
+    on_demand: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return validate_source_url(value)
+
+    def to_spec(self) -> StreamSpec:
+        stream_id = self.id or f"s-{secrets.token_hex(4)}"
+        return StreamSpec(stream_id, self.url, self.transport, self.mode, self.on_demand)
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif err["type"] == "string_pattern_mismatch" and where == "id":
+            message = (
+                "id must be 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit"
+            )
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)
+
+
+async def read_json(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported-media-type", "send the body as application/json")
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "invalid-json", f"body is not valid JSON: {exc}") from None
+
+
+def parse(model: type[Model], data: Any) -> Model:
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid-body", "body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(400, "invalid-body", _describe(exc)) from None

@@ -1,0 +1,100 @@
+"""WebSocket signaling: offer -> answer, trickled candidates, errors as messages.
+
+An error ends nothing but the request that caused it: the socket stays open and other
+viewers never notice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from media_server.api.context import Gateway, gateway
+from media_server.webrtc.session import SignalingError, ViewerSession
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+MAX_MESSAGE_BYTES = 128 * 1024
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message}
+
+
+class _Conversation:
+    def __init__(self, gw: Gateway, stream_id: str) -> None:
+        self.gw = gw
+        self.stream_id = stream_id
+        self.session: ViewerSession | None = None
+
+    async def handle(self, raw: str) -> dict[str, Any] | None:
+        try:
+            message = json.loads(raw)
+        except json.JSONDecodeError:
+            return _error("invalid-json", "message is not valid JSON")
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            return _error("invalid-message", "message must be an object with a string 'type'")
+        kind = message["type"]
+        try:
+            if kind == "offer":
+                return await self._offer(message)
+            if kind == "candidate":
+                return await self._candidate(message)
+        except SignalingError as exc:
+            return _error(exc.code, exc.message)
+        return _error("unknown-type", f"unknown message type '{kind[:40]}'")
+
+    async def _offer(self, message: dict[str, Any]) -> dict[str, Any]:
+        if self.session is not None:
+            raise SignalingError("invalid-state", "this socket has negotiated already")
+        stream = self.gw.streams.get(self.stream_id)
+        if stream is None:
+            raise SignalingError("stream-not-found", f"no stream '{self.stream_id}'")
+        sdp = message.get("sdp")
+        if not isinstance(sdp, str):
+            raise SignalingError("invalid-sdp", "offer needs an 'sdp' string")
+        started = time.perf_counter()
+        self.session, answer = await self.gw.sessions.open(stream, sdp, "ws")
+        self.gw.metrics.signaling_seconds.labels("ws").observe(time.perf_counter() - started)
+        return {"type": "answer", "sdp": answer}
+
+    async def _candidate(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        if self.session is None:
+            raise SignalingError("invalid-state", "send an offer before candidates")
+        candidate = message.get("candidate")
+        if candidate is not None and not isinstance(candidate, dict):
+            raise SignalingError("invalid-candidate", "candidate must be an object or null")
+        await self.session.add_candidate(candidate)
+        return None
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.gw.sessions.close(self.session)
+
+
+@routes.get("/ws/{stream_id}")
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    gw = gateway(request)
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_MESSAGE_BYTES)
+    await ws.prepare(request)
+    gw.websockets.add(ws)
+    conversation = _Conversation(gw, request.match_info["stream_id"])
+    if conversation.stream_id not in gw.streams:
+        await ws.send_json(_error("stream-not-found", f"no stream '{conversation.stream_id}'"))
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                reply = await conversation.handle(msg.data)
+                if reply is not None:
+                    await ws.send_json(reply)
+            elif msg.type == WSMsgType.BINARY:
+                await ws.send_json(_error("invalid-message", "binary frames are not accepted"))
+    finally:
+        gw.websockets.discard(ws)
+        await conversation.close()
+    return ws

@@ -1,0 +1,59 @@
+"""REST: register, list, show and remove streams."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from media_server.api.context import gateway
+from media_server.api.errors import ApiError
+from media_server.api.schemas import StreamCreate, parse, read_json
+from media_server.hub.manager import StreamConflict
+from media_server.hub.stream import Stream
+
+routes = web.RouteTableDef()
+
+
+def get_stream(request: web.Request) -> Stream:
+    stream_id = request.match_info["stream_id"]
+    stream = gateway(request).streams.get(stream_id)
+    if stream is None:
+        raise ApiError(404, "stream-not-found", f"no stream '{stream_id}'")
+    return stream
+
+
+@routes.post("/api/v1/streams")
+async def create_stream(request: web.Request) -> web.Response:
+    body = parse(StreamCreate, await read_json(request))
+    manager = gateway(request).streams
+    spec = body.to_spec()
+    if body.id is None:
+        same = manager.find_same(spec)
+        if same is not None:
+            return web.json_response(same.to_dict(), status=200)
+    try:
+        stream, created = manager.create(spec)
+    except StreamConflict as exc:
+        raise ApiError(409, "stream-conflict", str(exc)) from None
+    response = web.json_response(stream.to_dict(), status=201 if created else 200)
+    response.headers["Location"] = f"/api/v1/streams/{stream.id}"
+    return response
+
+
+@routes.get("/api/v1/streams")
+async def list_streams(request: web.Request) -> web.Response:
+    streams = gateway(request).streams.all()
+    return web.json_response({"streams": [s.to_dict() for s in streams]})
+
+
+@routes.get("/api/v1/streams/{stream_id}")
+async def show_stream(request: web.Request) -> web.Response:
+    return web.json_response(get_stream(request).to_dict())
+
+
+@routes.delete("/api/v1/streams/{stream_id}")
+async def delete_stream(request: web.Request) -> web.Response:
+    stream = get_stream(request)
+    gw = gateway(request)
+    await gw.sessions.close_stream(stream.id)
+    await gw.streams.delete(stream.id)
+    return web.Response(status=204)

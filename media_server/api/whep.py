@@ -1,0 +1,76 @@
+"""WHEP (WebRTC-HTTP Egress Protocol): one POST with the offer, DELETE to leave."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from media_server.api.context import gateway
+from media_server.api.errors import ApiError
+from media_server.api.streams import get_stream
+from media_server.webrtc.session import MAX_SDP_BYTES, SignalingError, ViewerSession
+
+routes = web.RouteTableDef()
+
+
+def _session(request: web.Request) -> ViewerSession:
+    session = gateway(request).sessions.get(request.match_info["session_id"])
+    if session is None or session.stream.id != request.match_info["stream_id"]:
+        raise ApiError(404, "session-not-found", "no such WHEP session")
+    return session
+
+
+@routes.post("/api/v1/streams/{stream_id}/whep")
+async def whep_offer(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    stream = get_stream(request)
+    if request.content_type != "application/sdp":
+        raise ApiError(415, "unsupported-media-type", "send the offer as application/sdp")
+    raw = await request.content.read(MAX_SDP_BYTES + 1)
+    if len(raw) > MAX_SDP_BYTES:
+        raise ApiError(413, "payload-too-large", f"the offer is larger than {MAX_SDP_BYTES} bytes")
+    try:
+        sdp = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid-sdp", "the offer is not UTF-8 text") from None
+    started = time.perf_counter()
+    try:
+        session, answer = await gw.sessions.open(stream, sdp, "whep")
+    except SignalingError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
+    gw.metrics.signaling_seconds.labels("whep").observe(time.perf_counter() - started)
+    location = f"/api/v1/streams/{stream.id}/whep/{session.id}"
+    return web.Response(
+        status=201,
+        text=answer,
+        content_type="application/sdp",
+        headers={"Location": location},
+    )
+
+
+@routes.patch("/api/v1/streams/{stream_id}/whep/{session_id}")
+async def whep_trickle(request: web.Request) -> web.Response:
+    session = _session(request)
+    if request.content_type != "application/trickle-ice-sdpfrag":
+        raise ApiError(415, "unsupported-media-type", "send application/trickle-ice-sdpfrag")
+    fragment = (await request.content.read(MAX_SDP_BYTES)).decode("utf-8", "replace")
+    mid = "0"
+    try:
+        for line in fragment.splitlines():
+            if line.startswith("a=mid:"):
+                mid = line[6:].strip()
+            elif line.startswith("a=candidate:"):
+                await session.add_candidate({"candidate": line[2:].strip(), "sdpMid": mid})
+            elif line.startswith("a=end-of-candidates"):
+                await session.add_candidate(None)
+    except SignalingError as exc:
+        raise ApiError(400, exc.code, exc.message) from None
+    return web.Response(status=204)
+
+
+@routes.delete("/api/v1/streams/{stream_id}/whep/{session_id}")
+async def whep_delete(request: web.Request) -> web.Response:
+    session = _session(request)
+    await gateway(request).sessions.close(session)
+    return web.Response(status=204)

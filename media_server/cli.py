@@ -1,0 +1,91 @@
+"""Command line: parse options, load settings, run the gateway until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from media_server import __version__
+from media_server.app import build_app
+from media_server.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("media_server")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="media-server",
+        description="RTSP to WebRTC gateway. Settings: CLI > MEDIA_SERVER_* env > --config file.",
+    )
+    parser.add_argument("--config", type=Path, help="YAML settings file (see config/)")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    parser.add_argument(
+        "--demo",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve the embedded demo stream 'demo' (default on)",
+    )
+    parser.add_argument("--version", action="version", version=f"media-server {__version__}")
+    return parser.parse_args(argv)
+
+
+async def serve(settings: Settings) -> None:
+    loop = asyncio.get_running_loop()
+    app = build_app(settings, loop)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+        ) from exc
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    base = f"http://{settings.host}:{settings.port}"
+    log.info("media_server %s listening on %s", __version__, base)
+    if settings.demo:
+        log.info("demo stream: %s/view/demo", base)
+    await stop.wait()
+    log.info("stopping (signal received)")
+    try:
+        await asyncio.wait_for(runner.cleanup(), settings.shutdown_timeout + 1)
+    except TimeoutError:
+        log.warning("shutdown took longer than %.0f s; exiting anyway", settings.shutdown_timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cli: dict[str, Any] = {
+        key: value
+        for key, value in (("host", args.host), ("port", args.port), ("demo", args.demo))
+        if value is not None
+    }
+    try:
+        settings = load_settings(args.config, **cli)
+    except ConfigError as exc:
+        print(f"media-server: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("aioice", "aiortc", "libav"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        asyncio.run(serve(settings))
+    except ConfigError as exc:
+        print(f"media-server: {exc}", file=sys.stderr)
+        return 2
+    return 0

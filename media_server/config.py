@@ -1,0 +1,156 @@
+"""Settings: CLI > MEDIA_SERVER_* environment > config file (YAML) > defaults.
+
+One pydantic-settings model is the single source of truth; `load_settings` layers the
+sources and turns a validation failure into a message that names the bad setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+Transport = Literal["tcp", "udp"]
+Mode = Literal["auto", "passthrough", "transcode"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IngestSettings(_Section):
+    """How cameras are read."""
+
+    transport: Transport = "tcp"
+    open_timeout: float = Field(5.0, gt=0, le=60, description="seconds to open an RTSP session")
+    read_timeout: float = Field(5.0, gt=0, le=60, description="seconds without data = stall")
+    reconnect_initial: float = Field(0.5, gt=0, le=60, description="first retry delay, seconds")
+    reconnect_max: float = Field(10.0, gt=0, le=600, description="longest retry delay, seconds")
+
+
+class HubSettings(_Section):
+    """Fan-out bounds: every queue and cache has a size."""
+
+    viewer_queue: int = Field(128, ge=8, le=4096, description="access units queued per viewer")
+    gop_cache_units: int = Field(128, ge=1, le=4096, description="most units kept for a GOP")
+    gop_cache_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024, description="most bytes per GOP")
+    ingest_backlog: int = Field(256, ge=8, le=8192, description="units in flight thread->loop")
+
+
+class IceServer(_Section):
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class WebRTCSettings(_Section):
+    """Peer settings. No ICE server by default: the gateway never contacts the internet."""
+
+    ice_servers: list[IceServer] = Field(default_factory=list)
+    connect_timeout: float = Field(30.0, gt=0, le=600, description="seconds for ICE+DTLS")
+    max_sessions: int = Field(500, ge=1, description="viewer sessions across all streams")
+
+
+class AuthSettings(_Section):
+    tokens: list[str] = Field(default_factory=list, description="static control-plane tokens")
+
+
+class RegistrySettings(_Section):
+    path: Path | None = Field(None, description="SQLite file of the stream registry")
+
+
+class DemoSettings(_Section):
+    width: int = Field(640, ge=16, le=1920, multiple_of=2)
+    height: int = Field(480, ge=16, le=1080, multiple_of=2)
+    fps: int = Field(30, ge=1, le=60)
+    bitrate: int = Field(1_000_000, ge=50_000, le=20_000_000)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MEDIA_SERVER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    demo: bool = True
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    shutdown_timeout: float = Field(8.0, gt=0, le=60)
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+
+    ingest: IngestSettings = Field(default_factory=lambda: IngestSettings())
+    hub: HubSettings = Field(default_factory=lambda: HubSettings())
+    webrtc: WebRTCSettings = Field(default_factory=lambda: WebRTCSettings())
+    auth: AuthSettings = Field(default_factory=lambda: AuthSettings())
+    registry: RegistrySettings = Field(default_factory=lambda: RegistrySettings())
+    demo_source: DemoSettings = Field(default_factory=lambda: DemoSettings())
+
+
+class ConfigError(Exception):
+    """A setting is invalid; the message names it."""
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Values already read from the YAML config file."""
+
+    def __init__(self, settings_cls: type[BaseSettings], values: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._values = values
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings")
+    return loaded
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        name = ".".join(str(part) for part in err["loc"]) or "(settings)"
+        env = "MEDIA_SERVER_" + "__".join(str(part).upper() for part in err["loc"])
+        lines.append(f"invalid setting '{name}' ({env}): {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(config_file: Path | None = None, **cli: Any) -> Settings:
+    """Layer the sources; `cli` holds only the options given on the command line."""
+    file_values = read_config_file(config_file) if config_file else {}
+
+    class _Layered(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return init_settings, env_settings, _FileSource(settings_cls, file_values)
+
+    try:
+        return _Layered(**cli)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None

@@ -1,0 +1,1 @@
+"""The stream hub: registered streams, their state, and fan-out to viewers."""

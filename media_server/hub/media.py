@@ -1,0 +1,59 @@
+"""The vocabulary ingest, hub and webrtc share: stream states, access units, source facts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, Literal
+
+import av
+
+#: One clock for everything a viewer receives: RTP video clock, 90 kHz.
+TIME_BASE = Fraction(1, 90_000)
+CLOCK_RATE = 90_000
+
+if TYPE_CHECKING:
+    #: A packet of any stream (PyAV's stubs make Packet generic in its stream type).
+    Packet = av.Packet[Any]
+else:
+    Packet = av.Packet
+
+EffectiveMode = Literal["passthrough", "transcode"]
+
+
+class StreamState(StrEnum):
+    IDLE = "idle"
+    STARTING = "starting"
+    LIVE = "live"
+    RECONNECTING = "reconnecting"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessUnit:
+    """One encoded H.264 picture, Annex-B, SPS/PPS in front of every keyframe.
+
+    `packet` is built once in the ingest thread and shared read-only by every viewer:
+    aiortc's packetizer only reads `bytes(packet)`, `pts` and `time_base`.
+    """
+
+    packet: Packet
+    pts: int
+    keyframe: bool
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    """What the source turned out to be once opened."""
+
+    codec: str
+    width: int | None
+    height: int | None
+    fps: float | None
+    profile: str | None
+    extradata: bytes
+    browser_safe: bool
+    has_audio: bool = False

@@ -1,0 +1,160 @@
+"""A registered stream: its registration, live state and hub, fed by its ingest worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import av
+
+from media_server.config import Mode, Settings, Transport
+from media_server.hub.fanout import Hub
+from media_server.hub.media import AccessUnit, EffectiveMode, SourceInfo, StreamState
+from media_server.ingest.source import Source
+from media_server.ingest.worker import IngestWorker
+from media_server.urls import redact_url
+
+log = logging.getLogger(__name__)
+
+SourceFactory = Callable[[threading.Event], Source]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """What an operator registered; equality is what makes registration idempotent."""
+
+    id: str
+    url: str
+    transport: Transport = "tcp"
+    mode: Mode = "auto"
+    on_demand: bool = False
+
+    def public(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["url"] = redact_url(self.url)
+        return data
+
+
+class Stream:
+    def __init__(
+        self,
+        spec: StreamSpec,
+        settings: Settings,
+        loop: asyncio.AbstractEventLoop,
+        make_source: SourceFactory,
+    ) -> None:
+        self.spec = spec
+        self._settings = settings
+        self._loop = loop
+        self._make_source = make_source
+        self.state = StreamState.IDLE
+        self.error: str | None = None
+        self.info: SourceInfo | None = None
+        self.effective_mode: EffectiveMode | None = None
+        self.created_at = time.time()
+        self.state_since = time.time()
+        self.units_out = 0
+        self.frames_out = 0
+        hub = settings.hub
+        self.hub = Hub(hub.viewer_queue, hub.gop_cache_units, hub.gop_cache_bytes)
+        self.worker: IngestWorker | None = None
+        self.state_listeners: list[Callable[[Stream], None]] = []
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        if self.worker is not None and self.worker.alive:
+            return
+        self.worker = IngestWorker(
+            self.id,
+            self._make_source,
+            self.spec.mode,
+            self,
+            self._loop,
+            self._settings.ingest,
+            self._settings.hub.ingest_backlog,
+        )
+        self.worker.start()
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop ingest and end every viewer's track; waits for the thread off the loop."""
+        self.hub.end_all()
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.stop()
+            ended = await self._loop.run_in_executor(None, worker.join, timeout)
+            if not ended:
+                log.warning("stream %s: ingest thread did not stop within %.1f s", self.id, timeout)
+        self._set_state(StreamState.STOPPED, None)
+
+    # -- IngestSink (called on the loop) -----------------------------------------------
+    def on_state(self, state: StreamState, error: str | None) -> None:
+        if self.state == StreamState.STOPPED and self.worker is None:
+            return  # late news from a worker already told to stop
+        if state == StreamState.RECONNECTING:
+            self.hub.clear_cache()
+        self._set_state(state, error)
+
+    def on_info(self, info: SourceInfo, mode: EffectiveMode) -> None:
+        self.info = info
+        self.effective_mode = mode
+
+    def on_unit(self, unit: AccessUnit) -> None:
+        self.units_out += 1
+        self.hub.publish_unit(unit)
+
+    def on_frame(self, frame: av.VideoFrame) -> None:
+        self.frames_out += 1
+        self.hub.publish_frame(frame)
+
+    def _set_state(self, state: StreamState, error: str | None) -> None:
+        if state == self.state and error == self.error:
+            return
+        if state != self.state:
+            log.info(
+                "stream %s: %s -> %s%s", self.id, self.state, state, f" ({error})" if error else ""
+            )
+        self.state = state
+        self.error = error
+        self.state_since = time.time()
+        for listener in self.state_listeners:
+            listener(self)
+
+    # -- view -----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        info = self.info
+        counters = self.worker.counters if self.worker else None
+        return {
+            **self.spec.public(),
+            "state": str(self.state),
+            "error": self.error,
+            "viewers": self.hub.viewers,
+            "codec": info.codec if info else None,
+            "profile": info.profile if info else None,
+            "width": info.width if info else None,
+            "height": info.height if info else None,
+            "fps": (counters.fps if counters and counters.fps else None)
+            or (info.fps if info else None),
+            "effective_mode": self.effective_mode,
+            "created_at": self.created_at,
+            "state_since": self.state_since,
+            "counters": {
+                "packets_in": counters.packets if counters else 0,
+                "bytes_in": counters.bytes if counters else 0,
+                "keyframes_in": counters.keyframes if counters else 0,
+                "frames_decoded": counters.frames_decoded if counters else 0,
+                "reconnects": counters.reconnects if counters else 0,
+                "ingest_dropped": counters.dropped_backlog if counters else 0,
+                "units_out": self.units_out,
+                "frames_out": self.frames_out,
+                "viewer_dropped": self.hub.dropped,
+            },
+        }

@@ -1,0 +1,76 @@
+"""RTSP camera reader on PyAV, opened with low-delay options.
+
+Default probing buffers about a second before the first packet; `analyzeduration=0` and a
+tiny `probesize` open in about 0.1 s. The protocol whitelist keeps FFmpeg from following a
+URL anywhere but RTSP and its RTP transports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import av
+
+from media_server.codecs import h264
+from media_server.hub.media import Packet, SourceInfo
+from media_server.ingest.source import PermanentSourceError, SourceError
+from media_server.urls import redact_text
+
+PROTOCOL_WHITELIST = "rtsp,rtsps,rtp,srtp,udp,tcp,tls"
+
+
+class RtspSource:
+    def __init__(self, url: str, transport: str, open_timeout: float, read_timeout: float):
+        self._url = url
+        self._transport = transport
+        self._timeout = (open_timeout, read_timeout)
+        self._container: av.container.InputContainer | None = None
+        self._packets: Iterator[Packet] | None = None
+
+    def open(self) -> SourceInfo:
+        options = {
+            "rtsp_transport": self._transport,
+            "analyzeduration": "0",
+            "probesize": "32",
+            "protocol_whitelist": PROTOCOL_WHITELIST,
+        }
+        try:
+            container = av.open(self._url, options=options, timeout=self._timeout)
+        except (av.FFmpegError, OSError) as exc:
+            raise SourceError(redact_text(str(exc), self._url)) from None
+        self._container = container
+        if not container.streams.video:
+            kinds = ", ".join(sorted({s.type for s in container.streams})) or "nothing"
+            raise PermanentSourceError(f"source has no video track (it offers {kinds})")
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        extradata = h264.avcc_extradata_to_annexb(bytes(ctx.extradata or b""))
+        sps = h264.find_sps(extradata) if ctx.name == "h264" else None
+        rate = stream.average_rate or stream.guessed_rate
+        self._packets = container.demux(stream)
+        return SourceInfo(
+            codec=ctx.name,
+            width=sps.width if sps else (ctx.width or None),
+            height=sps.height if sps else (ctx.height or None),
+            fps=float(rate) if rate else None,
+            profile=sps.profile_name if sps else None,
+            extradata=extradata,
+            browser_safe=h264.browser_safe(sps),
+            has_audio=bool(container.streams.audio),
+        )
+
+    def read(self) -> Packet | None:
+        assert self._packets is not None, "open() first"
+        try:
+            for packet in self._packets:
+                if packet.size:
+                    return packet
+        except (av.FFmpegError, OSError) as exc:
+            raise SourceError(redact_text(str(exc), self._url)) from None
+        return None
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+            self._packets = None

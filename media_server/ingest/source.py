@@ -1,0 +1,31 @@
+"""The contract every source meets, so one worker loop serves cameras and the demo alike."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from media_server.hub.media import Packet, SourceInfo
+
+
+class SourceError(Exception):
+    """The source failed. `permanent` errors are not retried (an audio-only camera, say)."""
+
+    permanent = False
+
+
+class PermanentSourceError(SourceError):
+    permanent = True
+
+
+class Source(Protocol):
+    """A blocking reader, used from one ingest thread only."""
+
+    def open(self) -> SourceInfo:
+        """Connect and describe the video track; raise SourceError on failure."""
+        ...
+
+    def read(self) -> Packet | None:
+        """The next encoded video packet (Annex-B), or None when the source ended."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,260 @@
+"""One thread per stream: open the source, normalise its packets, hand them to the loop.
+
+The thread never blocks on the event loop: it posts with `call_soon_threadsafe` and, when
+the loop falls behind by more than `backlog` items, drops media until the next keyframe
+instead of queueing without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, Protocol, cast
+
+import av
+from av.video.codeccontext import VideoCodecContext
+
+from media_server.codecs import h264
+from media_server.config import IngestSettings, Mode
+from media_server.hub.media import TIME_BASE, AccessUnit, EffectiveMode, SourceInfo, StreamState
+from media_server.ingest.backoff import Backoff
+from media_server.ingest.source import PermanentSourceError, Source, SourceError
+from media_server.ingest.timeline import Timeline
+
+log = logging.getLogger(__name__)
+
+
+class IngestSink(Protocol):
+    """The hub side of a stream; every method is called on the event loop."""
+
+    def on_state(self, state: StreamState, error: str | None) -> None: ...
+
+    def on_info(self, info: SourceInfo, mode: EffectiveMode) -> None: ...
+
+    def on_unit(self, unit: AccessUnit) -> None: ...
+
+    def on_frame(self, frame: av.VideoFrame) -> None: ...
+
+
+def choose_mode(requested: Mode, info: SourceInfo) -> EffectiveMode:
+    """Passthrough when browsers can decode the source untouched, else transcode."""
+    if requested == "passthrough":
+        if info.codec != "h264":
+            raise PermanentSourceError(f"passthrough needs H.264, the source sends {info.codec}")
+        return "passthrough"
+    if requested == "transcode":
+        return "transcode"
+    return "passthrough" if info.codec == "h264" and info.browser_safe else "transcode"
+
+
+class IngestCounters:
+    """Written by the ingest thread only, read by anyone (plain ints are safe under the GIL)."""
+
+    def __init__(self) -> None:
+        self.packets = 0
+        self.bytes = 0
+        self.keyframes = 0
+        self.frames_decoded = 0
+        self.decode_errors = 0
+        self.dropped_backlog = 0
+        self.reconnects = 0
+        self.fps: float | None = None
+
+
+class IngestWorker:
+    def __init__(
+        self,
+        name: str,
+        make_source: Callable[[threading.Event], Source],
+        requested_mode: Mode,
+        sink: IngestSink,
+        loop: asyncio.AbstractEventLoop,
+        settings: IngestSettings,
+        backlog: int,
+    ) -> None:
+        self.name = name
+        self._make_source = make_source
+        self._requested = requested_mode
+        self._sink = sink
+        self._loop = loop
+        self._settings = settings
+        self._backlog = backlog
+        self._stop = threading.Event()
+        self._posted = 0  # written by the thread
+        self._delivered = 0  # written by the loop
+        self.counters = IngestCounters()
+        self._thread = threading.Thread(target=self._run, name=f"ingest-{name}", daemon=True)
+
+    # -- control (event loop side) -------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the thread; True when it ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- thread side ----------------------------------------------------------------------
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        def deliver() -> None:
+            self._delivered += 1
+            fn(*args)
+
+        self._posted += 1
+        try:
+            self._loop.call_soon_threadsafe(deliver)
+        except RuntimeError:  # the loop is closed: the process is going away
+            self._stop.set()
+
+    def _congested(self) -> bool:
+        return self._posted - self._delivered > self._backlog
+
+    def _run(self) -> None:
+        backoff = Backoff(self._settings.reconnect_initial, self._settings.reconnect_max)
+        timeline = Timeline()
+        error: str | None = None
+        first = True
+        while not self._stop.is_set():
+            self._post(
+                self._sink.on_state,
+                StreamState.STARTING if first else StreamState.RECONNECTING,
+                error,
+            )
+            if not first:
+                self.counters.reconnects += 1
+            source = self._make_source(self._stop)
+            try:
+                info = source.open()
+                self._pump(source, info, timeline, backoff)
+                error = "source ended"
+            except PermanentSourceError as exc:
+                log.warning("stream %s failed: %s", self.name, exc)
+                self._post(self._sink.on_state, StreamState.FAILED, str(exc))
+                return
+            except SourceError as exc:
+                error = str(exc) or type(exc).__name__
+            except Exception as exc:  # a bug must not kill the stream for good
+                log.exception("stream %s: ingest error", self.name)
+                error = f"internal error: {type(exc).__name__}"
+            finally:
+                source.close()
+            first = False
+            if self._stop.is_set():
+                break
+            timeline.restart()
+            delay = backoff.next_delay()
+            log.info("stream %s: %s; reconnecting in %.1f s", self.name, error, delay)
+            if self._stop.wait(delay):
+                break
+        self._post(self._sink.on_state, StreamState.STOPPED, None)
+
+    def _pump(self, source: Source, info: SourceInfo, timeline: Timeline, backoff: Backoff) -> None:
+        """Read until the source ends or stop is asked; raise SourceError on failure."""
+        params = h264.parameter_sets(info.extradata) if info.codec == "h264" else b""
+        mode: EffectiveMode | None = None
+        decoder: VideoCodecContext | None = None
+        need_key = True
+        reordered = False
+        last_src_pts: int | None = None
+        window_start, window_frames = time.monotonic(), 0
+        counters = self.counters
+        while not self._stop.is_set():
+            packet = source.read()
+            if packet is None:
+                return
+            data = bytes(packet)
+            counters.packets += 1
+            counters.bytes += len(data)
+            key = packet.is_keyframe
+            if info.codec == "h264":
+                types = h264.nal_types(data)
+                key = h264.NAL_IDR in types
+                if key and h264.NAL_SPS in types:
+                    fresh = h264.parameter_sets(data)
+                    if fresh != params:
+                        params = fresh
+                        info = self._with_sps(info, data, reordered)
+                        if mode is not None:
+                            self._post(self._sink.on_info, info, mode)
+                elif key and params:
+                    data = params + data
+            if key:
+                counters.keyframes += 1
+
+            if mode is None:
+                if not key:
+                    continue  # nothing decodes before the first keyframe
+                mode = choose_mode(self._requested, info)
+                self._post(self._sink.on_info, info, mode)
+                self._post(self._sink.on_state, StreamState.LIVE, None)
+                backoff.reset()
+
+            src_pts = packet.pts
+            if src_pts is not None and last_src_pts is not None and src_pts < last_src_pts:
+                # Presentation order differs from decode order: B-frames, which browsers
+                # cannot take as they are. In auto mode, decode from the next keyframe.
+                reordered = True
+                if mode == "passthrough" and self._requested == "auto":
+                    info = replace(info, browser_safe=False)
+                    mode = "transcode"
+                    need_key = True
+                    self._post(self._sink.on_info, info, mode)
+            if src_pts is not None:
+                last_src_pts = src_pts
+            pts = timeline.map(src_pts, float(packet.time_base) if packet.time_base else 1 / 90000)
+
+            window_frames += 1
+            now = time.monotonic()
+            if now - window_start >= 2.0:
+                counters.fps = round(window_frames / (now - window_start), 2)
+                window_start, window_frames = now, 0
+
+            if self._congested():
+                counters.dropped_backlog += 1
+                need_key = True
+                continue
+            if need_key and not key:
+                continue
+            need_key = False
+            out = av.Packet(data)
+            out.pts = out.dts = pts
+            out.time_base = TIME_BASE
+            if mode == "passthrough":
+                self._post(self._sink.on_unit, AccessUnit(out, pts, key, len(data)))
+                continue
+            if decoder is None:
+                decoder = cast(VideoCodecContext, av.CodecContext.create(info.codec, "r"))
+            try:
+                frames = decoder.decode(out)
+            except av.FFmpegError:
+                counters.decode_errors += 1
+                need_key = True
+                continue
+            for frame in frames:
+                counters.frames_decoded += 1
+                frame.time_base = TIME_BASE
+                self._post(self._sink.on_frame, frame)
+
+    @staticmethod
+    def _with_sps(info: SourceInfo, data: bytes, reordered: bool) -> SourceInfo:
+        sps = h264.find_sps(data)
+        if sps is None:
+            return info
+        return replace(
+            info,
+            width=sps.width,
+            height=sps.height,
+            profile=sps.profile_name,
+            browser_safe=h264.browser_safe(sps) and not reordered,
+        )

@@ -1,0 +1,86 @@
+"""Prometheus metrics in one place: event counters, plus stream figures read at scrape time.
+
+Per-stream figures are collected from the live objects when scraped, so the hot path
+updates plain ints and pays nothing for Prometheus. Labels never name a viewer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from media_server.hub.media import StreamState
+from media_server.hub.stream import Stream
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _StreamCollector(Collector):
+    def __init__(self, streams: Callable[[], list[Stream]], loop_lag: Callable[[], float]):
+        self._streams = streams
+        self._loop_lag = loop_lag
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        streams = self._streams()
+        by_state = GaugeMetricFamily(
+            "media_server_streams", "Registered streams by state", labels=["state"]
+        )
+        for state in StreamState:
+            by_state.add_metric([state.value], sum(1 for s in streams if s.state == state))
+        yield by_state
+        viewers = GaugeMetricFamily("media_server_viewers", "Viewers per stream", labels=["stream"])
+        families = {
+            name: CounterMetricFamily(f"media_server_{name}", text, labels=["stream"])
+            for name, text in (
+                ("ingress_packets", "Encoded packets read from the source"),
+                ("ingress_bytes", "Encoded bytes read from the source"),
+                ("frames_decoded", "Frames decoded for transcoding"),
+                ("reconnects", "Source reconnect attempts"),
+                ("ingest_dropped_packets", "Packets dropped because the event loop fell behind"),
+                ("viewer_dropped_items", "Units or frames dropped from slow viewers' queues"),
+            )
+        }
+        for stream in streams:
+            viewers.add_metric([stream.id], stream.hub.viewers)
+            counters = stream.worker.counters if stream.worker else None
+            if counters is not None:
+                families["ingress_packets"].add_metric([stream.id], counters.packets)
+                families["ingress_bytes"].add_metric([stream.id], counters.bytes)
+                families["frames_decoded"].add_metric([stream.id], counters.frames_decoded)
+                families["reconnects"].add_metric([stream.id], counters.reconnects)
+                families["ingest_dropped_packets"].add_metric([stream.id], counters.dropped_backlog)
+            families["viewer_dropped_items"].add_metric([stream.id], stream.hub.dropped)
+        yield viewers
+        yield from families.values()
+        lag = GaugeMetricFamily(
+            "media_server_event_loop_lag_seconds", "How late the event loop last woke up"
+        )
+        lag.add_metric([], self._loop_lag())
+        yield lag
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.sessions = Counter(
+            "media_server_viewer_sessions",
+            "Viewer sessions negotiated",
+            ["via"],
+            registry=self.registry,
+        )
+        self.signaling_seconds = Histogram(
+            "media_server_signaling_seconds",
+            "Time to answer an offer",
+            ["via"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
+
+    def watch(self, streams: Callable[[], list[Stream]], loop_lag: Callable[[], float]) -> None:
+        self.registry.register(_StreamCollector(streams, loop_lag))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,1 @@
+"""WebRTC egress: one aiortc peer per viewer, fed from the stream's hub."""

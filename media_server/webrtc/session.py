@@ -1,0 +1,189 @@
+"""Viewer sessions: negotiate an aiortc peer from an offer, track it, release it once.
+
+Codec preferences are set on the transceiver before the offer is applied, because aiortc
+picks the codec during `setRemoteDescription` and a browser lists VP8 first: an H.264
+passthrough track would otherwise go out labelled VP8 and nothing would decode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
+from aiortc.sdp import candidate_from_sdp
+
+from media_server.config import WebRTCSettings
+from media_server.hub.stream import Stream
+from media_server.webrtc.ice import enable_loopback_candidates, rtc_configuration
+from media_server.webrtc.track import HubTrack
+
+log = logging.getLogger(__name__)
+
+MAX_SDP_BYTES = 64 * 1024
+MAX_CANDIDATE_CHARS = 1024
+
+
+class SignalingError(Exception):
+    """A negotiation failure the viewer is told about (HTTP status for REST/WHEP)."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+def _preferred_codecs(mode: str) -> list[RTCRtpCodecCapability]:
+    """H.264 for passthrough-capable streams; VP8 first for transcode (cheapest to encode)."""
+    caps = RTCRtpSender.getCapabilities("video").codecs
+    h264 = [c for c in caps if c.mimeType.lower() == "video/h264"]
+    if mode == "transcode":
+        vp8 = [c for c in caps if c.mimeType.lower() == "video/vp8"]
+        return vp8 + h264
+    return h264
+
+
+def check_offer(sdp: str) -> None:
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise SignalingError("invalid-sdp", "the offer has no SDP")
+    if len(sdp.encode()) > MAX_SDP_BYTES:
+        raise SignalingError("invalid-sdp", f"the offer is larger than {MAX_SDP_BYTES} bytes", 413)
+    if not sdp.lstrip().startswith("v=0"):
+        raise SignalingError("invalid-sdp", "the offer is not an SDP session description")
+    if "\nm=video " not in sdp.replace("\r\n", "\n"):
+        raise SignalingError("no-video", "the offer has no video section to receive the stream")
+
+
+class ViewerSession:
+    def __init__(self, stream: Stream, pc: RTCPeerConnection, track: HubTrack, via: str) -> None:
+        self.id = secrets.token_urlsafe(12)
+        self.stream = stream
+        self.pc = pc
+        self.track = track
+        self.via = via
+        self.created = time.monotonic()
+        self.connected_at: float | None = None
+        self.closed = asyncio.Event()
+
+    async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
+        if candidate is None or not candidate.get("candidate"):
+            await self.pc.addIceCandidate(None)
+            return
+        text = candidate.get("candidate")
+        if not isinstance(text, str) or len(text) > MAX_CANDIDATE_CHARS:
+            raise SignalingError("invalid-candidate", "candidate must be a string")
+        mid = candidate.get("sdpMid")
+        index = candidate.get("sdpMLineIndex")
+        if mid is None and index is None:
+            raise SignalingError("invalid-candidate", "candidate needs sdpMid or sdpMLineIndex")
+        try:
+            parsed = candidate_from_sdp(text.split(":", 1)[1] if ":" in text else text)
+        except (ValueError, IndexError):
+            raise SignalingError(
+                "invalid-candidate", "candidate is not a valid ICE candidate"
+            ) from None
+        parsed.sdpMid = str(mid) if mid is not None else None
+        parsed.sdpMLineIndex = int(index) if isinstance(index, int) else None
+        await self.pc.addIceCandidate(parsed)
+
+
+class SessionManager:
+    """All viewer sessions; bounded by `max_sessions`."""
+
+    def __init__(self, settings: WebRTCSettings) -> None:
+        enable_loopback_candidates()
+        self._settings = settings
+        self._sessions: dict[str, ViewerSession] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
+        self.accepting = True
+        self.on_connected: list[Callable[[ViewerSession], None]] = []
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def get(self, session_id: str) -> ViewerSession | None:
+        return self._sessions.get(session_id)
+
+    def for_stream(self, stream_id: str) -> list[ViewerSession]:
+        return [s for s in self._sessions.values() if s.stream.id == stream_id]
+
+    async def open(self, stream: Stream, offer_sdp: str, via: str) -> tuple[ViewerSession, str]:
+        """Answer an offer for `stream`; the answer carries all our candidates."""
+        if not self.accepting:
+            raise SignalingError("shutting-down", "the gateway is shutting down", 503)
+        if len(self._sessions) >= self._settings.max_sessions:
+            raise SignalingError("too-many-sessions", "the gateway has no room for a viewer", 503)
+        check_offer(offer_sdp)
+        pc = RTCPeerConnection(rtc_configuration(self._settings))
+        track = HubTrack(stream.hub)
+        session = ViewerSession(stream, pc, track, via)
+        self._sessions[session.id] = session
+        try:
+            transceiver = pc.addTransceiver(track, direction="sendonly")
+            mode = stream.effective_mode or stream.spec.mode
+            transceiver.setCodecPreferences(_preferred_codecs(mode))
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            except Exception as exc:
+                raise self._offer_error(exc) from None
+            if transceiver.sender.transport is None or not transceiver._codecs:
+                raise SignalingError("no-video", "the offer's video section cannot receive")
+            await pc.setLocalDescription(await pc.createAnswer())
+        except BaseException:
+            await self.close(session)
+            raise
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            state = pc.connectionState
+            if state == "connected" and session.connected_at is None:
+                session.connected_at = time.monotonic()
+                for callback in self.on_connected:
+                    callback(session)
+            elif state in ("failed", "closed"):
+                await self.close(session)
+
+        asyncio.get_running_loop().call_later(
+            self._settings.connect_timeout, self._expire_unconnected, session
+        )
+        log.info("viewer %s of stream %s negotiated via %s", session.id, stream.id, via)
+        return session, pc.localDescription.sdp
+
+    @staticmethod
+    def _offer_error(exc: Exception) -> SignalingError:
+        text = str(exc)
+        if "codec" in text.lower() or "send parameters" in text.lower():
+            return SignalingError(
+                "codec-unsupported", "the offer has no video codec this stream can send (H.264)"
+            )
+        return SignalingError("invalid-sdp", f"the offer could not be applied: {text[:200]}")
+
+    def _expire_unconnected(self, session: ViewerSession) -> None:
+        if session.connected_at is None and not session.closed.is_set():
+            log.info("viewer %s never connected; releasing it", session.id)
+            task = asyncio.ensure_future(self.close(session))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def close(self, session: ViewerSession) -> None:
+        """Release everything a viewer held; safe to call more than once."""
+        if session.closed.is_set():
+            return
+        session.closed.set()
+        self._sessions.pop(session.id, None)
+        session.track.stop()
+        await session.pc.close()
+        log.info("viewer %s of stream %s closed", session.id, session.stream.id)
+
+    async def close_stream(self, stream_id: str) -> None:
+        await asyncio.gather(*(self.close(s) for s in self.for_stream(stream_id)))
+
+    async def close_all(self) -> None:
+        self.accepting = False
+        await asyncio.gather(*(self.close(s) for s in list(self._sessions.values())))

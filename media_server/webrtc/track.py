@@ -1,0 +1,46 @@
+"""The video track a viewer's sender pulls from: items of the stream's hub, as aiortc wants them.
+
+An `av.Packet` goes to aiortc's H.264 packetizer untouched (passthrough); an
+`av.VideoFrame` is encoded by the sender (transcode). Subscribing waits for the first
+`recv()`, so a viewer whose transport never comes up is never fed.
+"""
+
+from __future__ import annotations
+
+import av
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+from media_server.hub.fanout import Hub, StreamEnded, Subscriber
+from media_server.hub.media import AccessUnit, Packet
+
+
+class HubTrack(MediaStreamTrack):
+    kind = "video"
+
+    def __init__(self, hub: Hub) -> None:
+        super().__init__()
+        self._hub = hub
+        self._sub: Subscriber | None = None
+
+    @property
+    def subscriber(self) -> Subscriber | None:
+        return self._sub
+
+    async def recv(self) -> Packet | av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._sub is None:
+            self._sub = self._hub.subscribe()
+        try:
+            item = await self._sub.get()
+        except StreamEnded:
+            self.stop()
+            raise MediaStreamError from None
+        return item.packet if isinstance(item, AccessUnit) else item
+
+    def stop(self) -> None:
+        if self._sub is not None:
+            self._hub.unsubscribe(self._sub)
+            self._sub = None
+        super().stop()
