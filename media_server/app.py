@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -58,14 +57,22 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     lag_task = asyncio.create_task(_watch_loop_lag(gw))
     gw.ready = True
     yield
-    gw.draining = True
     lag_task.cancel()
-    timeout = gw.settings.shutdown_timeout
+    await gw.streams.close(gw.settings.shutdown_timeout / 2)
+    log.info("stopped")
+
+
+async def _drain(app: web.Application) -> None:
+    """First step of a stop: refuse new viewers, end signaling sockets and peers."""
+    gw = app[GATEWAY]
+    gw.draining = True
+    gw.sessions.accepting = False
     for ws in list(gw.websockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
-    await asyncio.wait_for(gw.sessions.close_all(), timeout / 2)
-    await gw.streams.close(timeout / 2)
-    log.info("stopped")
+    try:
+        await asyncio.wait_for(gw.sessions.close_all(), gw.settings.shutdown_timeout / 2)
+    except TimeoutError:
+        log.warning("some viewer sessions did not close in time")
 
 
 def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None) -> web.Application:
@@ -86,12 +93,5 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
         app.add_routes(module.routes)
     app.router.add_get("/metrics", metrics_handler)
     app.cleanup_ctx.append(_lifecycle)
-    with contextlib.suppress(AttributeError):
-        app.on_shutdown.append(_stop_accepting)
+    app.on_shutdown.append(_drain)
     return app
-
-
-async def _stop_accepting(app: web.Application) -> None:
-    gw = app[GATEWAY]
-    gw.draining = True
-    gw.sessions.accepting = False

@@ -44,7 +44,6 @@
     if (s.url) {
       const url = document.createElement("div");
       url.className = "url";
-      url.style.fontWeight = "normal";
       url.textContent = s.url;
       id.appendChild(url);
     }

@@ -162,6 +162,8 @@ class SessionManager:
             return SignalingError(
                 "codec-unsupported", "the offer has no video codec this stream can send (H.264)"
             )
+        if not text or "StopIteration" in text:
+            text = "its media sections are malformed"
         return SignalingError("invalid-sdp", f"the offer could not be applied: {text[:200]}")
 
     def _expire_unconnected(self, session: ViewerSession) -> None:

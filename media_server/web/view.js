@@ -1,0 +1,342 @@
+// Player: one stream over WebRTC, signaled through /ws/{id}; reconnects by itself.
+//
+// Flow per attempt: open the WebSocket -> RTCPeerConnection (no ICE servers) with one
+// recvonly video transceiver -> offer -> trickle our candidates (null at the end) ->
+// apply the answer (it already carries all of the gateway's candidates).
+// Any failure (socket closed, peer failed, error before the answer) tears the attempt
+// down and starts a new one after 1 s, 2 s, 4 s, 8 s, then every 10 s.
+//
+// Tests read window.__player: {pc, state, ...}.
+"use strict";
+
+(function () {
+  const MIN_DELAY_MS = 1000;
+  const MAX_DELAY_MS = 10000;
+  const CONNECT_TIMEOUT_MS = 20000; // socket open -> peer connected
+  const DISCONNECTED_GRACE_MS = 5000; // "disconnected" may recover by itself
+  const STABLE_MS = 10000; // connected this long: the next failure retries quickly again
+  const STREAM_POLL_MS = 2000;
+  const STATS_MS = 1000;
+
+  const segments = location.pathname.split("/").filter(Boolean);
+  const streamId = decodeURIComponent(segments[segments.length - 1] || "");
+  const wsUrl =
+    (location.protocol === "https:" ? "wss://" : "ws://") +
+    location.host +
+    "/ws/" +
+    encodeURIComponent(streamId);
+
+  const video = document.getElementById("video");
+  const badge = document.getElementById("player-state");
+  const message = document.getElementById("message");
+  const facts = document.getElementById("facts");
+  const streamInfo = document.getElementById("stream-info");
+  document.getElementById("title").textContent = streamId || "Stream";
+  document.title = `${streamId} · media_server`;
+
+  const player = {
+    streamId,
+    pc: null,
+    ws: null,
+    state: "idle", // idle|connecting|negotiating|connected|playing|reconnecting|stopped
+    error: null, // last error text, null once playing
+    attempts: 0, // connection attempts so far
+    retryDelayMs: MIN_DELAY_MS,
+    stream: null, // last /api/v1/streams/{id} answer
+    stats: null, // last inbound-rtp summary
+  };
+  window.__player = player;
+
+  let generation = 0; // bumps on every teardown: callbacks of older attempts do nothing
+  let retryTimer = null;
+  let countdownTimer = null;
+  let connectTimer = null;
+  let graceTimer = null;
+  let connectedAt = null;
+
+  // -- status line ------------------------------------------------------------------
+  function show(state, text, bad) {
+    player.state = state;
+    badge.textContent = state;
+    badge.className = `badge ${badgeClass(state)}`;
+    message.textContent = text;
+    message.className = bad ? "msg bad" : "msg";
+  }
+
+  function badgeClass(state) {
+    if (state === "playing" || state === "connected") return "live";
+    if (state === "reconnecting" && player.error) return "error";
+    if (state === "stopped" || state === "idle") return "idle";
+    return "connecting";
+  }
+
+  // -- one attempt ---------------------------------------------------------------------
+  function clearTimers() {
+    for (const t of [retryTimer, connectTimer, graceTimer]) if (t) clearTimeout(t);
+    if (countdownTimer) clearInterval(countdownTimer);
+    retryTimer = connectTimer = graceTimer = countdownTimer = null;
+  }
+
+  function teardown() {
+    generation += 1;
+    clearTimers();
+    const { ws, pc } = player;
+    player.ws = null;
+    player.pc = null;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try {
+        ws.close(1000, "viewer reconnecting");
+      } catch (_) {
+        /* already closed */
+      }
+    }
+    if (pc) {
+      pc.ontrack = pc.onicecandidate = pc.onconnectionstatechange = null;
+      pc.close();
+    }
+  }
+
+  function retry(reason) {
+    teardown();
+    if (connectedAt !== null && performance.now() - connectedAt >= STABLE_MS) {
+      player.retryDelayMs = MIN_DELAY_MS;
+    }
+    connectedAt = null;
+    const wait = player.retryDelayMs;
+    player.retryDelayMs = Math.min(MAX_DELAY_MS, wait * 2);
+    player.error = reason;
+    const due = performance.now() + wait;
+    const tick = () => {
+      const left = Math.max(0, Math.ceil((due - performance.now()) / 1000));
+      show("reconnecting", `${reason} — retrying in ${left} s`, true);
+    };
+    tick();
+    countdownTimer = setInterval(tick, 250);
+    retryTimer = setTimeout(connect, wait);
+  }
+
+  function connect() {
+    teardown();
+    const gen = generation;
+    const current = () => gen === generation;
+    player.attempts += 1;
+    show("connecting", player.attempts > 1 ? "Reconnecting…" : "Connecting…");
+
+    let ws;
+    try {
+      ws = new WebSocket(wsUrl);
+    } catch (err) {
+      retry(`cannot open signaling socket: ${err.message || err}`);
+      return;
+    }
+    player.ws = ws;
+    let pc = null;
+    let offerSent = false;
+    let answered = false;
+    const pending = [];
+
+    const send = (msg) => {
+      const text = JSON.stringify(msg);
+      if (offerSent && ws.readyState === WebSocket.OPEN) ws.send(text);
+      else pending.push(text);
+    };
+
+    connectTimer = setTimeout(() => {
+      if (current()) retry("no connection to the gateway in time");
+    }, CONNECT_TIMEOUT_MS);
+
+    ws.onopen = async () => {
+      if (!current()) return;
+      pc = new RTCPeerConnection({ iceServers: [] });
+      player.pc = pc;
+      pc.addTransceiver("video", { direction: "recvonly" });
+
+      pc.ontrack = (event) => {
+        if (!current()) return;
+        const stream = event.streams && event.streams[0] ? event.streams[0] : new MediaStream([event.track]);
+        if (video.srcObject !== stream) video.srcObject = stream;
+        video.play().catch(() => {
+          /* autoplay is muted; a refusal shows up as no "playing" event */
+        });
+      };
+
+      pc.onicecandidate = (event) => {
+        if (!current()) return;
+        send({ type: "candidate", candidate: event.candidate ? event.candidate.toJSON() : null });
+      };
+
+      pc.onconnectionstatechange = () => {
+        if (!current()) return;
+        const state = pc.connectionState;
+        if (graceTimer && state !== "disconnected") {
+          clearTimeout(graceTimer);
+          graceTimer = null;
+        }
+        if (state === "connected") {
+          if (connectTimer) clearTimeout(connectTimer);
+          connectTimer = null;
+          if (connectedAt === null) connectedAt = performance.now();
+          if (player.state !== "playing") show("connected", "Connected, waiting for video…");
+          if (!video.paused && video.readyState >= 2) onPlaying();
+        } else if (state === "failed") {
+          retry("the peer connection failed");
+        } else if (state === "closed") {
+          retry("the peer connection was closed");
+        } else if (state === "disconnected") {
+          show("connecting", "Connection interrupted, waiting for it to recover…", true);
+          graceTimer = setTimeout(() => {
+            if (current()) retry("the peer connection was lost");
+          }, DISCONNECTED_GRACE_MS);
+        }
+      };
+
+      try {
+        const offer = await pc.createOffer();
+        await pc.setLocalDescription(offer);
+        if (!current()) return;
+        ws.send(JSON.stringify({ type: "offer", sdp: offer.sdp }));
+        offerSent = true;
+        for (const text of pending.splice(0)) ws.send(text);
+        show("negotiating", "Negotiating…");
+      } catch (err) {
+        if (current()) retry(`could not make an offer: ${err.message || err}`);
+      }
+    };
+
+    ws.onmessage = async (event) => {
+      if (!current()) return;
+      let msg;
+      try {
+        msg = JSON.parse(event.data);
+      } catch (_) {
+        return;
+      }
+      if (msg.type === "answer" && pc && !answered) {
+        answered = true;
+        try {
+          await pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+        } catch (err) {
+          if (current()) retry(`could not apply the answer: ${err.message || err}`);
+        }
+      } else if (msg.type === "error") {
+        const text = `${msg.code || "error"}: ${msg.message || "unknown error"}`;
+        if (answered) {
+          // A late, non-fatal complaint (say, about one trickled candidate).
+          player.error = text;
+          facts.title = text;
+        } else {
+          retry(text);
+        }
+      }
+    };
+
+    ws.onclose = (event) => {
+      if (!current()) return;
+      const why = event.reason ? `: ${event.reason}` : "";
+      retry(`lost the connection to the gateway (close code ${event.code}${why})`);
+    };
+  }
+
+  function onPlaying() {
+    if (!player.pc || player.pc.connectionState !== "connected") return;
+    player.error = null;
+    show("playing", "Playing");
+  }
+
+  video.addEventListener("playing", onPlaying);
+  video.addEventListener("waiting", () => {
+    if (player.state === "playing") show("connected", "Buffering…");
+  });
+
+  // -- facts: the stream's state from the API and what the browser decodes --------------
+  async function pollStream() {
+    try {
+      const response = await fetch(`/api/v1/streams/${encodeURIComponent(streamId)}`, {
+        cache: "no-store",
+        headers: { Accept: "application/json" },
+      });
+      if (response.status === 404) {
+        player.stream = null;
+        streamInfo.textContent = `The gateway has no stream '${streamId}'.`;
+        streamInfo.className = "note bad";
+      } else if (response.ok) {
+        const s = await response.json();
+        player.stream = s;
+        const parts = [`stream ${s.state}`];
+        if (s.codec) parts.push(s.profile ? `${s.codec} ${s.profile}` : s.codec);
+        if (s.width && s.height) parts.push(`${s.width}×${s.height}`);
+        if (typeof s.fps === "number" && s.fps > 0) parts.push(`${s.fps.toFixed(1)} fps`);
+        if (s.effective_mode) parts.push(s.effective_mode);
+        if (typeof s.viewers === "number") parts.push(`${s.viewers} viewer${s.viewers === 1 ? "" : "s"}`);
+        streamInfo.textContent = parts.join(" · ") + (s.error ? ` — ${s.error}` : "");
+        streamInfo.className = s.error || s.state === "failed" ? "note bad" : "note";
+      } else {
+        streamInfo.textContent = ""; // e.g. 401 when the registry needs a token
+      }
+    } catch (_) {
+      streamInfo.textContent = "The gateway does not answer.";
+      streamInfo.className = "note bad";
+    } finally {
+      setTimeout(pollStream, STREAM_POLL_MS);
+    }
+  }
+
+  async function pollStats() {
+    const pc = player.pc;
+    try {
+      if (pc && pc.connectionState === "connected") {
+        const report = await pc.getStats();
+        let inbound = null;
+        let codec = null;
+        report.forEach((r) => {
+          if (r.type === "inbound-rtp" && r.kind === "video") inbound = r;
+        });
+        if (inbound && inbound.codecId) codec = report.get(inbound.codecId) || null;
+        if (inbound) {
+          player.stats = {
+            codec: codec ? codec.mimeType : null,
+            width: inbound.frameWidth || null,
+            height: inbound.frameHeight || null,
+            fps: inbound.framesPerSecond || null,
+            framesDecoded: inbound.framesDecoded || 0,
+            packetsLost: inbound.packetsLost || 0,
+          };
+          const st = player.stats;
+          const bits = [];
+          if (st.codec) bits.push(st.codec.replace("video/", ""));
+          if (st.width && st.height) bits.push(`${st.width}×${st.height}`);
+          if (st.fps) bits.push(`${Math.round(st.fps)} fps`);
+          bits.push(`${st.framesDecoded} frames`);
+          facts.textContent = bits.join(" · ");
+        }
+      } else if (!pc) {
+        facts.textContent = "";
+      }
+    } catch (_) {
+      /* the connection went away between the check and getStats */
+    } finally {
+      setTimeout(pollStats, STATS_MS);
+    }
+  }
+
+  window.addEventListener("pagehide", () => {
+    teardown();
+    show("stopped", "Stopped");
+  });
+  window.addEventListener("pageshow", (event) => {
+    if (event.persisted) connect(); // back from the back/forward cache
+  });
+
+  if (!streamId) {
+    show("stopped", "No stream id in the address (expected /view/<id>).", true);
+    return;
+  }
+  if (typeof RTCPeerConnection === "undefined") {
+    show("stopped", "This browser has no WebRTC (RTCPeerConnection).", true);
+    return;
+  }
+  connect();
+  pollStream();
+  pollStats();
+})();

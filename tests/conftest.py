@@ -1,0 +1,29 @@
+"""Shared fixtures: one real RTSP server and one gateway process for the session."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import pytest
+
+from tests.support.gateway import Gateway, run_gateway
+from tests.support.rtsp import RtspServer, start_rtsp_server
+
+
+@pytest.fixture(scope="session")
+def rtsp() -> Iterator[RtspServer]:
+    with start_rtsp_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def gateway() -> Iterator[Gateway]:
+    with run_gateway() as gw:
+        yield gw
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session

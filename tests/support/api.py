@@ -1,0 +1,31 @@
+"""Small REST helpers for tests against a running gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+
+
+async def register(
+    http: aiohttp.ClientSession, base_url: str, **body: Any
+) -> tuple[int, dict[str, Any]]:
+    async with http.post(f"{base_url}/api/v1/streams", json=body) as resp:
+        return resp.status, await resp.json()
+
+
+async def wait_state(
+    http: aiohttp.ClientSession, base_url: str, stream_id: str, *states: str, timeout: float = 20
+) -> dict[str, Any]:
+    """Poll until the stream reaches one of `states`; fail with its last view otherwise."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        async with http.get(f"{base_url}/api/v1/streams/{stream_id}") as resp:
+            last = await resp.json()
+        if last.get("state") in states:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"stream {stream_id} never reached {states}: {last}")

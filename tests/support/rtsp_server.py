@@ -1,0 +1,171 @@
+#!/usr/bin/python3
+"""Standalone RTSP test server built on GStreamer's gst-rtsp-server.
+
+Must be run with Debian's ``/usr/bin/python3`` (python3-gi and the GstRtspServer
+typelib are built for it), not with the project's virtualenv::
+
+    /usr/bin/python3 tests/support/rtsp_server.py --port 8554
+
+Mounts (each its own media factory, one pipeline per client):
+
+* ``/baseline``   640x480@30 H.264 constrained-baseline, 1 s GOP, SPS/PPS in-band and in SDP
+* ``/sdp-only``   same, but SPS/PPS only in the SDP (sprop-parameter-sets), never in-band
+* ``/high``       640x480@30 H.264 High profile with B-frames (bframes=2), 1 s GOP
+* ``/audio-only`` Opus audio only, no video track
+* ``/small``      320x240@15 H.264 constrained-baseline, 1 s GOP
+
+RTP over UDP and RTP over TCP (interleaved) are both offered. Prints exactly one
+line ``READY <port>`` on stdout once listening, then runs until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Any
+
+import gi  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # type: ignore[import-not-found,import-untyped,unused-ignore]  # noqa: E402
+
+
+def _video_src(width: int, height: int, fps: int) -> str:
+    return (
+        f"videotestsrc is-live=true pattern=ball "
+        f"! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1 "
+        f'! timeoverlay font-desc="Sans 24"'
+    )
+
+
+def _x264(gop: int, extra: str) -> str:
+    # repeat-headers=0: x264 would otherwise put SPS/PPS (and a version SEI) in
+    # front of every IDR even in avc mode. Whether SPS/PPS appear in-band is then
+    # decided solely by rtph264pay's config-interval. aud=false: no AU delimiters,
+    # like most IP cameras.
+    return (
+        f"x264enc {extra} threads=1 bitrate=800 key-int-max={gop} aud=false "
+        f"option-string=repeat-headers=0"
+    )
+
+
+def _h264_video(
+    width: int, height: int, fps: int, *, profile: str, encoder_opts: str, inband: bool
+) -> str:
+    # stream-format=avc: SPS/PPS go to codec_data -> sprop-parameter-sets in the SDP.
+    caps = f"video/x-h264,stream-format=avc,alignment=au,profile={profile}"
+    # config-interval=-1: SPS/PPS re-sent in-band before every IDR; 0: never.
+    pay = f"rtph264pay name=pay0 pt=96 config-interval={-1 if inband else 0}"
+    enc = _x264(fps, encoder_opts)
+    return f"( {_video_src(width, height, fps)} ! {enc} ! {caps} ! {pay} )"
+
+
+_ZEROLATENCY = "tune=zerolatency speed-preset=ultrafast"
+
+
+def _baseline(width: int, height: int, fps: int, *, inband: bool) -> str:
+    return _h264_video(
+        width,
+        height,
+        fps,
+        profile="constrained-baseline",
+        encoder_opts=_ZEROLATENCY,
+        inband=inband,
+    )
+
+
+def _high() -> str:
+    # No tune=zerolatency: it forces bframes=0. ultrafast plus explicit bframes=2
+    # (fixed placement, no lookahead) stays cheap; dct8x8 is what makes x264
+    # signal High (profile_idc 100) rather than Main.
+    opts = "speed-preset=ultrafast bframes=2 b-adapt=false rc-lookahead=0 dct8x8=true cabac=true"
+    return _h264_video(640, 480, 30, profile="high", encoder_opts=opts, inband=True)
+
+
+def _audio_only() -> str:
+    return (
+        "( audiotestsrc is-live=true wave=sine freq=440 volume=0.2 "
+        "! audio/x-raw,rate=48000,channels=2 ! audioconvert ! audioresample "
+        "! opusenc bitrate=32000 ! rtpopuspay name=pay0 pt=97 )"
+    )
+
+
+MOUNTS: dict[str, str] = {
+    "/baseline": _baseline(640, 480, 30, inband=True),
+    "/sdp-only": _baseline(640, 480, 30, inband=False),
+    "/high": _high(),
+    "/audio-only": _audio_only(),
+    "/small": _baseline(320, 240, 15, inband=True),
+}
+
+
+def _make_factory(launch: str) -> Any:
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(launch)
+    # Not shared: every client gets its own pipeline, so a client asking for a
+    # subset of streams, or a new PLAY, can never disturb another client.
+    factory.set_shared(False)
+    factory.set_protocols(GstRtsp.RTSPLowerTrans.UDP | GstRtsp.RTSPLowerTrans.TCP)
+    factory.set_stop_on_disconnect(True)
+    return factory
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--port", type=int, required=True, help="TCP port (not 0)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address")
+    parser.add_argument("--print-pipelines", action="store_true", help="print launch lines")
+    args = parser.parse_args(argv)
+    if args.port <= 0:
+        parser.error("--port must be a positive port number (0 is not supported)")
+
+    Gst.init(None)
+    if args.print_pipelines:
+        for mount, launch in MOUNTS.items():
+            print(f"{mount}: {launch}", file=sys.stderr)
+
+    server = GstRtspServer.RTSPServer()
+    server.set_address(args.host)
+    server.set_service(str(args.port))
+    mounts = server.get_mount_points()
+    for mount, launch in MOUNTS.items():
+        mounts.add_factory(mount, _make_factory(launch))
+
+    loop = GLib.MainLoop()
+    try:
+        source_id = server.attach(None)
+    except GLib.Error as exc:
+        print(f"failed to attach RTSP server on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    if not source_id:
+        print(f"failed to attach RTSP server on {args.host}:{args.port}", file=sys.stderr)
+        return 1
+
+    bound = server.get_bound_port()
+    # Periodically drop sessions whose clients vanished without TEARDOWN.
+    pool = server.get_session_pool()
+
+    def _cleanup() -> bool:
+        pool.cleanup()
+        return True
+
+    GLib.timeout_add_seconds(2, _cleanup)
+
+    def _quit() -> bool:
+        loop.quit()
+        return False
+
+    GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGTERM, _quit)
+    GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGINT, _quit)
+
+    print(f"READY {bound}", flush=True)
+    loop.run()
+    GLib.source_remove(source_id)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""A real aiortc viewer: negotiates over the WebSocket or WHEP and decodes real frames."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+
+@dataclass
+class Viewer:
+    base_url: str
+    stream_id: str
+    via: str = "ws"
+    pc: RTCPeerConnection = field(init=False)
+    frames: int = 0
+    sizes: set[tuple[int, int]] = field(default_factory=set)
+    started: float = 0.0
+    first_frame_at: float | None = None
+    whep_location: str | None = None
+    answer_sdp: str = ""
+    _http: aiohttp.ClientSession | None = None
+    _ws: aiohttp.ClientWebSocketResponse | None = None
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    async def connect(self) -> None:
+        """Negotiate; raises AssertionError with the gateway's error if it refuses."""
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc.addTransceiver("video", direction="recvonly")
+        self.pc.on("track", self._on_track)
+        self.started = time.monotonic()
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        offer = self.pc.localDescription.sdp
+        self._http = aiohttp.ClientSession()
+        if self.via == "whep":
+            url = f"{self.base_url}/api/v1/streams/{self.stream_id}/whep"
+            async with self._http.post(
+                url, data=offer, headers={"Content-Type": "application/sdp"}
+            ) as resp:
+                body = await resp.text()
+                assert resp.status == 201, f"WHEP answered {resp.status}: {body}"
+                assert resp.content_type == "application/sdp"
+                self.whep_location = resp.headers["Location"]
+                self.answer_sdp = body
+        else:
+            self._ws = await self._http.ws_connect(f"{self.base_url}/ws/{self.stream_id}")
+            await self._ws.send_json({"type": "offer", "sdp": offer})
+            msg = await self._ws.receive_json(timeout=15)
+            assert msg.get("type") == "answer", f"gateway answered {msg}"
+            self.answer_sdp = msg["sdp"]
+        await self.pc.setRemoteDescription(RTCSessionDescription(self.answer_sdp, "answer"))
+
+    def _on_track(self, track: Any) -> None:
+        async def consume() -> None:
+            with contextlib.suppress(MediaStreamError):
+                while True:
+                    frame = await track.recv()
+                    if self.first_frame_at is None:
+                        self.first_frame_at = time.monotonic() - self.started
+                    self.frames += 1
+                    self.sizes.add((frame.width, frame.height))
+
+        self._tasks.append(asyncio.ensure_future(consume()))
+
+    async def wait_frames(self, count: int, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.frames < count:
+            assert time.monotonic() < deadline, (
+                f"only {self.frames} of {count} frames from {self.stream_id} via {self.via} "
+                f"in {timeout} s (pc {self.pc.connectionState})"
+            )
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.pc.close()
+        if self._http is not None:
+            if self.whep_location:
+                with contextlib.suppress(aiohttp.ClientConnectionError):  # gateway gone
+                    async with self._http.delete(self.base_url + self.whep_location) as resp:
+                        assert resp.status in (204, 404)
+            if self._ws is not None:
+                await self._ws.close()
+            await self._http.close()
+
+
+async def watch(
+    base_url: str, stream_id: str, via: str = "ws", frames: int = 60, timeout: float = 20.0
+) -> Viewer:
+    """Connect, decode `frames` frames, close; the closed viewer keeps its figures."""
+    viewer = Viewer(base_url, stream_id, via)
+    try:
+        await viewer.connect()
+        await viewer.wait_frames(frames, timeout)
+    finally:
+        await viewer.close()
+    return viewer

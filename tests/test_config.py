@@ -1,0 +1,94 @@
+"""Settings precedence (CLI > env > file > defaults) and errors that name the setting."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from media_server.config import ConfigError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("MEDIA_SERVER_"):
+            monkeypatch.delenv(key)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "settings.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults() -> None:
+    s = load_settings()
+    assert (s.host, s.port, s.demo) == ("127.0.0.1", 8080, True)
+    assert s.webrtc.ice_servers == []  # never a public STUN server by default
+
+
+def test_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "port: 9001\nhost: 127.0.0.2\ningest:\n  transport: udp\n")
+    assert load_settings(path).port == 9001
+    monkeypatch.setenv("MEDIA_SERVER_PORT", "9002")
+    s = load_settings(path)
+    assert (s.port, s.host, s.ingest.transport) == (9002, "127.0.0.2", "udp")
+    monkeypatch.setenv("MEDIA_SERVER_INGEST__TRANSPORT", "tcp")
+    assert load_settings(path).ingest.transport == "tcp"
+    assert load_settings(path, port=9003).port == 9003
+
+
+def test_contract_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MEDIA_SERVER_AUTH__TOKENS", '["t1", "t2"]')
+    monkeypatch.setenv("MEDIA_SERVER_REGISTRY__PATH", str(tmp_path / "r.sqlite3"))
+    s = load_settings()
+    assert s.auth.tokens == ["t1", "t2"]
+    assert s.registry.path == tmp_path / "r.sqlite3"
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "named"),
+    [
+        ("MEDIA_SERVER_PORT", "99999", "'port'"),
+        ("MEDIA_SERVER_INGEST__TRANSPORT", "sctp", "'ingest.transport'"),
+        ("MEDIA_SERVER_HUB__VIEWER_QUEUE", "1", "'hub.viewer_queue'"),
+    ],
+)
+def test_bad_env_setting_is_named(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError, match=named):
+        load_settings()
+
+
+def test_bad_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'ingest\.nope'"):
+        load_settings(write(tmp_path, "ingest:\n  nope: 1\n"))
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(write(tmp_path, "port: [\n"))
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "missing.yaml")
+
+
+def test_shipped_config_file_is_valid() -> None:
+    s = load_settings(ROOT / "config" / "media_server.yaml")
+    assert s.port == 8080
+
+
+def test_cli_refuses_bad_setting_with_its_name() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "media_server", "--port", "70000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "invalid setting 'port'" in proc.stderr

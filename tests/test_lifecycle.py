@@ -1,0 +1,80 @@
+"""Process lifecycle: graceful stop with viewers attached, auth tokens, start-up failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import aiohttp
+import pytest
+
+from tests.support.api import register, wait_state
+from tests.support.gateway import run_gateway
+from tests.support.rtsp import RtspServer
+from tests.support.viewer import Viewer
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_graceful_stop_with_viewers_and_cameras(
+    http: aiohttp.ClientSession, rtsp: RtspServer, sig: signal.Signals
+) -> None:
+    with run_gateway() as gw:
+        status, _ = await register(http, gw.base_url, id="cam", url=rtsp.url("/small"))
+        assert status == 201
+        await wait_state(http, gw.base_url, "cam", "live")
+        viewers = [Viewer(gw.base_url, "demo"), Viewer(gw.base_url, "cam", "whep")]
+        for v in viewers:
+            await v.connect()
+            await v.wait_frames(10)
+        started = time.monotonic()
+        os.kill(gw.pid, sig)
+        code = await _wait_exit(gw.proc, 12)
+        took = time.monotonic() - started
+        for v in viewers:
+            await v.close()
+        assert code == 0, gw.describe()
+        assert took < 10, f"took {took:.1f} s to stop"
+        log = gw.stderr_text()
+        assert "Traceback" not in log, gw.describe()
+        assert "stopped" in log
+
+
+async def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return proc.poll()
+
+
+async def test_control_plane_tokens(http: aiohttp.ClientSession) -> None:
+    env = {"MEDIA_SERVER_AUTH__TOKENS": '["sesame"]'}
+    with run_gateway("--no-demo", env=env) as gw:
+        url = f"{gw.base_url}/api/v1/streams"
+        async with http.get(url) as resp:
+            assert resp.status == 401
+            assert (await resp.json())["error"]["code"] == "unauthorized"
+        async with http.get(url, headers={"Authorization": "Bearer nope"}) as resp:
+            assert resp.status == 401
+        async with http.get(url, headers={"Authorization": "Bearer sesame"}) as resp:
+            assert resp.status == 200 and (await resp.json()) == {"streams": []}
+        async with http.get(f"{gw.base_url}/api/v1/health") as resp:
+            assert resp.status == 200  # liveness stays open for orchestrators
+
+
+def test_port_in_use_is_a_clear_error() -> None:
+    with run_gateway("--no-demo") as gw:
+        proc = subprocess.run(
+            [sys.executable, "-m", "media_server", "--port", str(gw.port), "--no-demo"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{gw.port}" in proc.stderr

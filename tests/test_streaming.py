@@ -1,0 +1,135 @@
+"""End to end: real RTSP server -> gateway process -> real aiortc viewers decoding frames."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+
+import aiohttp
+import pytest
+
+from tests.support.api import register, wait_state
+from tests.support.gateway import Gateway
+from tests.support.rtsp import RtspServer
+from tests.support.viewer import Viewer, watch
+
+pytestmark = pytest.mark.e2e
+
+GOP_SECONDS = 1.0  # the test server's mounts use a 1 s GOP
+
+
+async def live_stream(
+    http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer, sid: str, mount: str, **kw: str
+) -> dict[str, object]:
+    status, body = await register(http, gateway.base_url, id=sid, url=rtsp.url(mount), **kw)
+    assert status in (200, 201), body
+    return await wait_state(http, gateway.base_url, sid, "live")
+
+
+@pytest.mark.parametrize("via", ["ws", "whep"])
+async def test_passthrough(
+    http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer, via: str
+) -> None:
+    view = await live_stream(http, gateway, rtsp, "pass", "/baseline", mode="passthrough")
+    assert view["effective_mode"] == "passthrough" and view["profile"] == "constrained-baseline"
+    viewer = await watch(gateway.base_url, "pass", via=via, frames=60)
+    assert viewer.frames >= 60 and viewer.sizes == {(640, 480)}
+    assert "H264/90000" in viewer.answer_sdp
+    view = await wait_state(http, gateway.base_url, "pass", "live")
+    assert view["counters"]["frames_decoded"] == 0  # passthrough: nothing decoded
+
+
+@pytest.mark.parametrize("via", ["ws", "whep"])
+async def test_transcode(
+    http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer, via: str
+) -> None:
+    await live_stream(http, gateway, rtsp, "trans", "/baseline", mode="transcode")
+    viewer = await watch(gateway.base_url, "trans", via=via, frames=60)
+    assert viewer.frames >= 60 and viewer.sizes == {(640, 480)}
+    assert "VP8/90000" in viewer.answer_sdp  # encoded by aiortc, cheapest codec first
+    view = await wait_state(http, gateway.base_url, "trans", "live")
+    assert view["counters"]["frames_decoded"] > 0
+
+
+async def test_auto_transcodes_high_profile_with_bframes(
+    http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer
+) -> None:
+    view = await live_stream(http, gateway, rtsp, "high", "/high")
+    assert view["profile"] == "high" and view["effective_mode"] == "transcode"
+    viewer = await watch(gateway.base_url, "high", frames=60)
+    assert viewer.sizes == {(640, 480)}
+
+
+async def test_auto_passes_baseline_through_over_udp(
+    http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer
+) -> None:
+    view = await live_stream(http, gateway, rtsp, "udp", "/baseline", transport="udp")
+    assert view["effective_mode"] == "passthrough" and view["transport"] == "udp"
+    viewer = await watch(gateway.base_url, "udp", frames=60)
+    assert viewer.sizes == {(640, 480)}
+
+
+async def test_sps_pps_only_in_sdp_still_plays(
+    http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer
+) -> None:
+    view = await live_stream(http, gateway, rtsp, "sdponly", "/sdp-only", mode="passthrough")
+    assert (view["width"], view["height"]) == (640, 480)
+    viewer = await watch(gateway.base_url, "sdponly", frames=60)
+    assert viewer.sizes == {(640, 480)}
+
+
+async def test_gop_cache_gives_first_frame_within_the_gop(
+    http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer
+) -> None:
+    await live_stream(http, gateway, rtsp, "gop", "/baseline", mode="passthrough")
+    firsts = []
+    for _ in range(3):
+        viewer = await watch(gateway.base_url, "gop", frames=5)
+        assert viewer.first_frame_at is not None
+        firsts.append(viewer.first_frame_at)
+        await asyncio.sleep(0.37)  # land at different points of the GOP
+    # Without the cache a viewer waits for the next keyframe: on average half a GOP,
+    # up to a whole one. With it, the cached keyframe goes out at once.
+    assert statistics.median(firsts) < GOP_SECONDS / 2, firsts
+
+
+async def test_demo_plays(http: aiohttp.ClientSession, gateway: Gateway) -> None:
+    view = await wait_state(http, gateway.base_url, "demo", "live")
+    assert view["url"] == "demo://test-pattern" and view["codec"] == "h264"
+    viewer = await watch(gateway.base_url, "demo", frames=60)
+    assert viewer.sizes == {(640, 480)}
+
+
+async def test_audio_only_source_fails_with_reason(
+    http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer
+) -> None:
+    status, body = await register(http, gateway.base_url, id="noaudio", url=rtsp.url("/audio-only"))
+    assert status == 201 and body["state"] in ("idle", "starting")  # answered before probing
+    view = await wait_state(http, gateway.base_url, "noaudio", "failed")
+    assert "no video" in view["error"]
+
+
+async def test_many_viewers_one_stream_and_delete_ends_them(
+    http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer
+) -> None:
+    await live_stream(http, gateway, rtsp, "fan", "/small", mode="passthrough")
+    viewers = [Viewer(gateway.base_url, "fan", via) for via in ("ws", "whep", "ws", "whep")]
+    try:
+        await asyncio.gather(*(v.connect() for v in viewers))
+        await asyncio.gather(*(v.wait_frames(30) for v in viewers))
+        view = await wait_state(http, gateway.base_url, "fan", "live")
+        assert view["viewers"] == 4
+        async with http.delete(f"{gateway.base_url}/api/v1/streams/fan") as resp:
+            assert resp.status == 204
+        # The gateway released every session of the stream, without waiting for viewers.
+        async with http.get(f"{gateway.base_url}/api/v1/health/ready") as resp:
+            ready = await resp.json()
+        assert ready["components"]["webrtc"]["sessions"] == 0
+        for v in viewers:
+            for _ in range(100):
+                if v.pc.connectionState in ("closed", "failed"):
+                    break
+                await asyncio.sleep(0.1)
+            assert v.pc.connectionState in ("closed", "failed")
+    finally:
+        await asyncio.gather(*(v.close() for v in viewers))

@@ -1,0 +1,40 @@
+"""Camera URL rules and credential redaction."""
+
+from __future__ import annotations
+
+import pytest
+
+from media_server.urls import redact_text, redact_url, validate_source_url
+
+
+@pytest.mark.parametrize(
+    "url", ["rtsp://cam.local/stream", "rtsps://10.0.0.5:322/a?b=c", "RTSP://u:p@h:554/x"]
+)
+def test_accepts_rtsp(url: str) -> None:
+    assert validate_source_url(url) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://cam/x", "rtsp://"),
+        ("file:///etc/passwd", "rtsp://"),
+        ("concat:rtsp://a|rtsp://b", "rtsp://"),
+        ("rtsp:///nohost", "host"),
+        ("rtsp://h:99999/x", "malformed"),
+        ("rtsp://h/a b", "spaces"),
+        ("rtsp://h/" + "a" * 3000, "longer"),
+    ],
+)
+def test_rejects(url: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        validate_source_url(url)
+
+
+def test_redaction() -> None:
+    url = "rtsp://admin:s3cret@10.1.2.3:554/live"
+    assert redact_url(url) == "rtsp://***@10.1.2.3:554/live"
+    assert redact_url("rtsp://10.1.2.3/live") == "rtsp://10.1.2.3/live"
+    text = f"Connection to {url} failed; password s3cret rejected"
+    cleaned = redact_text(text, url)
+    assert "s3cret" not in cleaned and "admin" not in cleaned
