@@ -1,7 +1,7 @@
 """Headless Chromium against a real gateway process: the player plays, the list lists.
 
 Needs Debian's Chromium at /usr/bin/chromium and the playwright Python package (no
-downloaded browsers). Run with ``pytest -m browser``.
+downloaded browsers).
 """
 
 from __future__ import annotations
@@ -14,13 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright import sync_api
 
-try:  # tests/ itself is on sys.path (pytest's default "prepend" import mode)
-    from support.gateway import Gateway, run_gateway
-except ImportError:  # tests/ became a package
-    from tests.support.gateway import Gateway, run_gateway
-
-sync_api = pytest.importorskip("playwright.sync_api")
+from tests.support.gateway import Gateway
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -37,10 +33,7 @@ CHROMIUM_ARGS = [
 PLAY_TIMEOUT_MS = 20_000
 SCREENSHOT = Path("/tmp/view_demo.png")
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"no Chromium at {CHROMIUM}"),
-]
+pytestmark = pytest.mark.browser
 
 # What the player page's peer connection says about itself, for failure messages.
 STATS_JS = """
@@ -93,13 +86,9 @@ VIDEO_JS = """
 
 
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[Gateway]:
-    with run_gateway() as gw:
-        yield gw
-
-
-@pytest.fixture(scope="module")
 def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    # No skip: a missing browser is a broken setup, and the suite must say so.
+    assert os.access(CHROMIUM, os.X_OK), f"no Chromium at {CHROMIUM}: run scripts/setup.sh --test"
     profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_api.sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(

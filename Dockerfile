@@ -1,0 +1,19 @@
+# The gateway, built the way scripts/setup.sh installs it: Debian bookworm, Python 3.11,
+# the package and its runtime dependencies in a virtual environment.
+FROM python:3.11-slim-bookworm AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+COPY pyproject.toml README.md ./
+COPY media_server ./media_server
+RUN /opt/venv/bin/pip install --upgrade pip && /opt/venv/bin/pip install .
+
+FROM python:3.11-slim-bookworm
+RUN useradd --system --create-home --uid 10001 media
+COPY --from=build /opt/venv /opt/venv
+COPY config /etc/media_server
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
+USER media
+EXPOSE 8080
+ENTRYPOINT ["media-server"]
+CMD ["--config", "/etc/media_server/media_server.yaml", "--host", "0.0.0.0"]
