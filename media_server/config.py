@@ -30,6 +30,12 @@ class IngestSettings(_Section):
     read_timeout: float = Field(5.0, gt=0, le=60, description="seconds without data = stall")
     reconnect_initial: float = Field(0.5, gt=0, le=60, description="first retry delay, seconds")
     reconnect_max: float = Field(10.0, gt=0, le=600, description="longest retry delay, seconds")
+    on_demand_linger: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="seconds an on-demand stream stays open after its last viewer",
+    )
 
 
 class HubSettings(_Section):

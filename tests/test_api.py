@@ -7,7 +7,7 @@ import pytest
 
 from tests.support.api import register, wait_state
 from tests.support.gateway import Gateway
-from tests.support.rtsp import RtspServer
+from tests.support.rtsp import RtspServer, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -69,6 +69,18 @@ async def test_credentials_never_shown(
     assert "hunter2secret" not in text and "admin" not in text
     assert "hunter2secret" not in str(body) and "***@" in body["url"]
     assert "hunter2secret" not in gateway.stderr_text()
+
+
+async def test_credentials_not_in_errors(http: aiohttp.ClientSession, gateway: Gateway) -> None:
+    port = free_port()  # nothing listens there: the open fails, with the URL in FFmpeg's error
+    url = f"rtsp://admin:n0tInLogs@127.0.0.1:{port}/cam"
+    status, _ = await register(http, gateway.base_url, id="down", url=url)
+    assert status == 201
+    view = await wait_state(http, gateway.base_url, "down", "reconnecting")
+    async with http.delete(f"{gateway.base_url}/api/v1/streams/down") as resp:
+        assert resp.status == 204
+    assert view["error"] and "n0tInLogs" not in view["error"]
+    assert "n0tInLogs" not in gateway.stderr_text()
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -45,8 +46,6 @@ async def test_graceful_stop_with_viewers_and_cameras(
 
 
 async def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
-    import asyncio
-
     deadline = time.monotonic() + timeout
     while proc.poll() is None and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -78,3 +77,35 @@ def test_port_in_use_is_a_clear_error() -> None:
         )
     assert proc.returncode == 2
     assert f"cannot listen on 127.0.0.1:{gw.port}" in proc.stderr
+
+
+async def test_on_demand_opens_on_first_viewer_and_idles_after_last(
+    http: aiohttp.ClientSession, rtsp: RtspServer
+) -> None:
+    env = {"MEDIA_SERVER_INGEST__ON_DEMAND_LINGER": "1.0"}
+    with run_gateway("--no-demo", env=env) as gw:
+        status, body = await register(
+            http, gw.base_url, id="od", url=rtsp.url("/small"), on_demand=True
+        )
+        assert status == 201 and body["state"] == "idle"
+        await asyncio.sleep(1.0)
+        async with http.get(f"{gw.base_url}/api/v1/streams/od") as resp:
+            view = await resp.json()
+        assert view["state"] == "idle" and view["counters"]["packets_in"] == 0  # camera unopened
+        viewer = Viewer(gw.base_url, "od", "whep")
+        await viewer.connect()
+        await viewer.wait_frames(20)
+        assert (await wait_state(http, gw.base_url, "od", "live"))["viewers"] == 1
+        # The viewer goes away without a WHEP DELETE: its DTLS close alone releases it.
+        await viewer.pc.close()
+        view = await wait_state(http, gw.base_url, "od", "idle", timeout=15)
+        assert view["viewers"] == 0
+        async with http.get(f"{gw.base_url}/api/v1/health/ready") as resp:
+            assert (await resp.json())["components"]["webrtc"]["sessions"] == 0
+        viewer.whep_location = None
+        await viewer.close()
+        # And it opens again for the next viewer.
+        again = Viewer(gw.base_url, "od")
+        await again.connect()
+        await again.wait_frames(20)
+        await again.close()

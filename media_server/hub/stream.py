@@ -63,6 +63,9 @@ class Stream:
         hub = settings.hub
         self.hub = Hub(hub.viewer_queue, hub.gop_cache_units, hub.gop_cache_bytes)
         self.worker: IngestWorker | None = None
+        self._holders = 0
+        self._linger: asyncio.TimerHandle | None = None
+        self._idling: asyncio.Task[None] | None = None
         self.state_listeners: list[Callable[[Stream], None]] = []
 
     @property
@@ -86,19 +89,52 @@ class Stream:
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop ingest and end every viewer's track; waits for the thread off the loop."""
+        self._cancel_linger()
         self.hub.end_all()
+        await self._stop_worker(timeout)
+        self._set_state(StreamState.STOPPED, None)
+
+    async def _stop_worker(self, timeout: float) -> None:
         worker, self.worker = self.worker, None
         if worker is not None:
             worker.stop()
             ended = await self._loop.run_in_executor(None, worker.join, timeout)
             if not ended:
                 log.warning("stream %s: ingest thread did not stop within %.1f s", self.id, timeout)
-        self._set_state(StreamState.STOPPED, None)
+
+    # -- on-demand ingest: the camera is open only while someone watches -----------------
+    def acquire(self) -> None:
+        """A viewer session begins; an on-demand stream opens its source."""
+        self._holders += 1
+        self._cancel_linger()
+        if self.spec.on_demand and self.worker is None:
+            self.start()
+
+    def release(self) -> None:
+        """A viewer session ended; the last one lets an on-demand stream idle after a while."""
+        self._holders = max(0, self._holders - 1)
+        if self.spec.on_demand and self._holders == 0 and self.worker is not None:
+            linger = self._settings.ingest.on_demand_linger
+            self._linger = self._loop.call_later(linger, self._go_idle)
+
+    def _cancel_linger(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+
+    def _go_idle(self) -> None:
+        self._linger = None
+
+        async def idle() -> None:
+            await self._stop_worker(self._settings.ingest.read_timeout + 1)
+            if self.worker is None:  # no viewer came back meanwhile
+                self.hub.clear_cache()
+                self._set_state(StreamState.IDLE, None)
+
+        self._idling = self._loop.create_task(idle())
 
     # -- IngestSink (called on the loop) -----------------------------------------------
     def on_state(self, state: StreamState, error: str | None) -> None:
-        if self.state == StreamState.STOPPED and self.worker is None:
-            return  # late news from a worker already told to stop
         if state == StreamState.RECONNECTING:
             self.hub.clear_cache()
         self._set_state(state, error)

@@ -109,7 +109,8 @@ class IngestWorker:
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
         def deliver() -> None:
             self._delivered += 1
-            fn(*args)
+            if not self._stop.is_set():  # a worker told to stop has nothing more to say
+                fn(*args)
 
         self._posted += 1
         try:
@@ -157,7 +158,6 @@ class IngestWorker:
             log.info("stream %s: %s; reconnecting in %.1f s", self.name, error, delay)
             if self._stop.wait(delay):
                 break
-        self._post(self._sink.on_state, StreamState.STOPPED, None)
 
     def _pump(self, source: Source, info: SourceInfo, timeline: Timeline, backoff: Backoff) -> None:
         """Read until the source ends or stop is asked; raise SourceError on failure."""

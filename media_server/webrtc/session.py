@@ -124,6 +124,7 @@ class SessionManager:
         track = HubTrack(stream.hub)
         session = ViewerSession(stream, pc, track, via)
         self._sessions[session.id] = session
+        stream.acquire()
         try:
             transceiver = pc.addTransceiver(track, direction="sendonly")
             mode = stream.effective_mode or stream.spec.mode
@@ -179,6 +180,7 @@ class SessionManager:
             return
         session.closed.set()
         self._sessions.pop(session.id, None)
+        session.stream.release()
         session.track.stop()
         await session.pc.close()
         log.info("viewer %s of stream %s closed", session.id, session.stream.id)
