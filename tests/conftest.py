@@ -27,3 +27,13 @@ def gateway() -> Iterator[Gateway]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that used the shared gateway shows the gateway's recent log."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    gw = getattr(item, "funcargs", {}).get("gateway")
+    if report.failed and isinstance(gw, Gateway):
+        report.sections.append(("gateway log", gw.describe(80)))

@@ -167,6 +167,7 @@ class IngestWorker:
         need_key = True
         reordered = False
         last_src_pts: int | None = None
+        last_frame_pts: int | None = None
         window_start, window_frames = time.monotonic(), 0
         counters = self.counters
         while not self._stop.is_set():
@@ -228,7 +229,7 @@ class IngestWorker:
                 continue
             need_key = False
             out = av.Packet(data)
-            out.pts = out.dts = pts
+            out.pts = pts
             out.time_base = TIME_BASE
             if mode == "passthrough":
                 self._post(self._sink.on_unit, AccessUnit(out, pts, key, len(data)))
@@ -243,6 +244,12 @@ class IngestWorker:
                 continue
             for frame in frames:
                 counters.frames_decoded += 1
+                # Encoders (libvpx above all) refuse a frame whose pts does not increase.
+                if frame.pts is None or (
+                    last_frame_pts is not None and frame.pts <= last_frame_pts
+                ):
+                    frame.pts = pts if last_frame_pts is None else max(pts, last_frame_pts + 1)
+                last_frame_pts = frame.pts
                 frame.time_base = TIME_BASE
                 self._post(self._sink.on_frame, frame)
 

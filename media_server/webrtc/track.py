@@ -37,10 +37,24 @@ class HubTrack(MediaStreamTrack):
         except StreamEnded:
             self.stop()
             raise MediaStreamError from None
-        return item.packet if isinstance(item, AccessUnit) else item
+        return item.packet if isinstance(item, AccessUnit) else _own_copy(item)
 
     def stop(self) -> None:
         if self._sub is not None:
             self._hub.unsubscribe(self._sub)
             self._sub = None
         super().stop()
+
+
+def _own_copy(frame: av.VideoFrame) -> av.VideoFrame:
+    """A viewer's own copy of a shared decoded frame.
+
+    aiortc's encoders set `pict_type` on the frame they encode, in executor threads: on a
+    frame shared by several viewers, one viewer's forced keyframe could be undone by
+    another's encode. The copy costs far less than the per-viewer encode it feeds.
+    """
+    source = frame if frame.format.name == "yuv420p" else frame.reformat(format="yuv420p")
+    copy = av.VideoFrame.from_ndarray(source.to_ndarray(), format="yuv420p")
+    copy.pts = frame.pts
+    copy.time_base = frame.time_base
+    return copy

@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
+
+from tests.support.rtsp import free_port
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 20.0
@@ -41,14 +42,6 @@ EXIT_CONFIG_ERROR = 2
 
 class GatewayError(RuntimeError):
     """The gateway could not be started (the message ends with its stderr tail)."""
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port that was free on ``host`` a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Gateway:

@@ -71,9 +71,10 @@ class Viewer:
     async def wait_frames(self, count: int, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while self.frames < count:
+            ended = [repr(t.exception()) for t in self._tasks if t.done() and t.exception()]
             assert time.monotonic() < deadline, (
                 f"only {self.frames} of {count} frames from {self.stream_id} via {self.via} "
-                f"in {timeout} s (pc {self.pc.connectionState})"
+                f"in {timeout} s (pc {self.pc.connectionState}, receiver errors {ended})"
             )
             await asyncio.sleep(0.05)
 
