@@ -60,6 +60,21 @@ async def test_auto_transcodes_high_profile_with_bframes(
     assert viewer.sizes == {(640, 480)}
 
 
+async def test_auto_switches_main_profile_with_bframes_to_transcode(
+    http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer
+) -> None:
+    view = await live_stream(http, gateway, rtsp, "mainb", "/main-bframes")
+    assert view["profile"] == "main"  # the SPS says browser-safe; the B-frames say otherwise
+    for _ in range(50):
+        if view["effective_mode"] == "transcode":
+            break
+        await asyncio.sleep(0.1)
+        view = await wait_state(http, gateway.base_url, "mainb", "live")
+    assert view["effective_mode"] == "transcode"
+    viewer = await watch(gateway.base_url, "mainb", frames=30)
+    assert viewer.sizes == {(320, 240)}
+
+
 async def test_auto_passes_baseline_through_over_udp(
     http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer
 ) -> None:

@@ -11,6 +11,7 @@ Mounts (each its own media factory, one pipeline per client):
 * ``/baseline``   640x480@30 H.264 constrained-baseline, 1 s GOP, SPS/PPS in-band and in SDP
 * ``/sdp-only``   same, but SPS/PPS only in the SDP (sprop-parameter-sets), never in-band
 * ``/high``       640x480@30 H.264 High profile with B-frames (bframes=2), 1 s GOP
+* ``/main-bframes`` 320x240@15 H.264 Main profile with B-frames, 1 s GOP
 * ``/audio-only`` Opus audio only, no video track
 * ``/small``      320x240@15 H.264 constrained-baseline, 1 s GOP
 
@@ -85,6 +86,13 @@ def _high() -> str:
     return _h264_video(640, 480, 30, profile="high", encoder_opts=opts, inband=True)
 
 
+def _main_bframes() -> str:
+    # Main profile (CABAC, no 8x8 transform) with B-frames: the SPS alone looks
+    # browser-safe, only the reordered timestamps give the B-frames away.
+    opts = "speed-preset=ultrafast bframes=2 b-adapt=false rc-lookahead=0 cabac=true"
+    return _h264_video(320, 240, 15, profile="main", encoder_opts=opts, inband=True)
+
+
 def _audio_only() -> str:
     return (
         "( audiotestsrc is-live=true wave=sine freq=440 volume=0.2 "
@@ -97,6 +105,7 @@ MOUNTS: dict[str, str] = {
     "/baseline": _baseline(640, 480, 30, inband=True),
     "/sdp-only": _baseline(640, 480, 30, inband=False),
     "/high": _high(),
+    "/main-bframes": _main_bframes(),
     "/audio-only": _audio_only(),
     "/small": _baseline(320, 240, 15, inband=True),
 }
