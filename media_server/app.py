@@ -1,4 +1,4 @@
-"""Build the aiohttp application and wire the parts: manager, sessions, metrics, routes."""
+"""Build the aiohttp application and wire the parts; start, drain and stop them in order."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from media_server.api.context import GATEWAY, Gateway
 from media_server.api.errors import error_middleware, error_response
 from media_server.config import Settings
 from media_server.hub.manager import StreamManager
+from media_server.loopwatch import LoopMonitor
 from media_server.metrics import CONTENT_TYPE, Metrics
+from media_server.store.sqlite import SqliteRegistry
 from media_server.webrtc.session import SessionManager
 
 log = logging.getLogger(__name__)
-
-LAG_INTERVAL = 0.5
 
 
 @web.middleware
@@ -42,31 +42,24 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
-async def _watch_loop_lag(gw: Gateway) -> None:
-    loop = asyncio.get_running_loop()
-    while True:
-        started = loop.time()
-        await asyncio.sleep(LAG_INTERVAL)
-        gw.loop_lag = max(0.0, loop.time() - started - LAG_INTERVAL)
-
-
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Start-up before serving, and the last step of a stop."""
     gw = app[GATEWAY]
+    gw.streams.restore(gw.registry.open())  # StoreError here stops start-up
     if gw.settings.demo:
         gw.streams.add_demo()
-    lag_task = asyncio.create_task(_watch_loop_lag(gw))
-    gw.ready = True
+    gw.monitor.start()
     yield
-    lag_task.cancel()
+    gw.monitor.stop()
     await gw.streams.close(gw.settings.shutdown_timeout / 2)
+    await gw.registry.close()
     log.info("stopped")
 
 
-async def _drain(app: web.Application) -> None:
-    """First step of a stop: refuse new viewers, end signaling sockets and peers."""
+async def _close_signaling(app: web.Application) -> None:
+    """After the drain: end signaling sockets and every peer."""
     gw = app[GATEWAY]
-    gw.draining = True
-    gw.sessions.accepting = False
+    begin_drain(gw)
     for ws in list(gw.websockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
     try:
@@ -75,23 +68,49 @@ async def _drain(app: web.Application) -> None:
         log.warning("some viewer sessions did not close in time")
 
 
+def begin_drain(gw: Gateway) -> None:
+    """Stop taking viewers: readiness turns 503 and new offers are refused."""
+    gw.draining = True
+    gw.sessions.accepting = False
+
+
+async def drain(gw: Gateway, interrupted: asyncio.Event) -> None:
+    """Let existing viewers run on until they leave, `drain_timeout` passes, or a second
+    signal arrives; the caller then stops everything."""
+    begin_drain(gw)
+    timeout = gw.settings.drain_timeout
+    if len(gw.sessions) and timeout > 0:
+        log.info("draining: %d viewer(s), up to %.0f s", len(gw.sessions), timeout)
+        waiter = asyncio.ensure_future(interrupted.wait())
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(gw.sessions) and not waiter.done():
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            await asyncio.wait([waiter], timeout=min(0.1, left))
+        waiter.cancel()
+
+
 def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None) -> web.Application:
     loop = loop or asyncio.get_event_loop()
     app = web.Application(
         middlewares=[error_middleware, auth_middleware], client_max_size=settings.max_body_bytes
     )
+    registry = SqliteRegistry(settings.registry.path)
     gw = Gateway(
         settings=settings,
-        streams=StreamManager(settings, loop),
-        sessions=SessionManager(settings.webrtc),
+        registry=registry,
+        streams=StreamManager(settings, loop, registry),
+        sessions=SessionManager(settings.webrtc, settings.limits),
         metrics=Metrics(),
+        monitor=LoopMonitor(settings.health.block_threshold, settings.health.window),
     )
-    gw.metrics.watch(gw.streams.all, lambda: gw.loop_lag)
+    gw.metrics.watch(gw.streams.all, lambda: gw.monitor.lag)
     gw.sessions.on_connected.append(lambda s: gw.metrics.sessions.labels(s.via).inc())
     app[GATEWAY] = gw
     for module in (streams, health, signaling, whep, pages):
         app.add_routes(module.routes)
     app.router.add_get("/metrics", metrics_handler)
     app.cleanup_ctx.append(_lifecycle)
-    app.on_shutdown.append(_drain)
+    app.on_shutdown.append(_close_signaling)
     return app

@@ -13,8 +13,10 @@ from typing import Any
 from aiohttp import web
 
 from media_server import __version__
-from media_server.app import build_app
+from media_server.api.context import GATEWAY
+from media_server.app import build_app, drain
 from media_server.config import ConfigError, Settings, load_settings
+from media_server.store.registry import StoreError
 
 log = logging.getLogger("media_server")
 
@@ -41,7 +43,10 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     app = build_app(settings, loop)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except StoreError as exc:
+        raise ConfigError(str(exc)) from None
     site = web.TCPSite(runner, settings.host, settings.port)
     try:
         await site.start()
@@ -50,15 +55,21 @@ async def serve(settings: Settings) -> None:
         raise ConfigError(
             f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
         ) from exc
-    stop = asyncio.Event()
+    stop, interrupted = asyncio.Event(), asyncio.Event()
+
+    def on_signal() -> None:  # the first signal drains, a second one cuts the drain short
+        (interrupted if stop.is_set() else stop).set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
+    app[GATEWAY].ready = True
     base = f"http://{settings.host}:{settings.port}"
     log.info("media_server %s listening on %s", __version__, base)
     if settings.demo:
         log.info("demo stream: %s/view/demo", base)
     await stop.wait()
     log.info("stopping (signal received)")
+    await drain(app[GATEWAY], interrupted)
     try:
         await asyncio.wait_for(runner.cleanup(), settings.shutdown_timeout + 1)
     except TimeoutError:

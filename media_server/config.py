@@ -6,11 +6,12 @@ sources and turns a validation failure into a message that names the bad setting
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -22,14 +23,35 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Strategy = Literal["fixed", "linear", "exponential", "exponential_jitter"]
+
+
+class ReconnectPolicy(_Section):
+    """How a stream retries its camera; a default here, overridable per stream."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strategy: Strategy = "exponential_jitter"
+    initial: float = Field(0.5, gt=0, le=600, description="first retry delay, seconds")
+    max: float = Field(10.0, gt=0, le=3600, description="longest retry delay, seconds")
+    breaker_failures: int = Field(
+        10, ge=1, le=100_000, description="consecutive failures that mark the stream failed"
+    )
+    breaker_window: float = Field(
+        120.0, gt=0, le=86_400, description="...when they all fall within this many seconds"
+    )
+    probe_interval: float = Field(
+        60.0, gt=0, le=86_400, description="retry period while failed (the breaker is open)"
+    )
+
+
 class IngestSettings(_Section):
     """How cameras are read."""
 
     transport: Transport = "tcp"
     open_timeout: float = Field(5.0, gt=0, le=60, description="seconds to open an RTSP session")
     read_timeout: float = Field(5.0, gt=0, le=60, description="seconds without data = stall")
-    reconnect_initial: float = Field(0.5, gt=0, le=60, description="first retry delay, seconds")
-    reconnect_max: float = Field(10.0, gt=0, le=600, description="longest retry delay, seconds")
+    reconnect: ReconnectPolicy = Field(default_factory=lambda: ReconnectPolicy())
     on_demand_linger: float = Field(
         10.0,
         ge=0,
@@ -58,15 +80,45 @@ class WebRTCSettings(_Section):
 
     ice_servers: list[IceServer] = Field(default_factory=list)
     connect_timeout: float = Field(30.0, gt=0, le=600, description="seconds for ICE+DTLS")
-    max_sessions: int = Field(500, ge=1, description="viewer sessions across all streams")
+
+
+class LimitsSettings(_Section):
+    """Admission control: past a limit a request is refused (503) and nobody else notices."""
+
+    streams: int = Field(200, ge=1, le=100_000, description="registered streams per node")
+    viewers: int = Field(500, ge=1, le=100_000, description="viewer sessions per node")
+    viewers_per_stream: int = Field(200, ge=1, le=100_000, description="viewers of one stream")
+    websockets: int = Field(1000, ge=1, le=100_000, description="open signaling sockets per node")
+
+
+class HealthSettings(_Section):
+    ready_max_lag: float = Field(1.0, gt=0, le=60, description="loop lag that fails readiness")
+    block_threshold: float = Field(
+        2.0, gt=0, le=600, description="a loop stuck this long is logged and fails liveness"
+    )
+    window: float = Field(30.0, gt=0, le=3600, description="how long a block fails liveness")
 
 
 class AuthSettings(_Section):
     tokens: list[str] = Field(default_factory=list, description="static control-plane tokens")
 
 
+def default_registry_path() -> Path:
+    """$XDG_STATE_HOME/media_server/registry.sqlite3 (~/.local/state when unset)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "media_server" / "registry.sqlite3"
+
+
 class RegistrySettings(_Section):
-    path: Path | None = Field(None, description="SQLite file of the stream registry")
+    path: Path = Field(
+        default_factory=default_registry_path,
+        description="SQLite file of the stream registry (':memory:' keeps nothing)",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
 
 
 class DemoSettings(_Section):
@@ -88,12 +140,19 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=0, le=65535)
     demo: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    shutdown_timeout: float = Field(8.0, gt=0, le=60)
+    drain_timeout: float = Field(
+        5.0, ge=0, le=3600, description="seconds viewers may run on after SIGTERM"
+    )
+    shutdown_timeout: float = Field(
+        4.0, gt=0, le=60, description="seconds to close peers and ingest after the drain"
+    )
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
 
     ingest: IngestSettings = Field(default_factory=lambda: IngestSettings())
     hub: HubSettings = Field(default_factory=lambda: HubSettings())
     webrtc: WebRTCSettings = Field(default_factory=lambda: WebRTCSettings())
+    limits: LimitsSettings = Field(default_factory=lambda: LimitsSettings())
+    health: HealthSettings = Field(default_factory=lambda: HealthSettings())
     auth: AuthSettings = Field(default_factory=lambda: AuthSettings())
     registry: RegistrySettings = Field(default_factory=lambda: RegistrySettings())
     demo_source: DemoSettings = Field(default_factory=lambda: DemoSettings())

@@ -32,6 +32,11 @@ class _StreamCollector(Collector):
             by_state.add_metric([state.value], sum(1 for s in streams if s.state == state))
         yield by_state
         viewers = GaugeMetricFamily("media_server_viewers", "Viewers per stream", labels=["stream"])
+        transitions = CounterMetricFamily(
+            "media_server_stream_transitions",
+            "Times a stream entered a state",
+            labels=["stream", "state"],
+        )
         families = {
             name: CounterMetricFamily(f"media_server_{name}", text, labels=["stream"])
             for name, text in (
@@ -45,6 +50,8 @@ class _StreamCollector(Collector):
         }
         for stream in streams:
             viewers.add_metric([stream.id], stream.hub.viewers)
+            for state, count in stream.transitions.items():
+                transitions.add_metric([stream.id, state.value], count)
             counters = stream.worker.counters if stream.worker else None
             if counters is not None:
                 families["ingress_packets"].add_metric([stream.id], counters.packets)
@@ -54,6 +61,7 @@ class _StreamCollector(Collector):
                 families["ingest_dropped_packets"].add_metric([stream.id], counters.dropped_backlog)
             families["viewer_dropped_items"].add_metric([stream.id], stream.hub.dropped)
         yield viewers
+        yield transitions
         yield from families.values()
         lag = GaugeMetricFamily(
             "media_server_event_loop_lag_seconds", "How late the event loop last woke up"

@@ -8,19 +8,22 @@ from aiohttp import web
 
 from media_server.config import Settings
 from media_server.hub.manager import StreamManager
+from media_server.loopwatch import LoopMonitor
 from media_server.metrics import Metrics
+from media_server.store.sqlite import SqliteRegistry
 from media_server.webrtc.session import SessionManager
 
 
 @dataclass
 class Gateway:
     settings: Settings
+    registry: SqliteRegistry
     streams: StreamManager
     sessions: SessionManager
     metrics: Metrics
+    monitor: LoopMonitor
     ready: bool = False
     draining: bool = False
-    loop_lag: float = 0.0
     websockets: set[web.WebSocketResponse] = field(default_factory=set)
 
 

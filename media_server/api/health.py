@@ -1,4 +1,4 @@
-"""Liveness (the loop answers) and readiness (each component says whether it can serve)."""
+"""Liveness (the loop is not stuck) and readiness (each component can serve)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from media_server.hub.media import StreamState
 
 routes = web.RouteTableDef()
 
-#: Readiness fails when the event loop is this late in waking up (seconds).
-MAX_LOOP_LAG = 1.0
-
 
 @routes.get("/api/v1/health")
 async def liveness(request: web.Request) -> web.Response:
+    """Fails for a while after the event loop was blocked (a watchdog logs the culprit)."""
+    monitor = gateway(request).monitor
+    blocked = monitor.recent_block()
+    if blocked:
+        body = {"status": "blocked", "blocked_seconds": round(blocked, 3)}
+        return web.json_response(body, status=503)
     return web.json_response({"status": "ok"})
 
 
@@ -27,13 +30,27 @@ async def readiness(request: web.Request) -> web.Response:
     dead = [
         s.id
         for s in streams
-        if s.state not in (StreamState.IDLE, StreamState.STOPPED, StreamState.FAILED)
+        if s.state not in (StreamState.IDLE, StreamState.STOPPED)
         and (s.worker is None or not s.worker.alive)
     ]
+    store_error = await gw.registry.check()
+    lag = gw.monitor.lag
     components: dict[str, dict[str, Any]] = {
-        "http": {"ok": gw.ready and not gw.draining, "draining": gw.draining},
+        "http": {
+            "ok": gw.ready and not gw.draining,
+            "starting": not gw.ready,
+            "draining": gw.draining,
+        },
+        "registry": {
+            "ok": store_error is None,
+            "path": str(gw.registry.path),
+            "error": store_error,
+        },
         "ingest": {"ok": not dead, "streams": len(streams), "dead_workers": dead},
-        "event_loop": {"ok": gw.loop_lag < MAX_LOOP_LAG, "lag_seconds": round(gw.loop_lag, 4)},
+        "event_loop": {
+            "ok": lag < gw.settings.health.ready_max_lag,
+            "lag_seconds": round(lag, 4),
+        },
         "webrtc": {"ok": gw.sessions.accepting, "sessions": len(gw.sessions)},
     }
     ok = all(c["ok"] for c in components.values())

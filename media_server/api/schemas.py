@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from media_server.api.errors import ApiError
-from media_server.config import Mode, Transport
+from media_server.config import Mode, ReconnectPolicy, Transport
 from media_server.hub.stream import StreamSpec
 from media_server.urls import validate_source_url
 
@@ -27,6 +27,7 @@ class StreamCreate(BaseModel):
     transport: Transport = "tcp"
     mode: Mode = "auto"
     on_demand: bool = False
+    reconnect: ReconnectPolicy | None = None
 
     @field_validator("url")
     @classmethod
@@ -35,7 +36,9 @@ class StreamCreate(BaseModel):
 
     def to_spec(self) -> StreamSpec:
         stream_id = self.id or f"s-{secrets.token_hex(4)}"
-        return StreamSpec(stream_id, self.url, self.transport, self.mode, self.on_demand)
+        return StreamSpec(
+            stream_id, self.url, self.transport, self.mode, self.on_demand, self.reconnect
+        )
 
 
 def _describe(exc: ValidationError) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from media_server.api.context import Gateway, gateway
+from media_server.api.errors import error_response
 from media_server.webrtc.session import SignalingError, ViewerSession
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,11 @@ class _Conversation:
 
 
 @routes.get("/ws/{stream_id}")
-async def websocket(request: web.Request) -> web.WebSocketResponse:
+async def websocket(request: web.Request) -> web.StreamResponse:
     gw = gateway(request)
+    limit = gw.settings.limits.websockets
+    if len(gw.websockets) >= limit:
+        return error_response(503, "capacity", f"the gateway holds at most {limit} sockets")
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_MESSAGE_BYTES)
     await ws.prepare(request)
     gw.websockets.add(ws)

@@ -7,8 +7,9 @@ from aiohttp import web
 from media_server.api.context import gateway
 from media_server.api.errors import ApiError
 from media_server.api.schemas import StreamCreate, parse, read_json
-from media_server.hub.manager import StreamConflict
+from media_server.hub.manager import CapacityError, StreamConflict
 from media_server.hub.stream import Stream
+from media_server.store.registry import StoreError
 
 routes = web.RouteTableDef()
 
@@ -31,9 +32,13 @@ async def create_stream(request: web.Request) -> web.Response:
         if same is not None:
             return web.json_response(same.to_dict(), status=200)
     try:
-        stream, created = manager.create(spec)
+        stream, created = await manager.create(spec)
     except StreamConflict as exc:
         raise ApiError(409, "stream-conflict", str(exc)) from None
+    except CapacityError as exc:
+        raise ApiError(503, "capacity", str(exc)) from None
+    except StoreError as exc:
+        raise ApiError(503, "registry-unavailable", str(exc)) from None
     response = web.json_response(stream.to_dict(), status=201 if created else 200)
     response.headers["Location"] = f"/api/v1/streams/{stream.id}"
     return response
@@ -54,6 +59,9 @@ async def show_stream(request: web.Request) -> web.Response:
 async def delete_stream(request: web.Request) -> web.Response:
     stream = get_stream(request)
     gw = gateway(request)
+    try:
+        await gw.streams.delete(stream.id)
+    except StoreError as exc:
+        raise ApiError(503, "registry-unavailable", str(exc)) from None
     await gw.sessions.close_stream(stream.id)
-    await gw.streams.delete(stream.id)
     return web.Response(status=204)

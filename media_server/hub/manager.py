@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from dataclasses import replace
 
 from media_server.config import Settings
 from media_server.hub.stream import SourceFactory, Stream, StreamSpec
 from media_server.ingest.demo import DemoSource
 from media_server.ingest.rtsp import RtspSource
 from media_server.ingest.source import Source
+from media_server.store.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +24,25 @@ class StreamConflict(Exception):
     """The id is registered with a different body."""
 
 
+class CapacityError(Exception):
+    """A configured limit is reached; the request is refused, nothing else is affected."""
+
+
 class StreamManager:
-    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
+    """Registered streams, kept in step with the persistent registry.
+
+    A registration is stored before it is acknowledged, and create/delete are serialised
+    so concurrent requests for one id cannot interleave between the store and the map.
+    """
+
+    def __init__(
+        self, settings: Settings, loop: asyncio.AbstractEventLoop, registry: Registry
+    ) -> None:
         self._settings = settings
         self._loop = loop
+        self._registry = registry
         self._streams: dict[str, Stream] = {}
+        self._lock = asyncio.Lock()
 
     def __contains__(self, stream_id: str) -> bool:
         return stream_id in self._streams
@@ -40,33 +56,56 @@ class StreamManager:
     def find_same(self, spec: StreamSpec) -> Stream | None:
         """An existing stream registered with the same body (for requests without an id)."""
         for stream in self._streams.values():
-            s = stream.spec
-            same = (s.url, s.transport, s.mode, s.on_demand)
-            if same == (spec.url, spec.transport, spec.mode, spec.on_demand):
+            if replace(stream.spec, id=spec.id) == spec:
                 return stream
         return None
 
-    def create(self, spec: StreamSpec) -> tuple[Stream, bool]:
-        """Register and start a stream; (stream, False) when the same one exists already."""
-        existing = self._streams.get(spec.id)
-        if existing is not None:
-            if existing.spec != spec:
-                raise StreamConflict(f"stream '{spec.id}' exists with a different configuration")
-            return existing, False
+    async def create(self, spec: StreamSpec) -> tuple[Stream, bool]:
+        """Store, register and start a stream; (stream, False) when it exists already."""
+        async with self._lock:
+            existing = self._streams.get(spec.id)
+            if existing is not None:
+                if existing.spec != spec:
+                    raise StreamConflict(
+                        f"stream '{spec.id}' exists with a different configuration"
+                    )
+                return existing, False
+            limit = self._settings.limits.streams
+            if len(self._streams) >= limit:
+                raise CapacityError(f"the gateway serves at most {limit} streams")
+            await self._registry.put(spec)
+            return self._add(spec), True
+
+    def restore(self, specs: list[StreamSpec]) -> None:
+        """Bring back what the registry holds (at start-up, before serving)."""
+        for spec in specs:
+            self._add(spec)
+        if specs:
+            log.info("restored %d stream(s) from the registry", len(specs))
+
+    def add_demo(self) -> Stream | None:
+        """The built-in demo stream; never stored, so it follows the `demo` setting."""
+        if DEMO_ID in self._streams:
+            log.warning("a registered stream is called '%s'; the demo stays off", DEMO_ID)
+            return None
+        return self._add(StreamSpec(id=DEMO_ID, url=DEMO_URL, mode="passthrough"))
+
+    def _add(self, spec: StreamSpec) -> Stream:
         stream = Stream(spec, self._settings, self._loop, self._source_factory(spec))
         self._streams[spec.id] = stream
         if not spec.on_demand:
             stream.start()
         log.info("stream %s registered (%s, %s)", spec.id, spec.public()["url"], spec.mode)
-        return stream, True
-
-    def add_demo(self) -> Stream:
-        return self.create(StreamSpec(id=DEMO_ID, url=DEMO_URL, mode="passthrough"))[0]
+        return stream
 
     async def delete(self, stream_id: str) -> bool:
-        stream = self._streams.pop(stream_id, None)
-        if stream is None:
-            return False
+        async with self._lock:
+            stream = self._streams.get(stream_id)
+            if stream is None:
+                return False
+            if stream.spec.url != DEMO_URL:
+                await self._registry.delete(stream_id)
+            del self._streams[stream_id]
         await stream.stop(self._settings.ingest.read_timeout + 1)
         log.info("stream %s removed", stream_id)
         return True

@@ -7,12 +7,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import av
 
-from media_server.config import Mode, Settings, Transport
+from media_server.config import Mode, ReconnectPolicy, Settings, Transport
 from media_server.hub.fanout import Hub
 from media_server.hub.media import AccessUnit, EffectiveMode, SourceInfo, StreamState
 from media_server.ingest.source import Source
@@ -33,11 +33,18 @@ class StreamSpec:
     transport: Transport = "tcp"
     mode: Mode = "auto"
     on_demand: bool = False
+    reconnect: ReconnectPolicy | None = None  # None: the configured default
 
     def public(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["url"] = redact_url(self.url)
-        return data
+        """The registration as the API shows it: credentials redacted."""
+        return {
+            "id": self.id,
+            "url": redact_url(self.url),
+            "transport": self.transport,
+            "mode": self.mode,
+            "on_demand": self.on_demand,
+            "reconnect": self.reconnect.model_dump() if self.reconnect else None,
+        }
 
 
 class Stream:
@@ -67,6 +74,8 @@ class Stream:
         self._linger: asyncio.TimerHandle | None = None
         self._idling: asyncio.Task[None] | None = None
         self.state_listeners: list[Callable[[Stream], None]] = []
+        #: How often the stream entered each state (a metric; transitions are also logged).
+        self.transitions: dict[StreamState, int] = dict.fromkeys(StreamState, 0)
 
     @property
     def id(self) -> str:
@@ -82,7 +91,7 @@ class Stream:
             self.spec.mode,
             self,
             self._loop,
-            self._settings.ingest,
+            self.spec.reconnect or self._settings.ingest.reconnect,
             self._settings.hub.ingest_backlog,
         )
         self.worker.start()

@@ -19,7 +19,7 @@ import av
 from av.video.codeccontext import VideoCodecContext
 
 from media_server.codecs import h264
-from media_server.config import IngestSettings, Mode
+from media_server.config import Mode, ReconnectPolicy
 from media_server.hub.media import TIME_BASE, AccessUnit, EffectiveMode, SourceInfo, StreamState
 from media_server.ingest.backoff import Backoff
 from media_server.ingest.source import PermanentSourceError, Source, SourceError
@@ -73,7 +73,7 @@ class IngestWorker:
         requested_mode: Mode,
         sink: IngestSink,
         loop: asyncio.AbstractEventLoop,
-        settings: IngestSettings,
+        policy: ReconnectPolicy,
         backlog: int,
     ) -> None:
         self.name = name
@@ -81,7 +81,7 @@ class IngestWorker:
         self._requested = requested_mode
         self._sink = sink
         self._loop = loop
-        self._settings = settings
+        self._policy = policy
         self._backlog = backlog
         self._stop = threading.Event()
         self._posted = 0  # written by the thread
@@ -122,16 +122,14 @@ class IngestWorker:
         return self._posted - self._delivered > self._backlog
 
     def _run(self) -> None:
-        backoff = Backoff(self._settings.reconnect_initial, self._settings.reconnect_max)
+        backoff = Backoff(self._policy)
         timeline = Timeline()
         error: str | None = None
         first = True
         while not self._stop.is_set():
-            self._post(
-                self._sink.on_state,
-                StreamState.STARTING if first else StreamState.RECONNECTING,
-                error,
-            )
+            if not backoff.open:  # while failed, probes stay quiet until one succeeds
+                state = StreamState.STARTING if first else StreamState.RECONNECTING
+                self._post(self._sink.on_state, state, error)
             if not first:
                 self.counters.reconnects += 1
             source = self._make_source(self._stop)
@@ -140,12 +138,11 @@ class IngestWorker:
                 self._pump(source, info, timeline, backoff)
                 error = "source ended"
             except PermanentSourceError as exc:
-                log.warning("stream %s failed: %s", self.name, exc)
-                self._post(self._sink.on_state, StreamState.FAILED, str(exc))
-                return
+                error = str(exc)
+                backoff.trip()
             except SourceError as exc:
                 error = str(exc) or type(exc).__name__
-            except Exception as exc:  # a bug must not kill the stream for good
+            except Exception as exc:  # a bug must not end the stream for good
                 log.exception("stream %s: ingest error", self.name)
                 error = f"internal error: {type(exc).__name__}"
             finally:
@@ -154,8 +151,16 @@ class IngestWorker:
             if self._stop.is_set():
                 break
             timeline.restart()
-            delay = backoff.next_delay()
-            log.info("stream %s: %s; reconnecting in %.1f s", self.name, error, delay)
+            delay = backoff.failure()
+            if backoff.open:
+                self._post(self._sink.on_state, StreamState.FAILED, error)
+            log.info(
+                "stream %s: %s; attempt %d failed, next in %.1f s",
+                self.name,
+                error,
+                backoff.attempts,
+                delay,
+            )
             if self._stop.wait(delay):
                 break
 
@@ -199,7 +204,7 @@ class IngestWorker:
                 mode = choose_mode(self._requested, info)
                 self._post(self._sink.on_info, info, mode)
                 self._post(self._sink.on_state, StreamState.LIVE, None)
-                backoff.reset()
+                backoff.success()
 
             src_pts = packet.pts
             if src_pts is not None and last_src_pts is not None and src_pts < last_src_pts:

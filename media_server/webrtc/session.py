@@ -18,7 +18,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import candidate_from_sdp
 
-from media_server.config import WebRTCSettings
+from media_server.config import LimitsSettings, WebRTCSettings
 from media_server.hub.stream import Stream
 from media_server.webrtc.ice import enable_loopback_candidates, rtc_configuration
 from media_server.webrtc.track import HubTrack
@@ -94,11 +94,12 @@ class ViewerSession:
 
 
 class SessionManager:
-    """All viewer sessions; bounded by `max_sessions`."""
+    """All viewer sessions, admitted within the configured limits."""
 
-    def __init__(self, settings: WebRTCSettings) -> None:
+    def __init__(self, settings: WebRTCSettings, limits: LimitsSettings) -> None:
         enable_loopback_candidates()
         self._settings = settings
+        self._limits = limits
         self._sessions: dict[str, ViewerSession] = {}
         self._tasks: set[asyncio.Future[None]] = set()
         self.accepting = True
@@ -117,8 +118,13 @@ class SessionManager:
         """Answer an offer for `stream`; the answer carries all our candidates."""
         if not self.accepting:
             raise SignalingError("shutting-down", "the gateway is shutting down", 503)
-        if len(self._sessions) >= self._settings.max_sessions:
-            raise SignalingError("too-many-sessions", "the gateway has no room for a viewer", 503)
+        if len(self._sessions) >= self._limits.viewers:
+            raise SignalingError(
+                "node-full", f"the gateway serves at most {self._limits.viewers} viewers", 503
+            )
+        if len(self.for_stream(stream.id)) >= self._limits.viewers_per_stream:
+            limit = self._limits.viewers_per_stream
+            raise SignalingError("stream-full", f"stream has its maximum of {limit} viewers", 503)
         check_offer(offer_sdp)
         pc = RTCPeerConnection(rtc_configuration(self._settings))
         track = HubTrack(stream.hub)

@@ -165,9 +165,20 @@ def run_gateway(
     """Start the gateway on a free port, wait until healthy, yield it, stop it.
 
     ``extra_args`` are appended to ``python -m media_server --port P``; ``env`` is merged
-    over ``os.environ``. A port lost to a race between choosing and binding it is retried
-    (``attempts`` times in all).
+    over ``os.environ``. Unless ``env`` names one, the registry is a fresh file that goes
+    away with the gateway. A port lost to a race between choosing and binding it is
+    retried (``attempts`` times in all).
     """
+    with tempfile.TemporaryDirectory(prefix="gateway-") as scratch:
+        env = {"MEDIA_SERVER_REGISTRY__PATH": f"{scratch}/registry.sqlite3", **(env or {})}
+        with _run(extra_args, env, start_timeout, attempts) as gateway:
+            yield gateway
+
+
+@contextlib.contextmanager
+def _run(
+    extra_args: tuple[str, ...], env: Mapping[str, str], start_timeout: float, attempts: int
+) -> Iterator[Gateway]:
     gateway: Gateway | None = None
     for attempt in range(1, attempts + 1):
         gateway = _spawn(free_port(), extra_args, env)

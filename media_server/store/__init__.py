@@ -1,0 +1,1 @@
+"""The persistent stream registry: what was registered survives restarts and crashes."""

@@ -1,0 +1,67 @@
+"""The registry interface the stream manager depends on, and the spec's stored form."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from media_server.config import ReconnectPolicy
+from media_server.hub.stream import StreamSpec
+
+
+class StoreError(Exception):
+    """The store cannot be opened, read or written; the message says which and why."""
+
+
+class Registry(Protocol):
+    async def load(self) -> list[StreamSpec]: ...
+
+    async def put(self, spec: StreamSpec) -> None:
+        """Store durably before returning: an acknowledged registration survives a crash."""
+        ...
+
+    async def delete(self, stream_id: str) -> None: ...
+
+    async def check(self) -> str | None:
+        """None when healthy, else what is wrong (for readiness)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def encode_spec(spec: StreamSpec) -> str:
+    data: dict[str, Any] = {
+        "id": spec.id,
+        "url": spec.url,
+        "transport": spec.transport,
+        "mode": spec.mode,
+        "on_demand": spec.on_demand,
+        "reconnect": spec.reconnect.model_dump() if spec.reconnect else None,
+    }
+    return json.dumps(data, separators=(",", ":"))
+
+
+def decode_spec(text: str) -> StreamSpec:
+    """Rebuild a spec; raise StoreError if the stored form is not one we wrote."""
+    try:
+        data = json.loads(text)
+        reconnect = data.get("reconnect")
+        spec = StreamSpec(
+            id=str(data["id"]),
+            url=str(data["url"]),
+            transport=data["transport"],
+            mode=data["mode"],
+            on_demand=bool(data["on_demand"]),
+            reconnect=ReconnectPolicy.model_validate(reconnect) if reconnect else None,
+        )
+    except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as exc:
+        raise StoreError(f"a stored stream is malformed: {exc}") from None
+    if spec.transport not in ("tcp", "udp") or spec.mode not in (
+        "auto",
+        "passthrough",
+        "transcode",
+    ):
+        raise StoreError(f"stored stream '{spec.id}' has an unknown transport or mode")
+    return spec
