@@ -164,9 +164,9 @@ class Stream:
         if state == self.state and error == self.error:
             return
         if state != self.state:
-            log.info(
-                "stream %s: %s -> %s%s", self.id, self.state, state, f" ({error})" if error else ""
-            )
+            reason = f" ({error})" if error else ""
+            log.info("stream %s: %s -> %s%s", self.id, self.state, state, reason)
+            self.transitions[state] += 1
         self.state = state
         self.error = error
         self.state_since = time.time()

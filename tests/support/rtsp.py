@@ -76,6 +76,15 @@ class RtspServer:
             return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
         return ""
 
+    def clients(self) -> int:
+        """RTSP client connections open right now, as the server reports them."""
+        lines = self.stderr_text().splitlines()
+        return lines.count("CLIENT open") - lines.count("CLIENT close")
+
+    def client_connections(self) -> int:
+        """RTSP client connections ever opened."""
+        return self.stderr_text().splitlines().count("CLIENT open")
+
     def terminate(self, timeout: float = 5.0) -> None:
         """SIGTERM the server (by PID), wait, and SIGKILL it if it does not exit."""
         if self.proc.poll() is None:

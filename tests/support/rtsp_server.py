@@ -17,6 +17,7 @@ Mounts (each its own media factory, one pipeline per client):
 
 RTP over UDP and RTP over TCP (interleaved) are both offered. Prints exactly one
 line ``READY <port>`` on stdout once listening, then runs until SIGTERM/SIGINT.
+Each RTSP client connection is reported on stderr as ``CLIENT open`` and ``CLIENT close``.
 """
 
 from __future__ import annotations
@@ -162,6 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         return True
 
     GLib.timeout_add_seconds(2, _cleanup)
+
+    # Client connections are reported on stderr, so tests can see from the camera's side
+    # when a gateway opens and closes its sessions.
+    def _client_connected(_server: Any, client: Any) -> None:
+        print("CLIENT open", file=sys.stderr, flush=True)
+        client.connect("closed", lambda _client: print("CLIENT close", file=sys.stderr, flush=True))
+
+    server.connect("client-connected", _client_connected)
 
     def _quit() -> bool:
         loop.quit()

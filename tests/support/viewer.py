@@ -21,6 +21,8 @@ class Viewer:
     pc: RTCPeerConnection = field(init=False)
     frames: int = 0
     sizes: set[tuple[int, int]] = field(default_factory=set)
+    #: (arrival time, RTP timestamp) of each decoded frame, in order.
+    timeline: list[tuple[float, int]] = field(default_factory=list)
     started: float = 0.0
     first_frame_at: float | None = None
     whep_location: str | None = None
@@ -65,6 +67,7 @@ class Viewer:
                         self.first_frame_at = time.monotonic() - self.started
                     self.frames += 1
                     self.sizes.add((frame.width, frame.height))
+                    self.timeline.append((time.monotonic(), frame.pts))
 
         self._tasks.append(asyncio.ensure_future(consume()))
 
@@ -103,3 +106,22 @@ async def watch(
     finally:
         await viewer.close()
     return viewer
+
+
+def frames_between(viewer: Viewer, start: float, end: float) -> int:
+    return sum(1 for at, _ in viewer.timeline if start <= at < end)
+
+
+async def _main(base_url: str, stream_id: str, via: str) -> None:
+    """Watch until killed (tests stop this process to play a frozen viewer)."""
+    viewer = Viewer(base_url, stream_id, via)
+    await viewer.connect()
+    await viewer.wait_frames(1)
+    print("PLAYING", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    import sys
+
+    asyncio.run(_main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "ws"))
