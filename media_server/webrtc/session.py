@@ -70,6 +70,7 @@ class ViewerSession:
         self.created = time.monotonic()
         self.connected_at: float | None = None
         self.closed = asyncio.Event()
+        self.expiry: asyncio.TimerHandle | None = None
 
     async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
         if candidate is None or not candidate.get("candidate"):
@@ -156,7 +157,7 @@ class SessionManager:
             elif state in ("failed", "closed"):
                 await self.close(session)
 
-        asyncio.get_running_loop().call_later(
+        session.expiry = asyncio.get_running_loop().call_later(
             self._settings.connect_timeout, self._expire_unconnected, session
         )
         log.info("viewer %s of stream %s negotiated via %s", session.id, stream.id, via)
@@ -185,6 +186,9 @@ class SessionManager:
         if session.closed.is_set():
             return
         session.closed.set()
+        if session.expiry is not None:
+            session.expiry.cancel()  # the timer would keep the whole peer alive until it fires
+            session.expiry = None
         self._sessions.pop(session.id, None)
         session.stream.release()
         session.track.stop()
