@@ -64,6 +64,9 @@ class HubSettings(_Section):
     """Fan-out bounds: every queue and cache has a size."""
 
     viewer_queue: int = Field(128, ge=8, le=4096, description="access units queued per viewer")
+    viewer_frames: int = Field(
+        4, ge=1, le=64, description="decoded frames queued per viewer (transcode)"
+    )
     gop_cache_units: int = Field(128, ge=1, le=4096, description="most units kept for a GOP")
     gop_cache_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024, description="most bytes per GOP")
     ingest_backlog: int = Field(256, ge=8, le=8192, description="units in flight thread->loop")

@@ -70,7 +70,7 @@ async def test_slow_viewer_skips_to_next_keyframe_without_touching_others() -> N
 
 
 async def test_frames_drop_oldest_when_full() -> None:
-    hub = Hub(viewer_queue=8, gop_units=64, gop_bytes=1 << 20)
+    hub = Hub(viewer_queue=64, gop_units=64, gop_bytes=1 << 20, viewer_frames=8)
     sub = hub.subscribe()
     frames = []
     for i in range(12):

@@ -25,9 +25,10 @@ class StreamEnded(Exception):
 class Subscriber:
     """One viewer's queue. Filled by the hub, drained by the viewer's track."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, frame_capacity: int) -> None:
         self._items: deque[Item] = deque()
         self._capacity = capacity
+        self._frame_capacity = frame_capacity
         self._waiter: asyncio.Future[None] | None = None
         self._ended = False
         self.need_keyframe = True
@@ -48,9 +49,11 @@ class Subscriber:
                 if not keyframe:
                     self.need_keyframe = True
                     return
-        elif len(self._items) >= self._capacity:
-            self._items.popleft()
-            self.dropped += 1
+        else:
+            # Decoded frames are large: few are kept, and a late viewer gets the newest.
+            while len(self._items) >= self._frame_capacity:
+                self._items.popleft()
+                self.dropped += 1
         self._items.append(item)
         self._wake()
 
@@ -82,8 +85,11 @@ class Subscriber:
 class Hub:
     """Fan-out for one stream; lives on the event loop."""
 
-    def __init__(self, viewer_queue: int, gop_units: int, gop_bytes: int) -> None:
+    def __init__(
+        self, viewer_queue: int, gop_units: int, gop_bytes: int, viewer_frames: int = 4
+    ) -> None:
         self._viewer_queue = viewer_queue
+        self._viewer_frames = viewer_frames
         self._gop_units = gop_units
         self._gop_bytes = gop_bytes
         self._gop: list[AccessUnit] = []
@@ -102,7 +108,7 @@ class Hub:
 
     def subscribe(self) -> Subscriber:
         """Called at a viewer's first read, so a viewer that never reads is never fed."""
-        sub = Subscriber(max(self._viewer_queue, len(self._gop)))
+        sub = Subscriber(max(self._viewer_queue, len(self._gop)), self._viewer_frames)
         if self._gop_valid:
             for unit in self._gop:
                 sub.push(unit, unit.keyframe)

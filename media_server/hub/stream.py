@@ -68,7 +68,9 @@ class Stream:
         self.units_out = 0
         self.frames_out = 0
         hub = settings.hub
-        self.hub = Hub(hub.viewer_queue, hub.gop_cache_units, hub.gop_cache_bytes)
+        self.hub = Hub(
+            hub.viewer_queue, hub.gop_cache_units, hub.gop_cache_bytes, hub.viewer_frames
+        )
         self.worker: IngestWorker | None = None
         self._holders = 0
         self._linger: asyncio.TimerHandle | None = None

@@ -7,6 +7,7 @@ URL anywhere but RTSP and its RTP transports.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import av
@@ -34,10 +35,13 @@ class RtspSource:
             "probesize": "32",
             "protocol_whitelist": PROTOCOL_WHITELIST,
         }
+        started = time.monotonic()
         try:
             container = av.open(self._url, options=options, timeout=self._timeout)
         except (av.FFmpegError, OSError) as exc:
-            raise SourceError(redact_text(str(exc), self._url)) from None
+            if time.monotonic() - started >= self._timeout[0] * 0.9:
+                raise SourceError(f"no answer within {self._timeout[0]:g} s") from None
+            raise SourceError(self._describe(exc)) from None
         self._container = container
         if not container.streams.video:
             kinds = ", ".join(sorted({s.type for s in container.streams})) or "nothing"
@@ -61,13 +65,28 @@ class RtspSource:
 
     def read(self) -> Packet | None:
         assert self._packets is not None, "open() first"
+        started = time.monotonic()
+        stall = self._timeout[1] * 0.9
         try:
             for packet in self._packets:
+                # FFmpeg hands out what it still holds when its read times out, then waits
+                # another timeout; a gap this long already is the stall.
+                if time.monotonic() - started >= stall:
+                    break
                 if packet.size:
                     return packet
         except (av.FFmpegError, OSError) as exc:
-            raise SourceError(redact_text(str(exc), self._url)) from None
-        return None
+            if time.monotonic() - started < stall:
+                raise SourceError(self._describe(exc)) from None
+        else:
+            if time.monotonic() - started < stall:
+                return None  # the camera ended the session
+        raise SourceError(f"stalled: no data for {self._timeout[1]:g} s")
+
+    def _describe(self, exc: Exception) -> str:
+        """FFmpeg's reason without its error number and the URL (which holds credentials)."""
+        reason = getattr(exc, "strerror", None) or str(exc)
+        return redact_text(str(reason), self._url)
 
     def close(self) -> None:
         if self._container is not None:

@@ -126,10 +126,8 @@ class IngestWorker:
         timeline = Timeline()
         error: str | None = None
         first = True
+        self._post(self._sink.on_state, StreamState.STARTING, None)
         while not self._stop.is_set():
-            if not backoff.open:  # while failed, probes stay quiet until one succeeds
-                state = StreamState.STARTING if first else StreamState.RECONNECTING
-                self._post(self._sink.on_state, state, error)
             if not first:
                 self.counters.reconnects += 1
             source = self._make_source(self._stop)
@@ -145,15 +143,16 @@ class IngestWorker:
             except Exception as exc:  # a bug must not end the stream for good
                 log.exception("stream %s: ingest error", self.name)
                 error = f"internal error: {type(exc).__name__}"
-            finally:
-                source.close()
             first = False
             if self._stop.is_set():
+                source.close()
                 break
             timeline.restart()
             delay = backoff.failure()
-            if backoff.open:
-                self._post(self._sink.on_state, StreamState.FAILED, error)
+            # Say so before closing: closing a hung session can itself take a timeout.
+            state = StreamState.FAILED if backoff.open else StreamState.RECONNECTING
+            self._post(self._sink.on_state, state, error)
+            source.close()
             log.info(
                 "stream %s: %s; attempt %d failed, next in %.1f s",
                 self.name,
