@@ -13,7 +13,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 Transport = Literal["tcp", "udp"]
 Mode = Literal["auto", "passthrough", "transcode"]
@@ -193,12 +198,21 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return loaded
 
 
+def validation_problems(exc: ValidationError) -> list[tuple[tuple[str | int, ...], str]]:
+    """(location, message) for each problem, worded for people rather than for pydantic."""
+    problems = []
+    for err in exc.errors():
+        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        problems.append((tuple(err["loc"]), message))
+    return problems
+
+
 def _describe(exc: ValidationError) -> str:
     lines = []
-    for err in exc.errors():
-        name = ".".join(str(part) for part in err["loc"]) or "(settings)"
-        env = "MEDIA_SERVER_" + "__".join(str(part).upper() for part in err["loc"])
-        lines.append(f"invalid setting '{name}' ({env}): {err['msg']}")
+    for loc, message in validation_problems(exc):
+        name = ".".join(str(part) for part in loc) or "(settings)"
+        env = "MEDIA_SERVER_" + "__".join(str(part).upper() for part in loc)
+        lines.append(f"invalid setting '{name}' ({env}): {message}")
     return "\n".join(lines)
 
 
@@ -222,3 +236,5 @@ def load_settings(config_file: Path | None = None, **cli: Any) -> Settings:
         return _Layered(**cli)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+    except SettingsError as exc:  # a value the environment source could not even parse
+        raise ConfigError(f"invalid setting: {exc} (complex values are JSON)") from None

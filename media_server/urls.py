@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 SCHEMES = ("rtsp", "rtsps")
@@ -28,22 +29,44 @@ def validate_source_url(url: str) -> str:
     return url
 
 
+#: Query parameters that carry credentials on some cameras (`?user=admin&password=...`).
+SECRET_PARAMS = re.compile(
+    r"(?i)(^|[&;])((?:user(?:name)?|pass(?:word|wd)?|pwd|token|auth|secret|key|api_?key|"
+    r"access_token|sig(?:nature)?|credentials?)=)([^&;#]*)"
+)
+
+
+def _secrets(url: str) -> list[str]:
+    """The secret strings in a URL: its password and any credential-like query values."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return []
+    found = [m.group(3) for m in SECRET_PARAMS.finditer(parts.query) if m.group(3)]
+    if parts.password:
+        found.append(parts.password)
+    if parts.username:
+        found.append(parts.username)
+    return found
+
+
 def redact_url(url: str) -> str:
-    """The URL with any user name and password replaced, safe for responses and logs."""
+    """The URL with user, password and credential-like query values replaced."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<invalid url>"
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = SECRET_PARAMS.sub(lambda m: m.group(1) + m.group(2) + "***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def redact_text(text: str, url: str) -> str:
     """Remove a URL's credentials from free text (FFmpeg errors quote the URL they opened)."""
-    parts = urlsplit(url)
     text = text.replace(url, redact_url(url))
-    if parts.password:
-        text = text.replace(parts.password, "***")
+    for secret in sorted(_secrets(url), key=len, reverse=True):
+        if len(secret) >= 3:  # a one-letter user name would shred the message
+            text = text.replace(secret, "***")
     return text

@@ -115,6 +115,7 @@ async def test_bad_bodies(
         (b'"rtsp://h/x"', "application/json", 400, "invalid-body"),
         (b"url=rtsp://h/x", "application/x-www-form-urlencoded", 415, "unsupported-media-type"),
         (b"\xff\xfe", "application/json", 400, "invalid-json"),
+        (b"[" * 20_000 + b"]" * 20_000, "application/json", 400, "invalid-json"),
         (b'{"url": "rtsp://h/' + b"a" * 200_000 + b'"}', "application/json", 413, None),
     ],
 )

@@ -19,7 +19,9 @@ class Clock:
 
 
 def delays(strategy: str, n: int) -> list[float]:
-    policy = ReconnectPolicy(strategy=strategy, initial=1, max=5, breaker_failures=1000)  # type: ignore[arg-type]
+    policy = ReconnectPolicy.model_validate(
+        {"strategy": strategy, "initial": 1, "max": 5, "breaker_failures": 1000}
+    )
     backoff = Backoff(policy, random.Random(1))
     return [backoff.failure() for _ in range(n)]
 

@@ -69,6 +69,12 @@ def test_bad_env_setting_is_named(
         load_settings()
 
 
+def test_unparseable_env_value_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDIA_SERVER_AUTH__TOKENS", "notjson")
+    with pytest.raises(ConfigError, match="auth"):
+        load_settings()
+
+
 def test_bad_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"'ingest\.nope'"):
         load_settings(write(tmp_path, "ingest:\n  nope: 1\n"))

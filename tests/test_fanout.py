@@ -7,7 +7,7 @@ import asyncio
 import av
 import pytest
 
-from media_server.hub.fanout import Hub, StreamEnded
+from media_server.hub.fanout import Hub, Item, StreamEnded, Subscriber
 from media_server.hub.media import TIME_BASE, AccessUnit
 
 
@@ -17,11 +17,15 @@ def unit(pts: int, key: bool = False, size: int = 100) -> AccessUnit:
     return AccessUnit(packet, pts, key, size)
 
 
-async def take(sub: object) -> list[object]:
+async def take(sub: Subscriber) -> list[Item]:
     out = []
-    while len(sub):  # type: ignore[arg-type]
-        out.append(await sub.get())  # type: ignore[attr-defined]
+    while len(sub):
+        out.append(await sub.get())
     return out
+
+
+def pts(items: list[Item]) -> list[int | None]:
+    return [item.pts for item in items]
 
 
 async def test_new_viewer_starts_at_cached_keyframe() -> None:
@@ -32,8 +36,8 @@ async def test_new_viewer_starts_at_cached_keyframe() -> None:
     hub.publish_unit(unit(6))
     sub = hub.subscribe()
     items = await take(sub)
-    assert [u.pts for u in items] == [5, 6]  # type: ignore[attr-defined]
-    assert items[0].keyframe  # type: ignore[attr-defined]
+    assert pts(items) == [5, 6]
+    assert isinstance(items[0], AccessUnit) and items[0].keyframe
 
 
 async def test_no_cache_means_wait_for_next_keyframe() -> None:
@@ -46,14 +50,14 @@ async def test_no_cache_means_wait_for_next_keyframe() -> None:
     hub.publish_unit(unit(6))
     assert len(sub) == 0  # a delta frame alone is useless to a new viewer
     hub.publish_unit(unit(7, key=True))
-    assert [u.pts for u in await take(sub)] == [7]  # type: ignore[attr-defined]
+    assert pts(await take(sub)) == [7]
 
 
 async def test_slow_viewer_skips_to_next_keyframe_without_touching_others() -> None:
     hub = Hub(viewer_queue=8, gop_units=64, gop_bytes=1 << 20)
     hub.publish_unit(unit(0, key=True))
     slow, fast = hub.subscribe(), hub.subscribe()
-    assert (await fast.get()).pts == 0  # type: ignore[union-attr]
+    assert (await fast.get()).pts == 0
     for i in range(1, 20):
         hub.publish_unit(unit(i))
         await fast.get()
@@ -63,10 +67,10 @@ async def test_slow_viewer_skips_to_next_keyframe_without_touching_others() -> N
     assert len(slow) == 0  # waiting for a keyframe, delta frames refused
     hub.publish_unit(unit(21, key=True))
     hub.publish_unit(unit(22))
-    assert [u.pts for u in await take(slow)] == [21, 22]  # type: ignore[attr-defined]
+    assert pts(await take(slow)) == [21, 22]
     await fast.get()
     await fast.get()
-    assert [u.pts for u in await take(fast)] == [22]  # type: ignore[attr-defined]
+    assert pts(await take(fast)) == [22]
 
 
 async def test_frames_drop_oldest_when_full() -> None:
@@ -79,10 +83,10 @@ async def test_frames_drop_oldest_when_full() -> None:
         frames.append(frame)
         hub.publish_frame(frame)
     got = await take(sub)
-    assert [f.pts for f in got] == list(range(4, 12))  # type: ignore[attr-defined]
+    assert pts(got) == list(range(4, 12))
     assert sub.dropped == 4
     late = hub.subscribe()
-    assert (await late.get()).pts == 11  # type: ignore[union-attr]
+    assert (await late.get()).pts == 11
 
 
 async def test_end_wakes_a_waiting_viewer() -> None:

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -150,7 +151,7 @@ async def test_registry_survives_kill_9(
     http: aiohttp.ClientSession, camera: RtspServer, tmp_path: Path
 ) -> None:
     env = {**FAST, "MEDIA_SERVER_REGISTRY__PATH": str(tmp_path / "registry.sqlite3")}
-    bodies = [
+    bodies: list[dict[str, Any]] = [
         {"id": "a", "url": camera.url("/small")},
         {"id": "b", "url": camera.url("/small"), "mode": "transcode", "transport": "udp"},
         {"id": "c", "url": camera.url("/small"), "on_demand": True},
@@ -313,3 +314,39 @@ async def test_admission_limits(http: aiohttp.ClientSession, camera: RtspServer)
         await third.connect()
         await third.wait_frames(5)
         await third.close()
+
+
+async def test_deleting_hung_streams_disturbs_no_one(
+    http: aiohttp.ClientSession, fast_gateway: Gateway, camera: RtspServer
+) -> None:
+    """Ingest threads stuck on silent cameras let go in the background; viewers carry on."""
+    gw = fast_gateway
+    held: list[asyncio.StreamWriter] = []  # connections accepted and never answered
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    silent = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    try:
+        await register(http, gw.base_url, id="tv", url=camera.url("/small"), mode="transcode")
+        await wait_state(http, gw.base_url, "tv", "live")
+        for i in range(8):
+            await register(http, gw.base_url, id=f"hung{i}", url=f"rtsp://127.0.0.1:{port}/x")
+        viewer = Viewer(gw.base_url, "tv")
+        await viewer.connect()
+        await viewer.wait_frames(10)
+        await asyncio.sleep(3)
+        mark = time.monotonic()
+        deletes = [http.delete(f"{gw.base_url}/api/v1/streams/hung{i}") for i in range(8)]
+        for resp in await asyncio.gather(*deletes):
+            assert resp.status == 204
+        await asyncio.sleep(3)
+        before = frames_between(viewer, mark - 3, mark)
+        after = frames_between(viewer, mark, mark + 3)
+        assert before >= 30 and after >= 0.8 * before, (before, after)
+        await viewer.close()
+    finally:
+        for writer in held:
+            writer.close()
+        silent.close()

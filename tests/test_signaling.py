@@ -19,8 +19,9 @@ async def make_offer(codec: str | None = None) -> str:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     transceiver = pc.addTransceiver("video", direction="recvonly")
     if codec:
-        caps = RTCRtpReceiver.getCapabilities("video").codecs
-        transceiver.setCodecPreferences([c for c in caps if c.mimeType == f"video/{codec}"])
+        caps = RTCRtpReceiver.getCapabilities("video")
+        assert caps is not None
+        transceiver.setCodecPreferences([c for c in caps.codecs if c.mimeType == f"video/{codec}"])
     await pc.setLocalDescription(await pc.createOffer())
     sdp: str = pc.localDescription.sdp
     await pc.close()
@@ -28,7 +29,7 @@ async def make_offer(codec: str | None = None) -> str:
 
 
 async def expect_error(ws: aiohttp.ClientWebSocketResponse, code: str) -> dict[str, Any]:
-    msg = await ws.receive_json(timeout=10)
+    msg: dict[str, Any] = await ws.receive_json(timeout=10)
     assert msg["type"] == "error" and msg["code"] == code, msg
     assert msg["message"]
     return msg
@@ -72,8 +73,18 @@ async def test_bad_messages_get_errors_and_other_viewers_keep_playing(
             assert answer["type"] == "answer" and "a=candidate" in answer["sdp"]
             await ws.send_json({"type": "offer", "sdp": await make_offer()})
             await expect_error(ws, "invalid-state")  # one session per socket
-            await ws.send_json({"type": "candidate", "candidate": {"candidate": "garbage"}})
-            await expect_error(ws, "invalid-candidate")
+            for hostile in (
+                {"candidate": "garbage"},
+                {"candidate": "candidate:1 1 udp 1 127.0.0.1 9", "sdpMid": "0"},
+                {"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "sdpMLineIndex": "0"},
+                {"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "sdpMid": 0},
+                {"candidate": 5, "sdpMid": "0"},
+                {"candidate": "x" * 5000, "sdpMid": "0"},
+            ):
+                await ws.send_json({"type": "candidate", "candidate": hostile})
+                await expect_error(ws, "invalid-candidate")
+            await ws.send_str("[" * 30_000 + "]" * 30_000)
+            await expect_error(ws, "invalid-json")
             await ws.send_json({"type": "candidate", "candidate": None})  # end of candidates
             await asyncio.sleep(0.5)
         # The watcher kept receiving frames all along.

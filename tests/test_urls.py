@@ -38,3 +38,11 @@ def test_redaction() -> None:
     text = f"Connection to {url} failed; password s3cret rejected"
     cleaned = redact_text(text, url)
     assert "s3cret" not in cleaned and "admin" not in cleaned
+
+
+def test_query_string_credentials_are_redacted() -> None:
+    url = "rtsp://cam/live?channel=1&user=admin&password=Sup3rS3cret&token=abcdef"
+    shown = redact_url(url)
+    assert shown == "rtsp://cam/live?channel=1&user=***&password=***&token=***"
+    text = redact_text(f"failed {url}: 401 for Sup3rS3cret", url)
+    assert "Sup3rS3cret" not in text and "abcdef" not in text and "channel=1" in text

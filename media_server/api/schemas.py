@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from media_server.api.errors import ApiError
-from media_server.config import Mode, ReconnectPolicy, Transport
+from media_server.config import Mode, ReconnectPolicy, Transport, validation_problems
 from media_server.hub.stream import StreamSpec
 from media_server.urls import validate_source_url
 
@@ -41,18 +41,14 @@ class StreamCreate(BaseModel):
         )
 
 
+ID_RULE = "id must be 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit"
+
+
 def _describe(exc: ValidationError) -> str:
     parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        message = err["msg"]
-        if err["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif err["type"] == "string_pattern_mismatch" and where == "id":
-            message = (
-                "id must be 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit"
-            )
-        parts.append(f"{where}: {message}")
+    for loc, message in validation_problems(exc):
+        where = ".".join(str(p) for p in loc) or "body"
+        parts.append(f"{where}: {ID_RULE if loc == ('id',) else message}")
     return "; ".join(parts)
 
 
@@ -64,6 +60,8 @@ async def read_json(request: web.Request) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, "invalid-json", f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "invalid-json", "body is nested too deeply") from None
 
 
 def parse(model: type[Model], data: Any) -> Model:

@@ -6,6 +6,7 @@ viewers never notice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -36,8 +37,8 @@ class _Conversation:
     async def handle(self, raw: str) -> dict[str, Any] | None:
         try:
             message = json.loads(raw)
-        except json.JSONDecodeError:
-            return _error("invalid-json", "message is not valid JSON")
+        except (json.JSONDecodeError, RecursionError):
+            return _error("invalid-json", "message is not valid JSON (or nested too deeply)")
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             return _error("invalid-message", "message must be an object with a string 'type'")
         kind = message["type"]
@@ -75,7 +76,15 @@ class _Conversation:
 
     async def close(self) -> None:
         if self.session is not None:
-            await self.gw.sessions.close(self.session)
+            await self.gw.sessions.close(self.session, "signaling socket closed")
+
+
+async def _send(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
+    """Send unless the viewer already left (it may vanish right after its offer)."""
+    if ws.closed:
+        return
+    with contextlib.suppress(ConnectionError):
+        await ws.send_json(message)
 
 
 @routes.get("/ws/{stream_id}")
@@ -89,15 +98,15 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     gw.websockets.add(ws)
     conversation = _Conversation(gw, request.match_info["stream_id"])
     if conversation.stream_id not in gw.streams:
-        await ws.send_json(_error("stream-not-found", f"no stream '{conversation.stream_id}'"))
+        await _send(ws, _error("stream-not-found", f"no stream '{conversation.stream_id}'"))
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 reply = await conversation.handle(msg.data)
                 if reply is not None:
-                    await ws.send_json(reply)
+                    await _send(ws, reply)
             elif msg.type == WSMsgType.BINARY:
-                await ws.send_json(_error("invalid-message", "binary frames are not accepted"))
+                await _send(ws, _error("invalid-message", "binary frames are not accepted"))
     finally:
         gw.websockets.discard(ws)
         await conversation.close()

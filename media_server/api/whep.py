@@ -27,7 +27,7 @@ async def whep_offer(request: web.Request) -> web.Response:
     stream = get_stream(request)
     if request.content_type != "application/sdp":
         raise ApiError(415, "unsupported-media-type", "send the offer as application/sdp")
-    raw = await request.content.read(MAX_SDP_BYTES + 1)
+    raw = await request.read()  # bounded by the app's client_max_size
     if len(raw) > MAX_SDP_BYTES:
         raise ApiError(413, "payload-too-large", f"the offer is larger than {MAX_SDP_BYTES} bytes")
     try:
@@ -54,7 +54,7 @@ async def whep_trickle(request: web.Request) -> web.Response:
     session = _session(request)
     if request.content_type != "application/trickle-ice-sdpfrag":
         raise ApiError(415, "unsupported-media-type", "send application/trickle-ice-sdpfrag")
-    fragment = (await request.content.read(MAX_SDP_BYTES)).decode("utf-8", "replace")
+    fragment = (await request.read()).decode("utf-8", "replace")
     mid = "0"
     try:
         for line in fragment.splitlines():
@@ -72,5 +72,5 @@ async def whep_trickle(request: web.Request) -> web.Response:
 @routes.delete("/api/v1/streams/{stream_id}/whep/{session_id}")
 async def whep_delete(request: web.Request) -> web.Response:
     session = _session(request)
-    await gateway(request).sessions.close(session)
+    await gateway(request).sessions.close(session, "WHEP DELETE")
     return web.Response(status=204)

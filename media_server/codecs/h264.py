@@ -53,10 +53,6 @@ def nal_types(data: bytes) -> set[int]:
     return types
 
 
-def is_annexb(data: bytes) -> bool:
-    return data.startswith(b"\x00\x00\x01") or data.startswith(b"\x00\x00\x00\x01")
-
-
 def avcc_extradata_to_annexb(extradata: bytes) -> bytes:
     """Convert an avcC record (ISO 14496-15) to Annex-B SPS/PPS; Annex-B input is returned as is."""
     if not extradata or extradata[0] != 1:

@@ -97,6 +97,7 @@ class Hub:
         self._gop_valid = False
         self._last_frame: av.VideoFrame | None = None
         self._subscribers: set[Subscriber] = set()
+        self._ended = False
 
     @property
     def viewers(self) -> int:
@@ -109,6 +110,9 @@ class Hub:
     def subscribe(self) -> Subscriber:
         """Called at a viewer's first read, so a viewer that never reads is never fed."""
         sub = Subscriber(max(self._viewer_queue, len(self._gop)), self._viewer_frames)
+        if self._ended:  # the stream is gone: a late viewer ends at once
+            sub.end()
+            return sub
         if self._gop_valid:
             for unit in self._gop:
                 sub.push(unit, unit.keyframe)
@@ -147,7 +151,8 @@ class Hub:
         self._gop_valid = False
 
     def end_all(self) -> None:
-        """The stream is going away: every viewer's track ends."""
+        """The stream is going away: every viewer's track ends, and so will later ones."""
+        self._ended = True
         for sub in self._subscribers:
             sub.end()
         self._subscribers.clear()

@@ -43,6 +43,7 @@ class StreamManager:
         self._registry = registry
         self._streams: dict[str, Stream] = {}
         self._lock = asyncio.Lock()
+        self._stopping: set[asyncio.Task[None]] = set()
 
     def __contains__(self, stream_id: str) -> bool:
         return stream_id in self._streams
@@ -106,14 +107,20 @@ class StreamManager:
             if stream.spec.url != DEMO_URL:
                 await self._registry.delete(stream_id)
             del self._streams[stream_id]
-        await stream.stop(self._settings.ingest.read_timeout + 1)
+        # Viewers end now; the ingest thread may take a read timeout to let go of a hung
+        # camera, which the caller need not wait for.
+        task = asyncio.create_task(stream.stop(self._settings.ingest.read_timeout + 1))
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
         log.info("stream %s removed", stream_id)
         return True
 
     async def close(self, timeout: float) -> None:
         """Stop every stream's ingest concurrently, within `timeout` seconds."""
-        streams = list(self._streams.values())
-        await asyncio.gather(*(s.stop(timeout) for s in streams), return_exceptions=True)
+        stops = [asyncio.ensure_future(s.stop(timeout)) for s in self._streams.values()]
+        pending = stops + list(self._stopping)
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
 
     def _source_factory(self, spec: StreamSpec) -> SourceFactory:
         ingest = self._settings.ingest

@@ -75,7 +75,6 @@ class Stream:
         self._holders = 0
         self._linger: asyncio.TimerHandle | None = None
         self._idling: asyncio.Task[None] | None = None
-        self.state_listeners: list[Callable[[Stream], None]] = []
         #: How often the stream entered each state (a metric; transitions are also logged).
         self.transitions: dict[StreamState, int] = dict.fromkeys(StreamState, 0)
 
@@ -107,11 +106,16 @@ class Stream:
 
     async def _stop_worker(self, timeout: float) -> None:
         worker, self.worker = self.worker, None
-        if worker is not None:
-            worker.stop()
-            ended = await self._loop.run_in_executor(None, worker.join, timeout)
-            if not ended:
-                log.warning("stream %s: ingest thread did not stop within %.1f s", self.id, timeout)
+        if worker is None:
+            return
+        worker.stop()
+        # Poll rather than join in an executor: a camera that hangs on close would hold an
+        # executor thread, and aiortc encodes in that same pool.
+        deadline = self._loop.time() + timeout
+        while worker.alive and self._loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if worker.alive:
+            log.warning("stream %s: ingest thread still closing after %.1f s", self.id, timeout)
 
     # -- on-demand ingest: the camera is open only while someone watches -----------------
     def acquire(self) -> None:
@@ -172,8 +176,6 @@ class Stream:
         self.state = state
         self.error = error
         self.state_since = time.time()
-        for listener in self.state_listeners:
-            listener(self)
 
     # -- view -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -96,11 +96,6 @@ class IngestWorker:
     def stop(self) -> None:
         self._stop.set()
 
-    def join(self, timeout: float) -> bool:
-        """Wait for the thread; True when it ended."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
@@ -125,6 +120,7 @@ class IngestWorker:
         backoff = Backoff(self._policy)
         timeline = Timeline()
         error: str | None = None
+        last_error: str | None = None
         first = True
         self._post(self._sink.on_state, StreamState.STARTING, None)
         while not self._stop.is_set():
@@ -153,7 +149,12 @@ class IngestWorker:
             state = StreamState.FAILED if backoff.open else StreamState.RECONNECTING
             self._post(self._sink.on_state, state, error)
             source.close()
-            log.info(
+            # A camera that stays down must not flood the log: the first failures and any
+            # change of reason at INFO, the rest at DEBUG (states and metrics still count).
+            level = logging.INFO if backoff.attempts <= 3 or error != last_error else logging.DEBUG
+            last_error = error
+            log.log(
+                level,
                 "stream %s: %s; attempt %d failed, next in %.1f s",
                 self.name,
                 error,

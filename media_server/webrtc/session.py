@@ -16,7 +16,7 @@ from typing import Any
 
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
-from aiortc.sdp import candidate_from_sdp
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from media_server.config import LimitsSettings, WebRTCSettings
 from media_server.hub.stream import Stream
@@ -50,14 +50,22 @@ def _preferred_codecs(mode: str) -> list[RTCRtpCodecCapability]:
 
 
 def check_offer(sdp: str) -> None:
+    """Refuse what cannot become a viewer before a peer is built for it."""
     if not isinstance(sdp, str) or not sdp.strip():
         raise SignalingError("invalid-sdp", "the offer has no SDP")
     if len(sdp.encode()) > MAX_SDP_BYTES:
         raise SignalingError("invalid-sdp", f"the offer is larger than {MAX_SDP_BYTES} bytes", 413)
     if not sdp.lstrip().startswith("v=0"):
         raise SignalingError("invalid-sdp", "the offer is not an SDP session description")
-    if "\nm=video " not in sdp.replace("\r\n", "\n"):
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception:
+        raise SignalingError("invalid-sdp", "the offer is not valid SDP") from None
+    videos = [m for m in parsed.media if m.kind == "video"]
+    if not videos:
         raise SignalingError("no-video", "the offer has no video section to receive the stream")
+    if not any(m.direction in (None, "recvonly", "sendrecv") and m.port != 0 for m in videos):
+        raise SignalingError("no-video", "the offer's video section does not receive")
 
 
 class ViewerSession:
@@ -73,25 +81,32 @@ class ViewerSession:
         self.expiry: asyncio.TimerHandle | None = None
 
     async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
-        if candidate is None or not candidate.get("candidate"):
+        """Apply a trickled RTCIceCandidateInit; None or an empty candidate ends the list."""
+        if candidate is None or candidate.get("candidate") == "":
             await self.pc.addIceCandidate(None)
             return
         text = candidate.get("candidate")
-        if not isinstance(text, str) or len(text) > MAX_CANDIDATE_CHARS:
-            raise SignalingError("invalid-candidate", "candidate must be a string")
         mid = candidate.get("sdpMid")
         index = candidate.get("sdpMLineIndex")
+        if not isinstance(text, str) or len(text) > MAX_CANDIDATE_CHARS:
+            raise SignalingError("invalid-candidate", "candidate must be a short string")
+        if mid is not None and not isinstance(mid, str):
+            raise SignalingError("invalid-candidate", "sdpMid must be a string or null")
+        if index is not None and (not isinstance(index, int) or isinstance(index, bool)):
+            raise SignalingError("invalid-candidate", "sdpMLineIndex must be an integer or null")
         if mid is None and index is None:
             raise SignalingError("invalid-candidate", "candidate needs sdpMid or sdpMLineIndex")
         try:
+            # aiortc's parser asserts on some malformed lines: anything it raises is bad input.
             parsed = candidate_from_sdp(text.split(":", 1)[1] if ":" in text else text)
-        except (ValueError, IndexError):
-            raise SignalingError(
-                "invalid-candidate", "candidate is not a valid ICE candidate"
-            ) from None
-        parsed.sdpMid = str(mid) if mid is not None else None
-        parsed.sdpMLineIndex = int(index) if isinstance(index, int) else None
-        await self.pc.addIceCandidate(parsed)
+        except Exception:
+            raise SignalingError("invalid-candidate", "not a valid ICE candidate line") from None
+        parsed.sdpMid = mid
+        parsed.sdpMLineIndex = index
+        try:
+            await self.pc.addIceCandidate(parsed)
+        except Exception as exc:
+            raise SignalingError("invalid-candidate", f"candidate refused: {exc}") from None
 
 
 class SessionManager:
@@ -138,13 +153,16 @@ class SessionManager:
             transceiver.setCodecPreferences(_preferred_codecs(mode))
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+                self._still_open(session)
+                await pc.setLocalDescription(await pc.createAnswer())
+                self._still_open(session)
+            except SignalingError:
+                raise
             except Exception as exc:
+                self._still_open(session)  # a peer closed under us is not the offer's fault
                 raise self._offer_error(exc) from None
-            if transceiver.sender.transport is None or not transceiver._codecs:
-                raise SignalingError("no-video", "the offer's video section cannot receive")
-            await pc.setLocalDescription(await pc.createAnswer())
         except BaseException:
-            await self.close(session)
+            await self.close(session, "negotiation failed")
             raise
 
         @pc.on("connectionstatechange")
@@ -155,13 +173,20 @@ class SessionManager:
                 for callback in self.on_connected:
                     callback(session)
             elif state in ("failed", "closed"):
-                await self.close(session)
+                await self.close(session, f"peer connection {state}")
 
         session.expiry = asyncio.get_running_loop().call_later(
             self._settings.connect_timeout, self._expire_unconnected, session
         )
         log.info("viewer %s of stream %s negotiated via %s", session.id, stream.id, via)
         return session, pc.localDescription.sdp
+
+    @staticmethod
+    def _still_open(session: ViewerSession) -> None:
+        if session.closed.is_set():
+            raise SignalingError(
+                "stream-not-found", "the stream was removed during negotiation", 404
+            )
 
     @staticmethod
     def _offer_error(exc: Exception) -> SignalingError:
@@ -177,11 +202,11 @@ class SessionManager:
     def _expire_unconnected(self, session: ViewerSession) -> None:
         if session.connected_at is None and not session.closed.is_set():
             log.info("viewer %s never connected; releasing it", session.id)
-            task = asyncio.ensure_future(self.close(session))
+            task = asyncio.ensure_future(self.close(session, "never connected"))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def close(self, session: ViewerSession) -> None:
+    async def close(self, session: ViewerSession, reason: str = "closed") -> None:
         """Release everything a viewer held; safe to call more than once."""
         if session.closed.is_set():
             return
@@ -193,11 +218,12 @@ class SessionManager:
         session.stream.release()
         session.track.stop()
         await session.pc.close()
-        log.info("viewer %s of stream %s closed", session.id, session.stream.id)
+        log.info("viewer %s of stream %s closed: %s", session.id, session.stream.id, reason)
 
     async def close_stream(self, stream_id: str) -> None:
-        await asyncio.gather(*(self.close(s) for s in self.for_stream(stream_id)))
+        await asyncio.gather(*(self.close(s, "stream removed") for s in self.for_stream(stream_id)))
 
     async def close_all(self) -> None:
         self.accepting = False
-        await asyncio.gather(*(self.close(s) for s in list(self._sessions.values())))
+        sessions = list(self._sessions.values())
+        await asyncio.gather(*(self.close(s, "gateway stopping") for s in sessions))

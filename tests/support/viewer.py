@@ -27,6 +27,8 @@ class Viewer:
     first_frame_at: float | None = None
     whep_location: str | None = None
     answer_sdp: str = ""
+    #: Messages the gateway sent after its answer.
+    messages: list[dict[str, Any]] = field(default_factory=list)
     _http: aiohttp.ClientSession | None = None
     _ws: aiohttp.ClientWebSocketResponse | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -56,7 +58,14 @@ class Viewer:
             msg = await self._ws.receive_json(timeout=15)
             assert msg.get("type") == "answer", f"gateway answered {msg}"
             self.answer_sdp = msg["sdp"]
+            # Keep reading, as a browser does: that answers the gateway's heartbeat pings.
+            self._tasks.append(asyncio.ensure_future(self._read_socket(self._ws)))
         await self.pc.setRemoteDescription(RTCSessionDescription(self.answer_sdp, "answer"))
+
+    async def _read_socket(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                self.messages.append(msg.json())
 
     def _on_track(self, track: Any) -> None:
         async def consume() -> None:
