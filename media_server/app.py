@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 
 from media_server.api import health, pages, signaling, streams, whep
+from media_server.api.access import require
 from media_server.api.context import GATEWAY, Gateway
-from media_server.api.errors import error_middleware, error_response
+from media_server.api.errors import error_middleware
+from media_server.api.middleware import add_headers, request_context
+from media_server.api.ratelimit import RateLimiter
+from media_server.auth.tokens import READ, Authenticator
 from media_server.config import Settings
 from media_server.hub.manager import StreamManager
+from media_server.ingest.guard import SourceGuard
 from media_server.loopwatch import LoopMonitor
 from media_server.metrics import CONTENT_TYPE, Metrics
 from media_server.store.sqlite import SqliteRegistry
@@ -21,23 +26,8 @@ from media_server.webrtc.session import SessionManager
 log = logging.getLogger(__name__)
 
 
-@web.middleware
-async def auth_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Static bearer tokens guard the stream registry (`auth.tokens`)."""
-    tokens = request.app[GATEWAY].settings.auth.tokens
-    if tokens and request.path.startswith("/api/v1/streams") and "/whep" not in request.path:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return error_response(401, "unauthorized", "send Authorization: Bearer <token>")
-        if token.strip() not in tokens:
-            return error_response(401, "unauthorized", "the token is not valid")
-    return await handler(request)
-
-
 async def metrics_handler(request: web.Request) -> web.Response:
+    require(request, READ)
     body = request.app[GATEWAY].metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
@@ -94,16 +84,24 @@ async def drain(gw: Gateway, interrupted: asyncio.Event) -> None:
 def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None) -> web.Application:
     loop = loop or asyncio.get_event_loop()
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware], client_max_size=settings.max_body_bytes
+        middlewares=[request_context, error_middleware], client_max_size=settings.max_body_bytes
     )
     registry = SqliteRegistry(settings.registry.path)
+    guard = SourceGuard(settings.sources.allow, settings.sources.deny)
+    limits = settings.limits
     gw = Gateway(
         settings=settings,
+        auth=Authenticator(settings.auth),
+        guard=guard,
         registry=registry,
-        streams=StreamManager(settings, loop, registry),
-        sessions=SessionManager(settings.webrtc, settings.limits),
+        streams=StreamManager(settings, loop, registry, guard),
+        sessions=SessionManager(settings.webrtc, limits),
         metrics=Metrics(),
         monitor=LoopMonitor(settings.health.block_threshold, settings.health.window),
+        registrations=RateLimiter(
+            "registrations", limits.registrations_per_minute, limits.registrations_burst
+        ),
+        offers=RateLimiter("offers", limits.offers_per_minute, limits.offers_burst),
     )
     gw.metrics.watch(gw.streams.all, lambda: gw.monitor.lag)
     gw.sessions.on_connected.append(lambda s: gw.metrics.sessions.labels(s.via).inc())
@@ -113,4 +111,5 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
     app.router.add_get("/metrics", metrics_handler)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_close_signaling)
+    app.on_response_prepare.append(add_headers)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import signal
 import sys
@@ -16,6 +17,7 @@ from media_server import __version__
 from media_server.api.context import GATEWAY
 from media_server.app import build_app, drain
 from media_server.config import ConfigError, Settings, load_settings
+from media_server.logs import setup_logging
 from media_server.store.registry import StoreError
 
 log = logging.getLogger("media_server")
@@ -35,11 +37,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="serve the embedded demo stream 'demo' (default on)",
     )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow a non-loopback --host with no authentication configured (not advised)",
+    )
     parser.add_argument("--version", action="version", version=f"media-server {__version__}")
     return parser.parse_args(argv)
 
 
+def check_exposure(settings: Settings) -> None:
+    """Protected mode: no authentication means loopback only, unless told otherwise."""
+    if _is_loopback(settings.host):
+        return
+    auth = settings.auth
+    if auth.tokens or auth.jwt_secret or auth.jwks_file:
+        return
+    if not auth.insecure:
+        raise ConfigError(
+            f"refusing to listen on {settings.host} with no authentication (protected mode): "
+            "set MEDIA_SERVER_AUTH__TOKENS (or a JWT setting), or pass --insecure"
+        )
+    log.warning(
+        "!!! INSECURE: listening on %s with NO authentication: anyone who can reach this "
+        "port can register cameras and watch every stream !!!",
+        settings.host,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 async def serve(settings: Settings) -> None:
+    check_exposure(settings)
     loop = asyncio.get_running_loop()
     app = build_app(settings, loop)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout)
@@ -83,17 +120,14 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in (("host", args.host), ("port", args.port), ("demo", args.demo))
         if value is not None
     }
+    if args.insecure:
+        cli["auth"] = {"insecure": True}
     try:
         settings = load_settings(args.config, **cli)
     except ConfigError as exc:
         print(f"media-server: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("aioice", "aiortc", "libav"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(settings.log_level)
     try:
         asyncio.run(serve(settings))
     except ConfigError as exc:

@@ -7,6 +7,7 @@ sources and turns a validation failure into a message that names the bad setting
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -97,6 +98,15 @@ class LimitsSettings(_Section):
     viewers: int = Field(500, ge=1, le=100_000, description="viewer sessions per node")
     viewers_per_stream: int = Field(200, ge=1, le=100_000, description="viewers of one stream")
     websockets: int = Field(1000, ge=1, le=100_000, description="open signaling sockets per node")
+    sessions_per_client: int = Field(
+        50, ge=1, le=100_000, description="viewer sessions one client (address or token) holds"
+    )
+    registrations_per_minute: float = Field(60, gt=0, description="stream registrations, client")
+    registrations_burst: int = Field(20, ge=1)
+    offers_per_minute: float = Field(120, gt=0, description="viewer offers (WS, WHEP), client")
+    offers_burst: int = Field(30, ge=1)
+    ws_messages_per_second: float = Field(20, gt=0, description="messages on one socket")
+    ws_messages_burst: int = Field(60, ge=1)
 
 
 class HealthSettings(_Section):
@@ -107,8 +117,57 @@ class HealthSettings(_Section):
     window: float = Field(30.0, gt=0, le=3600, description="how long a block fails liveness")
 
 
+#: Link-local (cloud metadata lives there), the AWS IPv6 and Alibaba metadata addresses,
+#: "this host" addresses, and the metadata names clouds answer to.
+DEFAULT_DENY = [
+    "169.254.0.0/16",
+    "fe80::/10",
+    "fd00:ec2::254/128",
+    "100.100.100.200/32",
+    "0.0.0.0/8",
+    "::/128",
+    "metadata.google.internal",
+    "metadata",
+]
+
+
+class SourcesSettings(_Section):
+    """Which hosts camera URLs may point at (see ingest/guard.py)."""
+
+    allow: list[str] = Field(
+        default_factory=list, description="if set, only these hosts, networks or *.names"
+    )
+    deny: list[str] = Field(default_factory=lambda: list(DEFAULT_DENY))
+
+
+class HttpSettings(_Section):
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed cross-origin (WHEP players); '*' any"
+    )
+
+
 class AuthSettings(_Section):
+    """Control-plane and viewer authentication; with none configured the gateway stays on
+    loopback (protected mode) unless `insecure` is set."""
+
     tokens: list[str] = Field(default_factory=list, description="static control-plane tokens")
+    jwt_secret: str | None = Field(None, min_length=16, description="HS256 key for JWTs")
+    jwks_file: Path | None = Field(None, description="JWKS file of RS256/ES256 public keys")
+    jwt_audience: str | None = Field(None, description="required 'aud' of control-plane JWTs")
+    jwt_issuer: str | None = Field(None, description="required 'iss' of control-plane JWTs")
+    viewer_tokens: bool = Field(False, description="viewing needs a per-stream viewer token")
+    viewer_secret: str | None = Field(
+        None, min_length=16, description="HS256 key for viewer tokens (random per process)"
+    )
+    viewer_token_ttl: float = Field(3600, gt=0, le=7 * 86_400, description="longest lifetime")
+    insecure: bool = Field(False, description="allow a non-loopback host without auth")
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens(cls, value: list[str]) -> list[str]:
+        if any(len(token) < 8 for token in value):
+            raise ValueError("each token needs at least 8 characters")
+        return value
 
 
 def default_registry_path() -> Path:
@@ -161,6 +220,8 @@ class Settings(BaseSettings):
     webrtc: WebRTCSettings = Field(default_factory=lambda: WebRTCSettings())
     limits: LimitsSettings = Field(default_factory=lambda: LimitsSettings())
     health: HealthSettings = Field(default_factory=lambda: HealthSettings())
+    sources: SourcesSettings = Field(default_factory=lambda: SourcesSettings())
+    http: HttpSettings = Field(default_factory=lambda: HttpSettings())
     auth: AuthSettings = Field(default_factory=lambda: AuthSettings())
     registry: RegistrySettings = Field(default_factory=lambda: RegistrySettings())
     demo_source: DemoSettings = Field(default_factory=lambda: DemoSettings())
@@ -195,7 +256,31 @@ def read_config_file(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {path} must hold a mapping of settings")
-    return loaded
+    expanded: dict[str, Any] = _expand_env(loaded, path, ())
+    return expanded
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand_env(value: Any, path: Path, where: tuple[str, ...]) -> Any:
+    """Replace ${NAME} in string values with the environment's NAME, so secrets (camera
+    passwords, tokens) need not be written into the file."""
+    if isinstance(value, dict):
+        return {k: _expand_env(v, path, (*where, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, path, (*where, str(i))) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def lookup(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            setting = ".".join(where) or "(top level)"
+            raise ConfigError(f"config file {path}: '{setting}' uses ${{{name}}}, which is not set")
+        return os.environ[name]
+
+    return _ENV_REF.sub(lookup, value)
 
 
 def validation_problems(exc: ValidationError) -> list[tuple[tuple[str | int, ...], str]]:

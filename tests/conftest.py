@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 
-from tests.support.gateway import Gateway, run_gateway
+from tests.support.gateway import GENEROUS, Gateway, run_gateway
 from tests.support.rtsp import RtspServer, start_rtsp_server
 
 
@@ -19,7 +19,7 @@ def rtsp() -> Iterator[RtspServer]:
 
 @pytest.fixture(scope="session")
 def gateway() -> Iterator[Gateway]:
-    with run_gateway() as gw:
+    with run_gateway(env=GENEROUS) as gw:
         yield gw
 
 

@@ -46,10 +46,10 @@ def test_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_contract_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("MEDIA_SERVER_AUTH__TOKENS", '["t1", "t2"]')
+    monkeypatch.setenv("MEDIA_SERVER_AUTH__TOKENS", '["token-one", "token-two"]')
     monkeypatch.setenv("MEDIA_SERVER_REGISTRY__PATH", str(tmp_path / "r.sqlite3"))
     s = load_settings()
-    assert s.auth.tokens == ["t1", "t2"]
+    assert s.auth.tokens == ["token-one", "token-two"]
     assert s.registry.path == tmp_path / "r.sqlite3"
 
 

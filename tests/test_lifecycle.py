@@ -53,7 +53,7 @@ async def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | Non
 
 
 async def test_control_plane_tokens(http: aiohttp.ClientSession) -> None:
-    env = {"MEDIA_SERVER_AUTH__TOKENS": '["sesame"]'}
+    env = {"MEDIA_SERVER_AUTH__TOKENS": '["sesame-open"]'}
     with run_gateway("--no-demo", env=env) as gw:
         url = f"{gw.base_url}/api/v1/streams"
         async with http.get(url) as resp:
@@ -61,7 +61,7 @@ async def test_control_plane_tokens(http: aiohttp.ClientSession) -> None:
             assert (await resp.json())["error"]["code"] == "unauthorized"
         async with http.get(url, headers={"Authorization": "Bearer nope"}) as resp:
             assert resp.status == 401
-        async with http.get(url, headers={"Authorization": "Bearer sesame"}) as resp:
+        async with http.get(url, headers={"Authorization": "Bearer sesame-open"}) as resp:
             assert resp.status == 200 and (await resp.json()) == {"streams": []}
         async with http.get(f"{gw.base_url}/api/v1/health") as resp:
             assert resp.status == 200  # liveness stays open for orchestrators

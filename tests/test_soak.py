@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support.gateway import run_gateway
+from tests.support.gateway import GENEROUS, run_gateway
 from tests.support.viewer import Viewer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -64,7 +64,7 @@ async def settled(http: aiohttp.ClientSession, base_url: str) -> None:
 async def test_connect_disconnect_cycles_do_not_grow_memory(
     http: aiohttp.ClientSession,
 ) -> None:
-    with run_gateway() as gw:
+    with run_gateway(env=GENEROUS) as gw:
         await run_cycles(gw.base_url, WARMUP)  # allocator arenas and caches fill up first
         await settled(http, gw.base_url)
         await asyncio.sleep(1)

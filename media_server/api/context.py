@@ -6,8 +6,11 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from media_server.api.ratelimit import RateLimiter
+from media_server.auth.tokens import Authenticator
 from media_server.config import Settings
 from media_server.hub.manager import StreamManager
+from media_server.ingest.guard import SourceGuard
 from media_server.loopwatch import LoopMonitor
 from media_server.metrics import Metrics
 from media_server.store.sqlite import SqliteRegistry
@@ -17,11 +20,15 @@ from media_server.webrtc.session import SessionManager
 @dataclass
 class Gateway:
     settings: Settings
+    auth: Authenticator
+    guard: SourceGuard
     registry: SqliteRegistry
     streams: StreamManager
     sessions: SessionManager
     metrics: Metrics
     monitor: LoopMonitor
+    registrations: RateLimiter
+    offers: RateLimiter
     ready: bool = False
     draining: bool = False
     websockets: set[web.WebSocketResponse] = field(default_factory=set)

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from media_server.auth.tokens import AuthError
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -27,16 +29,26 @@ _CODES = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
 
 
-def error_response(status: int, code: str, message: str) -> web.Response:
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
     body = {"error": {"code": code, "message": message}}
-    return web.Response(status=status, text=json.dumps(body), content_type="application/json")
+    response = web.Response(
+        status=status, text=json.dumps(body), content_type="application/json", headers=headers
+    )
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="media_server"'
+    return response
 
 
 @web.middleware
@@ -44,6 +56,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+    except AuthError as exc:
         return error_response(exc.status, exc.code, exc.message)
     except web.HTTPException as exc:
         if exc.status < 400:

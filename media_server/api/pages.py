@@ -6,6 +6,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from media_server.api.access import require_viewer
+
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
 
 routes = web.RouteTableDef()
@@ -18,6 +20,7 @@ async def index(request: web.Request) -> web.FileResponse:
 
 @routes.get("/view/{stream_id}")
 async def view(request: web.Request) -> web.FileResponse:
+    require_viewer(request, request.match_info["stream_id"])
     return web.FileResponse(WEB_ROOT / "view.html")
 
 

@@ -14,8 +14,10 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from media_server.api.access import client_key, require_viewer
 from media_server.api.context import Gateway, gateway
-from media_server.api.errors import error_response
+from media_server.api.errors import ApiError, error_response
+from media_server.api.ratelimit import TokenBucket
 from media_server.webrtc.session import SignalingError, ViewerSession
 
 log = logging.getLogger(__name__)
@@ -29,12 +31,20 @@ def _error(code: str, message: str) -> dict[str, Any]:
 
 
 class _Conversation:
-    def __init__(self, gw: Gateway, stream_id: str) -> None:
+    """One signaling socket: at most one viewer session, messages within a rate."""
+
+    def __init__(self, gw: Gateway, stream_id: str, client: str) -> None:
         self.gw = gw
         self.stream_id = stream_id
+        self.client = client
         self.session: ViewerSession | None = None
+        limits = gw.settings.limits
+        self._bucket = TokenBucket(limits.ws_messages_per_second, limits.ws_messages_burst)
 
     async def handle(self, raw: str) -> dict[str, Any] | None:
+        wait = self._bucket.take()
+        if wait:
+            return _error("rate-limited", f"too many messages; slow down ({wait:.1f} s)")
         try:
             message = json.loads(raw)
         except (json.JSONDecodeError, RecursionError):
@@ -49,6 +59,8 @@ class _Conversation:
                 return await self._candidate(message)
         except SignalingError as exc:
             return _error(exc.code, exc.message)
+        except ApiError as exc:  # the per-client offer rate
+            return _error(exc.code, exc.message)
         return _error("unknown-type", f"unknown message type '{kind[:40]}'")
 
     async def _offer(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -60,8 +72,9 @@ class _Conversation:
         sdp = message.get("sdp")
         if not isinstance(sdp, str):
             raise SignalingError("invalid-sdp", "offer needs an 'sdp' string")
+        self.gw.offers.check(self.client)
         started = time.perf_counter()
-        self.session, answer = await self.gw.sessions.open(stream, sdp, "ws")
+        self.session, answer = await self.gw.sessions.open(stream, sdp, "ws", self.client)
         self.gw.metrics.signaling_seconds.labels("ws").observe(time.perf_counter() - started)
         return {"type": "answer", "sdp": answer}
 
@@ -90,13 +103,15 @@ async def _send(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
 @routes.get("/ws/{stream_id}")
 async def websocket(request: web.Request) -> web.StreamResponse:
     gw = gateway(request)
+    stream_id = request.match_info["stream_id"]
+    require_viewer(request, stream_id)  # before the upgrade, so it can answer 401/403
     limit = gw.settings.limits.websockets
     if len(gw.websockets) >= limit:
         return error_response(503, "capacity", f"the gateway holds at most {limit} sockets")
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_MESSAGE_BYTES)
     await ws.prepare(request)
     gw.websockets.add(ws)
-    conversation = _Conversation(gw, request.match_info["stream_id"])
+    conversation = _Conversation(gw, stream_id, client_key(request))
     if conversation.stream_id not in gw.streams:
         await _send(ws, _error("stream-not-found", f"no stream '{conversation.stream_id}'"))
     try:

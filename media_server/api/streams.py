@@ -1,17 +1,27 @@
-"""REST: register, list, show and remove streams."""
+"""REST: register, list, show and remove streams; issue viewer tokens."""
 
 from __future__ import annotations
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
+from media_server.api.access import client_key, require
 from media_server.api.context import gateway
 from media_server.api.errors import ApiError
 from media_server.api.schemas import StreamCreate, parse, read_json
+from media_server.auth.tokens import ISSUE, READ, WRITE
 from media_server.hub.manager import CapacityError, StreamConflict
 from media_server.hub.stream import Stream
+from media_server.ingest.guard import SourceDenied
 from media_server.store.registry import StoreError
 
 routes = web.RouteTableDef()
+
+
+class ViewerTokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    ttl: float = Field(3600, gt=0, description="seconds; capped by auth.viewer_token_ttl")
 
 
 def get_stream(request: web.Request) -> Stream:
@@ -24,15 +34,21 @@ def get_stream(request: web.Request) -> Stream:
 
 @routes.post("/api/v1/streams")
 async def create_stream(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    require(request, WRITE)
+    gw.registrations.check(client_key(request))
     body = parse(StreamCreate, await read_json(request))
-    manager = gateway(request).streams
     spec = body.to_spec()
+    try:
+        gw.guard.check_url(spec.url)
+    except SourceDenied as exc:
+        raise ApiError(400, "source-not-allowed", str(exc)) from None
     if body.id is None:
-        same = manager.find_same(spec)
+        same = gw.streams.find_same(spec)
         if same is not None:
             return web.json_response(same.to_dict(), status=200)
     try:
-        stream, created = await manager.create(spec)
+        stream, created = await gw.streams.create(spec)
     except StreamConflict as exc:
         raise ApiError(409, "stream-conflict", str(exc)) from None
     except CapacityError as exc:
@@ -46,17 +62,20 @@ async def create_stream(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/streams")
 async def list_streams(request: web.Request) -> web.Response:
+    require(request, READ)
     streams = gateway(request).streams.all()
     return web.json_response({"streams": [s.to_dict() for s in streams]})
 
 
 @routes.get("/api/v1/streams/{stream_id}")
 async def show_stream(request: web.Request) -> web.Response:
+    require(request, READ)
     return web.json_response(get_stream(request).to_dict())
 
 
 @routes.delete("/api/v1/streams/{stream_id}")
 async def delete_stream(request: web.Request) -> web.Response:
+    require(request, WRITE)
     stream = get_stream(request)
     gw = gateway(request)
     try:
@@ -65,3 +84,21 @@ async def delete_stream(request: web.Request) -> web.Response:
         raise ApiError(503, "registry-unavailable", str(exc)) from None
     await gw.sessions.close_stream(stream.id)
     return web.Response(status=204)
+
+
+@routes.post("/api/v1/streams/{stream_id}/viewer-tokens")
+async def issue_viewer_token(request: web.Request) -> web.Response:
+    """A signed, expiring token that opens one stream's page, WebSocket and WHEP."""
+    require(request, ISSUE)
+    stream = get_stream(request)
+    body = parse(ViewerTokenRequest, await read_json(request) if request.can_read_body else {})
+    token, expires = gateway(request).auth.issue_viewer_token(stream.id, body.ttl)
+    return web.json_response(
+        {
+            "stream": stream.id,
+            "token": token,
+            "expires_at": expires,
+            "view_url": f"/view/{stream.id}?token={token}",
+        },
+        status=201,
+    )

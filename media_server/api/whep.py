@@ -6,6 +6,7 @@ import time
 
 from aiohttp import web
 
+from media_server.api.access import client_key, require_viewer
 from media_server.api.context import gateway
 from media_server.api.errors import ApiError
 from media_server.api.streams import get_stream
@@ -25,6 +26,9 @@ def _session(request: web.Request) -> ViewerSession:
 async def whep_offer(request: web.Request) -> web.Response:
     gw = gateway(request)
     stream = get_stream(request)
+    require_viewer(request, stream.id)
+    client = client_key(request)
+    gw.offers.check(client)
     if request.content_type != "application/sdp":
         raise ApiError(415, "unsupported-media-type", "send the offer as application/sdp")
     raw = await request.read()  # bounded by the app's client_max_size
@@ -36,9 +40,10 @@ async def whep_offer(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid-sdp", "the offer is not UTF-8 text") from None
     started = time.perf_counter()
     try:
-        session, answer = await gw.sessions.open(stream, sdp, "whep")
+        session, answer = await gw.sessions.open(stream, sdp, "whep", client)
     except SignalingError as exc:
-        raise ApiError(exc.status, exc.code, exc.message) from None
+        headers = {"Retry-After": "5"} if exc.status in (429, 503) else None
+        raise ApiError(exc.status, exc.code, exc.message, headers) from None
     gw.metrics.signaling_seconds.labels("whep").observe(time.perf_counter() - started)
     location = f"/api/v1/streams/{stream.id}/whep/{session.id}"
     return web.Response(

@@ -10,6 +10,7 @@ from dataclasses import replace
 from media_server.config import Settings
 from media_server.hub.stream import SourceFactory, Stream, StreamSpec
 from media_server.ingest.demo import DemoSource
+from media_server.ingest.guard import SourceGuard
 from media_server.ingest.rtsp import RtspSource
 from media_server.ingest.source import Source
 from media_server.store.registry import Registry
@@ -36,9 +37,14 @@ class StreamManager:
     """
 
     def __init__(
-        self, settings: Settings, loop: asyncio.AbstractEventLoop, registry: Registry
+        self,
+        settings: Settings,
+        loop: asyncio.AbstractEventLoop,
+        registry: Registry,
+        guard: SourceGuard,
     ) -> None:
         self._settings = settings
+        self._guard = guard
         self._loop = loop
         self._registry = registry
         self._streams: dict[str, Stream] = {}
@@ -133,6 +139,8 @@ class StreamManager:
             return make_demo
 
         def make_rtsp(stop: threading.Event) -> Source:
-            return RtspSource(spec.url, spec.transport, ingest.open_timeout, ingest.read_timeout)
+            return RtspSource(
+                spec.url, spec.transport, ingest.open_timeout, ingest.read_timeout, self._guard
+            )
 
         return make_rtsp

@@ -14,6 +14,7 @@ import av
 
 from media_server.codecs import h264
 from media_server.hub.media import Packet, SourceInfo
+from media_server.ingest.guard import SourceGuard
 from media_server.ingest.source import PermanentSourceError, SourceError
 from media_server.urls import redact_text
 
@@ -21,8 +22,16 @@ PROTOCOL_WHITELIST = "rtsp,rtsps,rtp,srtp,udp,tcp,tls"
 
 
 class RtspSource:
-    def __init__(self, url: str, transport: str, open_timeout: float, read_timeout: float):
+    def __init__(
+        self,
+        url: str,
+        transport: str,
+        open_timeout: float,
+        read_timeout: float,
+        guard: SourceGuard,
+    ):
         self._url = url
+        self._guard = guard
         self._transport = transport
         self._timeout = (open_timeout, read_timeout)
         self._container: av.container.InputContainer | None = None
@@ -35,9 +44,10 @@ class RtspSource:
             "probesize": "32",
             "protocol_whitelist": PROTOCOL_WHITELIST,
         }
+        url = self._guard.pinned_url(self._url)  # resolved and checked on every attempt
         started = time.monotonic()
         try:
-            container = av.open(self._url, options=options, timeout=self._timeout)
+            container = av.open(url, options=options, timeout=self._timeout)
         except (av.FFmpegError, OSError) as exc:
             if time.monotonic() - started >= self._timeout[0] * 0.9:
                 raise SourceError(f"no answer within {self._timeout[0]:g} s") from None

@@ -69,8 +69,11 @@ def check_offer(sdp: str) -> None:
 
 
 class ViewerSession:
-    def __init__(self, stream: Stream, pc: RTCPeerConnection, track: HubTrack, via: str) -> None:
+    def __init__(
+        self, stream: Stream, pc: RTCPeerConnection, track: HubTrack, via: str, client: str
+    ) -> None:
         self.id = secrets.token_urlsafe(12)
+        self.client = client
         self.stream = stream
         self.pc = pc
         self.track = track
@@ -130,7 +133,9 @@ class SessionManager:
     def for_stream(self, stream_id: str) -> list[ViewerSession]:
         return [s for s in self._sessions.values() if s.stream.id == stream_id]
 
-    async def open(self, stream: Stream, offer_sdp: str, via: str) -> tuple[ViewerSession, str]:
+    async def open(
+        self, stream: Stream, offer_sdp: str, via: str, client: str = "-"
+    ) -> tuple[ViewerSession, str]:
         """Answer an offer for `stream`; the answer carries all our candidates."""
         if not self.accepting:
             raise SignalingError("shutting-down", "the gateway is shutting down", 503)
@@ -141,10 +146,17 @@ class SessionManager:
         if len(self.for_stream(stream.id)) >= self._limits.viewers_per_stream:
             limit = self._limits.viewers_per_stream
             raise SignalingError("stream-full", f"stream has its maximum of {limit} viewers", 503)
+        held = sum(1 for s in self._sessions.values() if s.client == client)
+        if held >= self._limits.sessions_per_client:
+            raise SignalingError(
+                "too-many-sessions",
+                f"a client may hold {self._limits.sessions_per_client} viewer sessions",
+                429,
+            )
         check_offer(offer_sdp)
         pc = RTCPeerConnection(rtc_configuration(self._settings))
         track = HubTrack(stream.hub)
-        session = ViewerSession(stream, pc, track, via)
+        session = ViewerSession(stream, pc, track, via, client)
         self._sessions[session.id] = session
         stream.acquire()
         try:

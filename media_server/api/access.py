@@ -1,0 +1,35 @@
+"""Who is calling: the bearer token of a request, checked against the right it needs."""
+
+from __future__ import annotations
+
+import hashlib
+
+from aiohttp import web
+
+from media_server.api.context import gateway
+from media_server.auth.tokens import Principal
+
+
+def bearer(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def require(request: web.Request, scope: str) -> Principal | None:
+    """The control-plane caller, who must hold `scope` (raises AuthError: 401 or 403)."""
+    return gateway(request).auth.control(bearer(request), scope)
+
+
+def require_viewer(request: web.Request, stream_id: str) -> Principal | None:
+    """May this request watch `stream_id`? Browsers' WebSockets cannot set headers, so a
+    `?token=` query parameter counts as well."""
+    token = bearer(request) or request.query.get("token")
+    return gateway(request).auth.viewer(token, stream_id)
+
+
+def client_key(request: web.Request) -> str:
+    """What rate limits and per-client quotas count by: the token if any, else the address."""
+    token = bearer(request) or request.query.get("token")
+    if token:
+        return "token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+    return "ip:" + (request.remote or "unknown")

@@ -1,0 +1,1 @@
+"""Who may do what: control-plane tokens (static or JWT) and per-stream viewer tokens."""

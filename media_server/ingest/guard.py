@@ -1,0 +1,127 @@
+"""Safe sources: which hosts a camera URL may point at.
+
+A gateway makes outbound connections to URLs users supply, so it must not become a way
+into the network: link-local and cloud metadata addresses are denied by default, and an
+operator may add deny entries or restrict sources to an allow list (addresses, networks,
+host names, `*.suffix` patterns). Names are checked again after resolution, every time a
+camera is opened, and plain RTSP is then pinned to the address that was checked.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from urllib.parse import urlsplit, urlunsplit
+
+from media_server.config import ConfigError
+from media_server.ingest.source import PermanentSourceError, SourceError
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+HOST_PATTERN = re.compile(
+    r"^(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$"
+)
+
+
+class SourceDenied(PermanentSourceError):
+    """The source's host is not allowed by the source policy."""
+
+
+def _parse(entries: list[str], setting: str) -> tuple[list[Network], list[str]]:
+    networks: list[Network] = []
+    names: list[str] = []
+    for entry in entries:
+        text = entry.strip().lower()
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+            continue
+        except ValueError:
+            pass
+        if not HOST_PATTERN.match(text):
+            raise ConfigError(
+                f"invalid setting '{setting}': {entry!r} is no address, network or host name"
+            )
+        names.append(text)
+    return networks, names
+
+
+def _name_matches(host: str, patterns: list[str]) -> bool:
+    return any(host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in patterns)
+
+
+def _address(text: str) -> Address | None:
+    try:
+        address = ipaddress.ip_address(text.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class SourceGuard:
+    def __init__(self, allow: list[str], deny: list[str]) -> None:
+        self._allow_nets, self._allow_names = _parse(allow, "sources.allow")
+        self._deny_nets, self._deny_names = _parse(deny, "sources.deny")
+
+    @property
+    def _has_allow(self) -> bool:
+        return bool(self._allow_nets or self._allow_names)
+
+    def check_address(self, address: Address, host: str) -> None:
+        for net in self._deny_nets:
+            if address.version == net.version and address in net:
+                raise SourceDenied(f"source host {host} is not allowed ({net} is denied)")
+        if (
+            self._has_allow
+            and not any(
+                address.version == net.version and address in net for net in self._allow_nets
+            )
+            and not _name_matches(host, self._allow_names)
+        ):
+            raise SourceDenied(f"source host {host} is not in the allowed sources")
+
+    def check_url(self, url: str) -> None:
+        """At registration, without DNS: literal addresses fully, names by pattern."""
+        host = (urlsplit(url).hostname or "").lower()
+        address = _address(host)
+        if address is not None:
+            self.check_address(address, host)
+            return
+        if _name_matches(host, self._deny_names):
+            raise SourceDenied(f"source host {host} is not allowed")
+        if self._has_allow and not self._allow_nets and not _name_matches(host, self._allow_names):
+            raise SourceDenied(f"source host {host} is not in the allowed sources")
+
+    def pinned_url(self, url: str) -> str:
+        """Resolve, check every address, and (plain RTSP) pin the URL to the checked one.
+
+        Called in the ingest thread before each connection attempt.
+        """
+        self.check_url(url)
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if _address(host) is not None:
+            return url
+        try:
+            infos = socket.getaddrinfo(host, parts.port or 554, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise SourceError(f"cannot resolve {host}: {exc.strerror or exc}") from None
+        addresses = []
+        for info in infos:
+            address = _address(str(info[4][0]))
+            if address is not None:
+                self.check_address(address, host)  # every one: no mixing in a bad answer
+                addresses.append(address)
+        if not addresses:
+            raise SourceError(f"{host} resolves to no address")
+        if parts.scheme.lower() != "rtsp":
+            return url  # rtsps keeps the name for its certificate check
+        first = addresses[0]
+        literal = f"[{first}]" if first.version == 6 else str(first)
+        userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+        port = f":{parts.port}" if parts.port else ""
+        return urlunsplit((parts.scheme, userinfo + literal + port, parts.path, parts.query, ""))
