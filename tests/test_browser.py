@@ -1,5 +1,9 @@
 """Headless Chromium against a real gateway process: the player plays, the list lists.
 
+Also against a gateway with auth on (a control-plane token and viewer tokens): the player
+plays with a viewer token, the list asks for a token, and the pages' strict
+Content-Security-Policy causes no violations.
+
 Needs Debian's Chromium at /usr/bin/chromium and the playwright Python package (no
 downloaded browsers).
 """
@@ -8,7 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +23,7 @@ from typing import Any
 import pytest
 from playwright import sync_api
 
-from tests.support.gateway import Gateway
+from tests.support.gateway import GENEROUS, Gateway, run_gateway
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -32,6 +39,8 @@ CHROMIUM_ARGS = [
 ]
 PLAY_TIMEOUT_MS = 20_000
 SCREENSHOT = Path("/tmp/view_demo.png")
+WEB_ROOT = Path(__file__).resolve().parent.parent / "media_server" / "web"
+AUTH_TOKEN = "browser-test-token"
 
 pytestmark = pytest.mark.browser
 
@@ -104,13 +113,42 @@ def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             context.close()
 
 
+@pytest.fixture(scope="module")
+def auth_gateway() -> Iterator[Gateway]:
+    """A gateway of this module's own: control-plane token and viewer tokens required."""
+    env = {
+        **GENEROUS,
+        "MEDIA_SERVER_AUTH__TOKENS": json.dumps([AUTH_TOKEN]),
+        "MEDIA_SERVER_AUTH__VIEWER_TOKENS": "true",
+    }
+    with run_gateway(env=env) as gw:
+        yield gw
+
+
+# Runs before the page's own scripts: collects Content-Security-Policy violations.
+CSP_WATCH_JS = """
+window.__csp = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__csp.push(`${e.violatedDirective} blocked ${e.blockedURI || "inline"}`);
+});
+"""
+
+
 class PageLog:
-    """Console messages and page errors, for failure messages."""
+    """Console messages and page errors, for failure messages; also CSP violations."""
 
     def __init__(self, page: Any) -> None:
+        self.page = page
         self.lines: list[str] = []
         page.on("console", lambda m: self.lines.append(f"console.{m.type}: {m.text}"))
         page.on("pageerror", lambda e: self.lines.append(f"pageerror: {e}"))
+        page.add_init_script(CSP_WATCH_JS)
+
+    def csp_violations(self) -> list[str]:
+        """Violations the page reported, plus console lines about the policy."""
+        reported = self.page.evaluate("() => window.__csp || []")
+        console = [line for line in self.lines if "Content Security Policy" in line]
+        return [*reported, *console]
 
     def __str__(self) -> str:
         return "\n".join(self.lines[-30:]) or "(no console output)"
@@ -126,6 +164,79 @@ def _diagnostics(page: Any, log: PageLog) -> str:
     return f"status: {status}\nvideo: {video}\nplayer: {stats}\n--- page log ---\n{log}"
 
 
+def _assert_plays(page: Any, log: PageLog, context: str = "") -> str:
+    """Wait for the video to start, then check it is 640x480 and its time advances.
+
+    Returns the diagnostics text, for later assertions."""
+    started = time.monotonic()
+    try:
+        page.wait_for_function(
+            "() => { const v = document.querySelector('video');"
+            " return v && v.videoWidth > 0 && v.currentTime > 0; }",
+            timeout=PLAY_TIMEOUT_MS,
+        )
+    except sync_api.TimeoutError:
+        pytest.fail(
+            f"the video did not start within {PLAY_TIMEOUT_MS / 1000:.0f} s\n"
+            f"{_diagnostics(page, log)}\n{context}"
+        )
+    time_to_play = time.monotonic() - started
+
+    first = page.evaluate(VIDEO_JS)
+    page.wait_for_timeout(1500)
+    second = page.evaluate(VIDEO_JS)
+    details = f"time to play {time_to_play:.2f} s\n{_diagnostics(page, log)}\n{context}"
+    assert (second["width"], second["height"]) == (640, 480), details
+    advanced = second["time"] - first["time"]
+    assert advanced > 0.75, f"currentTime advanced only {advanced:.3f} s in 1.5 s\n{details}"
+    assert not second["paused"], details
+    return details
+
+
+def _request(
+    gw: Gateway, method: str, path: str, token: str | None = None, body: Any = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP request to the gateway: (status, headers, body), 4xx/5xx included."""
+    headers = {"Accept": "application/json"}
+    data = None
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(gw.url(path), data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+
+def _assert_unauthorized(gw: Gateway, path: str, token: str | None = None) -> None:
+    status, _, body = _request(gw, "GET", path, token)
+    assert status == 401, f"GET {path}: {status} {body!r}"
+    error = json.loads(body)["error"]
+    assert error["code"] == "unauthorized" and error["message"], error
+
+
+def _issue_viewer_token(gw: Gateway, stream_id: str = "demo") -> dict[str, Any]:
+    status, _, body = _request(
+        gw, "POST", f"/api/v1/streams/{stream_id}/viewer-tokens", AUTH_TOKEN, {"ttl": 600}
+    )
+    assert status == 201, f"{status} {body!r}\n{gw.describe()}"
+    issued: dict[str, Any] = json.loads(body)
+    assert issued["stream"] == stream_id
+    assert issued["view_url"] == f"/view/{stream_id}?token={issued['token']}"
+    return issued
+
+
+def _assert_csp(headers: dict[str, str], what: str) -> None:
+    policy = {k.lower(): v for k, v in headers.items()}.get("content-security-policy", "")
+    assert "script-src 'self'" in policy and "style-src 'self'" in policy, (what, policy)
+    assert "unsafe-inline" not in policy, (what, policy)
+
+
 def test_view_plays_demo(gateway: Gateway, browser_context: Any) -> None:
     page = browser_context.new_page()
     log = PageLog(page)
@@ -136,28 +247,7 @@ def test_view_plays_demo(gateway: Gateway, browser_context: Any) -> None:
         assert video.get_attribute("muted") is not None
         assert video.get_attribute("playsinline") is not None
 
-        started = time.monotonic()
-        try:
-            page.wait_for_function(
-                "() => { const v = document.querySelector('video');"
-                " return v && v.videoWidth > 0 && v.currentTime > 0; }",
-                timeout=PLAY_TIMEOUT_MS,
-            )
-        except sync_api.TimeoutError:
-            pytest.fail(
-                f"the video did not start within {PLAY_TIMEOUT_MS / 1000:.0f} s\n"
-                f"{_diagnostics(page, log)}"
-            )
-        time_to_play = time.monotonic() - started
-
-        first = page.evaluate(VIDEO_JS)
-        page.wait_for_timeout(1500)
-        second = page.evaluate(VIDEO_JS)
-        details = f"time to play {time_to_play:.2f} s\n{_diagnostics(page, log)}"
-        assert (second["width"], second["height"]) == (640, 480), details
-        advanced = second["time"] - first["time"]
-        assert advanced > 0.75, f"currentTime advanced only {advanced:.3f} s in 1.5 s\n{details}"
-        assert not second["paused"], details
+        details = _assert_plays(page, log)
 
         player = page.evaluate(
             "() => ({state: window.__player.state,"
@@ -213,5 +303,147 @@ def test_view_unknown_stream_reports_and_retries(gateway: Gateway, browser_conte
             page.evaluate("() => window.__player.error")
         ), status
         assert "no stream 'no-such-stream'" in page.inner_text("#stream-info")
+    finally:
+        page.close()
+
+
+# -- with auth on --------------------------------------------------------------------------
+
+
+def test_pages_carry_csp_and_need_no_inline_code(auth_gateway: Gateway) -> None:
+    issued = _issue_viewer_token(auth_gateway)
+    for path in ("/", issued["view_url"], f"/view/demo?token={AUTH_TOKEN}"):
+        status, headers, _ = _request(auth_gateway, "GET", path)
+        assert status == 200, path
+        _assert_csp(headers, path)
+    # What the policy forbids is absent from the pages themselves.
+    for name in ("index.html", "view.html"):
+        html = (WEB_ROOT / name).read_text(encoding="utf-8")
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), name
+        assert not re.search(r"<style\b|\sstyle=|\son[a-z]+=", html, re.IGNORECASE), name
+
+
+def test_view_with_viewer_token_plays(auth_gateway: Gateway, browser_context: Any) -> None:
+    # The REST side: only a control-plane token issues viewer tokens.
+    status, _, _ = _request(auth_gateway, "POST", "/api/v1/streams/demo/viewer-tokens")
+    assert status == 401
+    issued = _issue_viewer_token(auth_gateway)
+    _assert_unauthorized(auth_gateway, "/view/demo")
+    _assert_unauthorized(auth_gateway, "/view/demo?token=garbage-not-a-token")
+    _assert_unauthorized(auth_gateway, "/view/demo", token="garbage-not-a-token")
+
+    page = browser_context.new_page()
+    log = PageLog(page)
+    try:
+        response = page.goto(auth_gateway.url(issued["view_url"]))
+        assert response is not None and response.status == 200
+        _assert_csp(response.headers, "view page")
+        details = _assert_plays(page, log, auth_gateway.describe())
+        assert page.evaluate("() => window.__player.state") == "playing", details
+
+        # A viewer token does not open the control API: the page says so, once.
+        info = page.locator("#stream-info")
+        info.filter(has_text="not available with this token").wait_for(timeout=5_000)
+        assert "401" in info.inner_text(), info.inner_text()
+
+        assert log.csp_violations() == [], details
+        # The watcher does see a violation (an inline script is one).
+        page.evaluate(
+            "() => { const s = document.createElement('script');"
+            " s.textContent = 'window.__inline = 1'; document.body.appendChild(s); }"
+        )
+        page.wait_for_function("() => window.__csp.length > 0", timeout=5_000)
+        assert page.evaluate("() => window.__inline") is None
+    finally:
+        page.close()
+
+
+def test_view_refused_socket_stops_with_reason(auth_gateway: Gateway, browser_context: Any) -> None:
+    """A token the gateway refuses (here: one that never was valid) stops the player with
+    the gateway's reason instead of retrying in silence."""
+    page = browser_context.new_page()
+    log = PageLog(page)
+    # The gateway would not serve the page with this token; serve it from disk instead,
+    # so the socket and the API see the bad token.
+    page.route(
+        "**/view/demo?token=*",
+        lambda route: route.fulfill(
+            status=200,
+            content_type="text/html",
+            body=(WEB_ROOT / "view.html").read_text(encoding="utf-8"),
+        ),
+    )
+    try:
+        page.goto(auth_gateway.url("/view/demo?token=expired%2Fgarbage"))
+        try:
+            page.wait_for_function(
+                "() => window.__player && window.__player.state === 'stopped'", timeout=10_000
+            )
+        except sync_api.TimeoutError:
+            pytest.fail(f"the player did not stop\n{_diagnostics(page, log)}")
+        assert page.evaluate("() => window.__player.attempts") == 1
+        status = page.inner_text("#status")
+        assert "the token is not valid" in status, status
+        page.locator("#stream-info").filter(has_text="401").wait_for(timeout=5_000)
+    finally:
+        page.close()
+
+
+def test_index_asks_for_token_then_lists_demo(auth_gateway: Gateway, browser_context: Any) -> None:
+    page = browser_context.new_page()
+    log = PageLog(page)
+    form = page.locator("#auth")
+    row = page.locator('tr[data-stream-id="demo"]')
+    try:
+        response = page.goto(auth_gateway.url("/"))
+        assert response is not None
+        _assert_csp(response.headers, "index page")
+        form.wait_for(state="visible", timeout=5_000)
+        assert page.locator("#token").get_attribute("type") == "password"
+        assert "unauthorized" in page.inner_text("#auth-message")
+        assert "401" in page.inner_text("#note")
+        assert page.locator("#forget").is_hidden()
+        assert row.count() == 0
+
+        # A wrong token: the API's reason, and the form stays.
+        page.fill("#token", "not-the-token")
+        page.click("#auth button[type=submit]")
+        page.locator("#auth-message").filter(has_text="the token is not valid").wait_for(
+            timeout=5_000
+        )
+        assert form.is_visible()
+
+        page.fill("#token", AUTH_TOKEN)
+        page.press("#token", "Enter")
+        try:
+            row.and_(page.locator('[data-state="live"]')).wait_for(timeout=10_000)
+        except sync_api.TimeoutError:
+            pytest.fail(f"demo is not listed as live\n{page.inner_text('body')}\n{log}")
+        assert form.is_hidden()
+        assert page.inner_text("#note") == ""
+        assert page.evaluate("() => sessionStorage.getItem('media_server.token')") == AUTH_TOKEN
+        href = f"/view/demo?token={AUTH_TOKEN}"
+        assert row.locator("a").first.get_attribute("href") == href
+
+        # The token outlives a reload of the tab.
+        page.reload()
+        row.and_(page.locator('[data-state="live"]')).wait_for(timeout=10_000)
+        assert form.is_hidden()
+
+        # The list's link opens the player with the control-plane token; it may also read
+        # the stream's details.
+        row.locator("a").first.click()
+        page.wait_for_url(f"**{href}")
+        _assert_plays(page, log, auth_gateway.describe())
+        page.locator("#stream-info").filter(has_text="stream live").wait_for(timeout=5_000)
+        assert log.csp_violations() == [], str(log)
+
+        # Forget the token: the form is back, nothing is listed.
+        page.go_back()
+        page.locator("#forget").click()
+        form.wait_for(state="visible", timeout=5_000)
+        assert page.evaluate("() => sessionStorage.getItem('media_server.token')") is None
+        assert row.count() == 0
+        assert log.csp_violations() == [], str(log)
     finally:
         page.close()

@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from media_server.api.access import client_key, require_viewer
 from media_server.api.context import Gateway, gateway
@@ -122,6 +122,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                     await _send(ws, reply)
             elif msg.type == WSMsgType.BINARY:
                 await _send(ws, _error("invalid-message", "binary frames are not accepted"))
+    except Exception:
+        # After the upgrade an HTTP error page would corrupt the socket: say so and close.
+        log.exception("signaling error on stream %s", stream_id)
+        await _send(ws, _error("internal", "internal error; the session was closed"))
+        await ws.close(code=WSCloseCode.INTERNAL_ERROR)
     finally:
         gw.websockets.discard(ws)
         await conversation.close()

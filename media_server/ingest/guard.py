@@ -3,8 +3,9 @@
 A gateway makes outbound connections to URLs users supply, so it must not become a way
 into the network: link-local and cloud metadata addresses are denied by default, and an
 operator may add deny entries or restrict sources to an allow list (addresses, networks,
-host names, `*.suffix` patterns). Names are checked again after resolution, every time a
-camera is opened, and plain RTSP is then pinned to the address that was checked.
+host names, `*.suffix` patterns). A name's addresses are checked against the deny list
+every time a camera is opened, and plain RTSP is then pinned to the address checked, so a
+DNS answer that changes in between cannot redirect it.
 """
 
 from __future__ import annotations
@@ -71,29 +72,24 @@ class SourceGuard:
     def _has_allow(self) -> bool:
         return bool(self._allow_nets or self._allow_names)
 
-    def check_address(self, address: Address, host: str) -> None:
+    def _check_denied(self, address: Address, host: str) -> None:
         for net in self._deny_nets:
             if address.version == net.version and address in net:
                 raise SourceDenied(f"source host {host} is not allowed ({net} is denied)")
-        if (
-            self._has_allow
-            and not any(
-                address.version == net.version and address in net for net in self._allow_nets
-            )
-            and not _name_matches(host, self._allow_names)
-        ):
-            raise SourceDenied(f"source host {host} is not in the allowed sources")
 
     def check_url(self, url: str) -> None:
-        """At registration, without DNS: literal addresses fully, names by pattern."""
+        """At registration, without DNS. With an allow list, an address must be in one of
+        its networks and a name must match one of its names."""
         host = (urlsplit(url).hostname or "").lower()
         address = _address(host)
         if address is not None:
-            self.check_address(address, host)
-            return
-        if _name_matches(host, self._deny_names):
-            raise SourceDenied(f"source host {host} is not allowed")
-        if self._has_allow and not self._allow_nets and not _name_matches(host, self._allow_names):
+            self._check_denied(address, host)
+            allowed = any(address.version == n.version and address in n for n in self._allow_nets)
+        else:
+            if _name_matches(host, self._deny_names):
+                raise SourceDenied(f"source host {host} is not allowed")
+            allowed = _name_matches(host, self._allow_names)
+        if self._has_allow and not allowed:
             raise SourceDenied(f"source host {host} is not in the allowed sources")
 
     def pinned_url(self, url: str) -> str:
@@ -114,7 +110,7 @@ class SourceGuard:
         for info in infos:
             address = _address(str(info[4][0]))
             if address is not None:
-                self.check_address(address, host)  # every one: no mixing in a bad answer
+                self._check_denied(address, host)  # every one: no mixing in a bad answer
                 addresses.append(address)
         if not addresses:
             raise SourceError(f"{host} resolves to no address")

@@ -1,11 +1,91 @@
 // Stream list: GET /api/v1/streams every 2 s, one table row per stream.
+//
+// With auth on, the API answers 401/403: the page then asks for a control-plane token,
+// keeps it in sessionStorage (this tab only) and sends it as "Authorization: Bearer" on
+// every API call. Links to the player carry it as ?token= (the gateway accepts a
+// control-plane token for viewing) only when one was entered.
 "use strict";
 
 (function () {
   const REFRESH_MS = 2000;
+  const TOKEN_KEY = "media_server.token";
   const rows = document.getElementById("rows");
   const note = document.getElementById("note");
   const updated = document.getElementById("updated");
+  const authForm = document.getElementById("auth");
+  const authMessage = document.getElementById("auth-message");
+  const tokenInput = document.getElementById("token");
+  const forget = document.getElementById("forget");
+
+  let refreshTimer = null;
+
+  // -- the control-plane token ------------------------------------------------------------
+  function storedToken() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY) || "";
+    } catch (_) {
+      return ""; // storage disabled: the token lives as long as the page
+    }
+  }
+
+  let token = storedToken();
+
+  function setToken(value) {
+    token = value;
+    try {
+      if (value) sessionStorage.setItem(TOKEN_KEY, value);
+      else sessionStorage.removeItem(TOKEN_KEY);
+    } catch (_) {
+      /* storage disabled */
+    }
+    forget.hidden = !token;
+  }
+
+  function api(path, options) {
+    const opts = options || {};
+    const headers = Object.assign({ Accept: "application/json" }, opts.headers || {});
+    if (token) headers.Authorization = `Bearer ${token}`;
+    return fetch(path, Object.assign({ cache: "no-store" }, opts, { headers }));
+  }
+
+  function viewUrl(id) {
+    const base = `/view/${encodeURIComponent(id)}`;
+    return token ? `${base}?token=${encodeURIComponent(token)}` : base;
+  }
+
+  function askForToken(status, text) {
+    const refused = token
+      ? status === 403
+        ? "The token was accepted but may not list streams"
+        : "The token was refused"
+      : "This gateway needs a control-plane token";
+    authMessage.textContent = `${refused} — ${text}`;
+    authForm.hidden = false;
+    note.textContent = `${refused} (HTTP ${status}): ${text}`;
+    note.className = "note bad";
+    updated.textContent = "signed out";
+    placeholder("Enter a token to see the streams.");
+    if (document.activeElement !== tokenInput) tokenInput.focus();
+  }
+
+  authForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = tokenInput.value.trim();
+    if (!value) return;
+    setToken(value);
+    tokenInput.value = "";
+    authMessage.textContent = "";
+    authForm.hidden = true;
+    note.textContent = "Checking the token…";
+    note.className = "note";
+    refresh();
+  });
+
+  forget.addEventListener("click", () => {
+    setToken("");
+    placeholder("Loading streams…");
+    refresh();
+  });
 
   function cell(text, className) {
     const td = document.createElement("td");
@@ -38,7 +118,7 @@
 
     const id = cell("", "id");
     const link = document.createElement("a");
-    link.href = `/view/${encodeURIComponent(s.id)}`;
+    link.href = viewUrl(s.id);
     link.textContent = s.id;
     id.appendChild(link);
     if (s.url) {
@@ -71,6 +151,14 @@
     return tr;
   }
 
+  function placeholder(text) {
+    const tr = document.createElement("tr");
+    const td = cell(text, "empty");
+    td.colSpan = 8;
+    tr.appendChild(td);
+    rows.replaceChildren(tr);
+  }
+
   function render(streams) {
     const fragment = document.createDocumentFragment();
     if (streams.length === 0) {
@@ -99,13 +187,21 @@
   }
 
   async function refresh() {
+    if (refreshTimer) clearTimeout(refreshTimer);
+    refreshTimer = null;
+    const sentWith = token;
+    let again = true;
     try {
-      const response = await fetch("/api/v1/streams", {
-        cache: "no-store",
-        headers: { Accept: "application/json" },
-      });
+      const response = await api("/api/v1/streams");
+      if (token !== sentWith) return; // the token changed meanwhile: that refresh counts
+      if (response.status === 401 || response.status === 403) {
+        askForToken(response.status, await errorText(response));
+        again = false; // nothing changes until a token is entered
+        return;
+      }
       if (!response.ok) throw new Error(await errorText(response));
       const body = await response.json();
+      authForm.hidden = true;
       render(Array.isArray(body.streams) ? body.streams : []);
       note.textContent = "";
       note.className = "note";
@@ -115,9 +211,10 @@
       note.className = "note bad";
       updated.textContent = "offline";
     } finally {
-      setTimeout(refresh, REFRESH_MS);
+      if (again && token === sentWith && !refreshTimer) refreshTimer = setTimeout(refresh, REFRESH_MS);
     }
   }
 
+  forget.hidden = !token;
   refresh();
 })();

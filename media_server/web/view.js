@@ -6,6 +6,11 @@
 // Any failure (socket closed, peer failed, error before the answer) tears the attempt
 // down and starts a new one after 1 s, 2 s, 4 s, 8 s, then every 10 s.
 //
+// With auth on, the page's own ?token= (a viewer token from a view_url, or a
+// control-plane token) goes to the WebSocket as ?token= and to the API as
+// "Authorization: Bearer". A socket the gateway refuses (401/403: say, an expired token)
+// stops the retries with the gateway's reason: the same token would be refused again.
+//
 // Tests read window.__player: {pc, state, ...}.
 "use strict";
 
@@ -17,14 +22,17 @@
   const STABLE_MS = 10000; // connected this long: the next failure retries quickly again
   const STREAM_POLL_MS = 2000;
   const STATS_MS = 1000;
+  const PROBE_TIMEOUT_MS = 5000; // "why was the socket refused?"
 
   const segments = location.pathname.split("/").filter(Boolean);
   const streamId = decodeURIComponent(segments[segments.length - 1] || "");
+  const token = new URLSearchParams(location.search).get("token") || "";
   const wsUrl =
     (location.protocol === "https:" ? "wss://" : "ws://") +
     location.host +
     "/ws/" +
-    encodeURIComponent(streamId);
+    encodeURIComponent(streamId) +
+    (token ? `?token=${encodeURIComponent(token)}` : "");
 
   const video = document.getElementById("video");
   const badge = document.getElementById("player-state");
@@ -53,6 +61,43 @@
   let connectTimer = null;
   let graceTimer = null;
   let connectedAt = null;
+
+  function headers() {
+    const h = { Accept: "application/json" };
+    if (token) h.Authorization = `Bearer ${token}`;
+    return h;
+  }
+
+  async function errorText(response) {
+    try {
+      const body = await response.json();
+      if (body && body.error) return `${body.error.code}: ${body.error.message}`;
+    } catch (_) {
+      /* not JSON */
+    }
+    return `HTTP ${response.status}`;
+  }
+
+  // A WebSocket the gateway refuses before the upgrade shows up as close code 1006 with
+  // no reason. Ask the page's own address (it checks the same token) why: the text of a
+  // 401/403, or null when access is fine or the gateway does not answer.
+  async function refusal() {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), PROBE_TIMEOUT_MS);
+    try {
+      const response = await fetch(`/view/${encodeURIComponent(streamId)}`, {
+        cache: "no-store",
+        headers: headers(),
+        signal: abort.signal,
+      });
+      if (response.status === 401 || response.status === 403) return await errorText(response);
+    } catch (_) {
+      /* unreachable or slow: an ordinary reconnect */
+    } finally {
+      clearTimeout(timer);
+    }
+    return null;
+  }
 
   // -- status line ------------------------------------------------------------------
   function show(state, text, bad) {
@@ -231,10 +276,24 @@
       }
     };
 
-    ws.onclose = (event) => {
+    ws.onclose = async (event) => {
       if (!current()) return;
       const why = event.reason ? `: ${event.reason}` : "";
-      retry(`lost the connection to the gateway (close code ${event.code}${why})`);
+      const text = `lost the connection to the gateway (close code ${event.code}${why})`;
+      if (pc === null) {
+        // Never opened: maybe refused for want of a (valid) token.
+        clearTimers();
+        const refused = await refusal();
+        if (!current()) return;
+        if (refused) {
+          teardown();
+          player.error = refused;
+          show("stopped", `Not allowed to watch this stream — ${refused}`, true);
+          badge.className = "badge error";
+          return;
+        }
+      }
+      retry(text);
     };
   }
 
@@ -254,8 +313,19 @@
     try {
       const response = await fetch(`/api/v1/streams/${encodeURIComponent(streamId)}`, {
         cache: "no-store",
-        headers: { Accept: "application/json" },
+        headers: headers(),
       });
+      if (response.status === 401 || response.status === 403) {
+        // The same token will not do better later (a viewer token never opens the
+        // control API): say so once and stop asking.
+        player.stream = null;
+        const which = token ? "with this token" : "without a token";
+        streamInfo.textContent = `Stream details are not available ${which} (HTTP ${
+          response.status
+        } ${await errorText(response)}).`;
+        streamInfo.className = "note warn";
+        return;
+      }
       if (response.status === 404) {
         player.stream = null;
         streamInfo.textContent = `The gateway has no stream '${streamId}'.`;
@@ -272,14 +342,14 @@
         streamInfo.textContent = parts.join(" · ") + (s.error ? ` — ${s.error}` : "");
         streamInfo.className = s.error || s.state === "failed" ? "note bad" : "note";
       } else {
-        streamInfo.textContent = ""; // e.g. 401 when the registry needs a token
+        streamInfo.textContent = `Stream details: ${await errorText(response)}`;
+        streamInfo.className = "note bad";
       }
     } catch (_) {
       streamInfo.textContent = "The gateway does not answer.";
       streamInfo.className = "note bad";
-    } finally {
-      setTimeout(pollStream, STREAM_POLL_MS);
     }
+    setTimeout(pollStream, STREAM_POLL_MS);
   }
 
   async function pollStats() {

@@ -8,6 +8,7 @@ passthrough track would otherwise go out labelled VP8 and nothing would decode.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -229,7 +230,7 @@ class SessionManager:
         self._sessions.pop(session.id, None)
         session.stream.release()
         session.track.stop()
-        await session.pc.close()
+        await _close_peer(session.pc)
         log.info("viewer %s of stream %s closed: %s", session.id, session.stream.id, reason)
 
     async def close_stream(self, stream_id: str) -> None:
@@ -239,3 +240,27 @@ class SessionManager:
         self.accepting = False
         sessions = list(self._sessions.values())
         await asyncio.gather(*(self.close(s, "gateway stopping") for s in sessions))
+
+
+async def _close_peer(pc: RTCPeerConnection) -> None:
+    """Close a peer, even one aiortc cannot close itself.
+
+    A remote description that failed half way can leave a transceiver without a
+    transport, and aiortc's close() then raises before stopping the other transports
+    (whose sockets would stay open). Stop what exists, one by one.
+    """
+    try:
+        await pc.close()
+        return
+    except Exception:
+        log.debug("aiortc could not close a half-negotiated peer; stopping its parts")
+    for transceiver in pc.getTransceivers():
+        with contextlib.suppress(Exception):
+            await transceiver.stop()
+        dtls = transceiver.receiver.transport
+        if dtls is not None:
+            with contextlib.suppress(Exception):
+                await dtls.stop()
+            with contextlib.suppress(Exception):
+                await dtls.transport.stop()
+    pc.remove_all_listeners()

@@ -1,0 +1,250 @@
+"""The OpenAPI 3.1 description of the REST API, served at /api/v1/openapi.json.
+
+Request schemas come from the pydantic models that validate the requests, so the two
+cannot drift; a test compares the paths with the app's routes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from media_server import __version__
+from media_server.api.schemas import StreamCreate
+
+routes = web.RouteTableDef()
+
+JSON = "application/json"
+
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
+
+STREAM = {
+    "type": "object",
+    "required": ["id", "url", "transport", "mode", "on_demand", "state", "viewers"],
+    "properties": {
+        "id": {"type": "string"},
+        "url": {"type": "string", "description": "credentials redacted"},
+        "transport": {"enum": ["tcp", "udp"]},
+        "mode": {"enum": ["auto", "passthrough", "transcode"]},
+        "on_demand": {"type": "boolean"},
+        "reconnect": {"type": ["object", "null"]},
+        "state": {"enum": ["idle", "starting", "live", "reconnecting", "failed", "stopped"]},
+        "error": {"type": ["string", "null"]},
+        "viewers": {"type": "integer"},
+        "codec": {"type": ["string", "null"]},
+        "profile": {"type": ["string", "null"]},
+        "width": {"type": ["integer", "null"]},
+        "height": {"type": ["integer", "null"]},
+        "fps": {"type": ["number", "null"]},
+        "effective_mode": {"enum": ["passthrough", "transcode", None]},
+        "created_at": {"type": "number"},
+        "state_since": {"type": "number"},
+        "counters": {"type": "object", "additionalProperties": {"type": "integer"}},
+    },
+}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    ref = {"$ref": "#/components/schemas/Error"}
+    return {str(s): {"description": "error", "content": {JSON: {"schema": ref}}} for s in statuses}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+STREAM_ID = {
+    "name": "stream_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "maxLength": 64},
+}
+SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}
+STREAM_REF = {"$ref": "#/components/schemas/Stream"}
+OPEN: list[dict[str, list[str]]] = []  # no credentials needed
+
+
+def build() -> dict[str, Any]:
+    create = StreamCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+    definitions = create.pop("$defs", {})
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "media_server", "version": __version__},
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": ERROR, "Stream": STREAM, "StreamCreate": create, **definitions},
+        },
+        "paths": {
+            "/api/v1/streams": {
+                "get": {
+                    "summary": "List the streams",
+                    "responses": {
+                        "200": _json(
+                            "the streams",
+                            {
+                                "type": "object",
+                                "properties": {"streams": {"type": "array", "items": STREAM_REF}},
+                            },
+                        ),
+                        **_errors(401, 403),
+                    },
+                },
+                "post": {
+                    "summary": "Register a stream (idempotent per id and body)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            JSON: {"schema": {"$ref": "#/components/schemas/StreamCreate"}}
+                        },
+                    },
+                    "responses": {
+                        "201": _json("registered", STREAM_REF),
+                        "200": _json("the same stream was registered already", STREAM_REF),
+                        **_errors(400, 401, 403, 409, 413, 415, 429, 503),
+                    },
+                },
+            },
+            "/api/v1/streams/{stream_id}": {
+                "parameters": [STREAM_ID],
+                "get": {
+                    "summary": "One stream",
+                    "responses": {"200": _json("the stream", STREAM_REF), **_errors(401, 403, 404)},
+                },
+                "delete": {
+                    "summary": "Remove a stream; ends its viewers and its ingest",
+                    "responses": {"204": {"description": "removed"}, **_errors(401, 403, 404)},
+                },
+            },
+            "/api/v1/streams/{stream_id}/viewer-tokens": {
+                "parameters": [STREAM_ID],
+                "post": {
+                    "summary": "Issue a signed, expiring token that opens this stream",
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            JSON: {
+                                "schema": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "ttl": {"type": "number", "exclusiveMinimum": 0}
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": _json(
+                            "the token",
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "stream": {"type": "string"},
+                                    "token": {"type": "string"},
+                                    "expires_at": {"type": "number"},
+                                    "view_url": {"type": "string"},
+                                },
+                            },
+                        ),
+                        **_errors(400, 401, 403, 404, 415),
+                    },
+                },
+            },
+            "/api/v1/streams/{stream_id}/whep": {
+                "parameters": [STREAM_ID],
+                "post": {
+                    "summary": "WHEP: an SDP offer in, an SDP answer out",
+                    "security": [{"bearer": []}, {}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/sdp": {"schema": {"type": "string"}}},
+                    },
+                    "responses": {
+                        "201": {
+                            "description": "the answer; Location names the session",
+                            "content": {"application/sdp": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(400, 401, 403, 404, 413, 415, 429, 503),
+                    },
+                },
+            },
+            "/api/v1/streams/{stream_id}/whep/{session_id}": {
+                "parameters": [STREAM_ID, SESSION_ID],
+                "patch": {
+                    "summary": "WHEP: trickle ICE candidates",
+                    "security": OPEN,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/trickle-ice-sdpfrag": {"schema": {"type": "string"}}
+                        },
+                    },
+                    "responses": {"204": {"description": "applied"}, **_errors(400, 404, 415)},
+                },
+                "delete": {
+                    "summary": "WHEP: end the session",
+                    "security": OPEN,
+                    "responses": {"204": {"description": "ended"}, **_errors(404)},
+                },
+            },
+            "/api/v1/health": {
+                "get": {
+                    "summary": "Liveness: fails for a while after the event loop was blocked",
+                    "security": OPEN,
+                    "responses": {
+                        "200": _json("alive", {"type": "object"}),
+                        "503": _json("blocked", {"type": "object"}),
+                    },
+                }
+            },
+            "/api/v1/health/ready": {
+                "get": {
+                    "summary": "Readiness with a status per component",
+                    "security": OPEN,
+                    "responses": {
+                        "200": _json("ready", {"type": "object"}),
+                        "503": _json("not ready (starting, draining or a component failing)", {}),
+                    },
+                }
+            },
+            "/api/v1/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": OPEN,
+                    "responses": {"200": _json("OpenAPI 3.1", {"type": "object"})},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {
+                            "description": "text exposition format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(401, 403),
+                    },
+                }
+            },
+        },
+    }
+
+
+DOCUMENT = build()
+
+
+@routes.get("/api/v1/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(DOCUMENT)
