@@ -176,15 +176,7 @@
     rows.replaceChildren(fragment);
   }
 
-  async function errorText(response) {
-    try {
-      const body = await response.json();
-      if (body && body.error) return `${body.error.code}: ${body.error.message}`;
-    } catch (_) {
-      /* not JSON */
-    }
-    return `HTTP ${response.status}`;
-  }
+  const errorText = window.MediaServer.errorText;
 
   async function refresh() {
     if (refreshTimer) clearTimeout(refreshTimer);

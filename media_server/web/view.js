@@ -68,15 +68,7 @@
     return h;
   }
 
-  async function errorText(response) {
-    try {
-      const body = await response.json();
-      if (body && body.error) return `${body.error.code}: ${body.error.message}`;
-    } catch (_) {
-      /* not JSON */
-    }
-    return `HTTP ${response.status}`;
-  }
+  const errorText = window.MediaServer.errorText;
 
   // A WebSocket the gateway refuses before the upgrade shows up as close code 1006 with
   // no reason. Ask the page's own address (it checks the same token) why: the text of a
