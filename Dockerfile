@@ -9,10 +9,14 @@ COPY media_server ./media_server
 RUN /opt/venv/bin/pip install --upgrade pip && /opt/venv/bin/pip install .
 
 FROM python:3.11-slim-bookworm
-RUN useradd --system --create-home --uid 10001 media
+RUN useradd --system --create-home --uid 10001 media \
+ && mkdir -p /var/lib/media_server && chown media /var/lib/media_server
 COPY --from=build /opt/venv /opt/venv
 COPY config /etc/media_server
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \
+    MEDIA_SERVER_REGISTRY__PATH=/var/lib/media_server/registry.sqlite3
+# Registered streams survive container restarts when this is a volume.
+VOLUME /var/lib/media_server
 USER media
 EXPOSE 8080
 ENTRYPOINT ["media-server"]
