@@ -17,7 +17,7 @@ from media_server import __version__
 from media_server.api.context import GATEWAY
 from media_server.app import build_app, drain
 from media_server.config import ConfigError, Settings, load_settings
-from media_server.logs import setup_logging
+from media_server.logs import AccessLog, setup_logging
 from media_server.store.registry import StoreError
 
 log = logging.getLogger("media_server")
@@ -79,7 +79,12 @@ async def serve(settings: Settings) -> None:
     check_exposure(settings)
     loop = asyncio.get_running_loop()
     app = build_app(settings, loop)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_timeout,
+        access_log_class=AccessLog,
+    )
     try:
         await runner.setup()
     except StoreError as exc:

@@ -98,6 +98,9 @@ class LimitsSettings(_Section):
     viewers: int = Field(500, ge=1, le=100_000, description="viewer sessions per node")
     viewers_per_stream: int = Field(200, ge=1, le=100_000, description="viewers of one stream")
     websockets: int = Field(1000, ge=1, le=100_000, description="open signaling sockets per node")
+    websockets_per_client: int = Field(
+        50, ge=1, le=100_000, description="open signaling sockets one client holds"
+    )
     sessions_per_client: int = Field(
         50, ge=1, le=100_000, description="viewer sessions one client (address or token) holds"
     )

@@ -26,12 +26,12 @@ def validate_source_url(url: str) -> str:
         raise ValueError("url must name a host")
     if port == 0:
         raise ValueError("url port must be between 1 and 65535")
-    return url
+    return parts.scheme.lower() + url[len(parts.scheme) :]  # FFmpeg knows only "rtsp"
 
 
 #: Query parameters that carry credentials on some cameras (`?user=admin&password=...`).
 SECRET_PARAMS = re.compile(
-    r"(?i)(^|[&;])((?:user(?:name)?|pass(?:word|wd)?|pwd|token|auth|secret|key|api_?key|"
+    r"(?i)(^|[?&;])((?:user(?:name)?|pass(?:word|wd)?|pwd|token|auth|secret|key|api_?key|"
     r"access_token|sig(?:nature)?|credentials?)=)([^&;#]*)"
 )
 
@@ -42,7 +42,8 @@ def _secrets(url: str) -> list[str]:
         parts = urlsplit(url)
     except ValueError:
         return []
-    found = [m.group(3) for m in SECRET_PARAMS.finditer(parts.query) if m.group(3)]
+    found = [m.group(3) for part in (parts.path, parts.query) for m in SECRET_PARAMS.finditer(part)]
+    found = [value for value in found if value]
     if parts.password:
         found.append(parts.password)
     if parts.username:
@@ -59,8 +60,11 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = SECRET_PARAMS.sub(lambda m: m.group(1) + m.group(2) + "***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+    def hide(text: str) -> str:
+        return SECRET_PARAMS.sub(lambda m: m.group(1) + m.group(2) + "***", text)
+
+    return urlunsplit((parts.scheme, netloc, hide(parts.path), hide(parts.query), parts.fragment))
 
 
 def redact_text(text: str, url: str) -> str:

@@ -56,3 +56,21 @@ def test_resolution_is_checked_and_pinned() -> None:
 def test_bad_entries_are_config_errors(entry: str) -> None:
     with pytest.raises(ConfigError, match=r"sources\.deny"):
         SourceGuard([], [entry])
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "2852039166",  # decimal
+        "0251.0376.0251.0376",  # octal
+        "0xa9fea9fe",  # hex
+        "169.254.43518",  # short form
+        "169.254.169.254.",  # trailing dot
+        "[::a9fe:a9fe]",  # IPv4-compatible
+        "[64:ff9b::a9fe:a9fe]",  # NAT64
+        "[2002:a9fe:a9fe::1]",  # 6to4
+    ],
+)
+def test_other_spellings_of_denied_addresses(host: str) -> None:
+    with pytest.raises(SourceDenied, match="not allowed"):
+        SourceGuard([], DEFAULT_DENY).check_url(f"rtsp://{host}/x")

@@ -70,3 +70,16 @@ def test_foreign_schema_is_an_error(tmp_path: Path) -> None:
 
 def test_memory_store_keeps_nothing() -> None:
     assert SqliteRegistry(Path(":memory:")).open() == []
+
+
+def test_row_the_api_would_refuse_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "registry.sqlite3"
+    store = SqliteRegistry(path)
+    store.open()
+    db = sqlite3.connect(path)
+    row = '{"id":"x","url":"file:///etc/passwd","transport":"tcp","mode":"auto","on_demand":false}'
+    db.execute("INSERT INTO streams VALUES ('x', ?, 0)", (row,))
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="bad url"):
+        SqliteRegistry(path).open()

@@ -349,3 +349,108 @@ def test_config_file_secrets_from_environment(tmp_path: Path) -> None:
         del os.environ["GATEWAY_TOKEN"]
     with pytest.raises(ConfigError, match=r"GATEWAY_TOKEN.*not set"):
         load_settings(path)
+
+
+async def test_viewer_tokens_without_control_auth_refuse_other_tokens(
+    http: aiohttp.ClientSession,
+) -> None:
+    with run_gateway(env={"MEDIA_SERVER_AUTH__VIEWER_TOKENS": "true"}) as gw:
+        for token in ("garbage", "x.y.z"):
+            status, body, _ = await status_of(http, "GET", f"{gw.base_url}/view/demo?token={token}")
+            assert status == 401, body
+        status, _, _ = await status_of(http, "GET", f"{gw.base_url}/view/demo")
+        assert status == 401
+
+
+async def test_unverified_tokens_do_not_buy_fresh_quotas(http: aiohttp.ClientSession) -> None:
+    env = {"MEDIA_SERVER_LIMITS__OFFERS_PER_MINUTE": "6", "MEDIA_SERVER_LIMITS__OFFERS_BURST": "2"}
+    with run_gateway(env=env) as gw:
+        statuses = []
+        for i in range(4):
+            statuses.append(
+                (
+                    await status_of(
+                        http,
+                        "POST",
+                        f"{gw.base_url}/api/v1/streams/demo/whep?token=rot{i}",
+                        f"rot{i}",
+                        data="v=0\r\n",
+                        headers={"Content-Type": "application/sdp"},
+                    )
+                )[0]
+            )
+        assert statuses == [400, 400, 429, 429]  # one address, one bucket
+
+
+async def test_viewer_token_stays_out_of_logs(
+    http: aiohttp.ClientSession, secured: Gateway
+) -> None:
+    async with http.post(
+        f"{secured.base_url}/api/v1/streams/demo/viewer-tokens", headers=bearer(ADMIN)
+    ) as resp:
+        token = (await resp.json())["token"]
+    async with http.get(f"{secured.base_url}/view/demo?token={token}") as resp:
+        assert resp.status == 200
+    async with http.ws_connect(f"{secured.base_url}/ws/demo?token={token}"):
+        pass
+    await asyncio.sleep(0.3)
+    log = secured.stderr_text()
+    assert "/view/demo?token=***" in log
+    assert token not in log and ADMIN not in log
+
+
+async def test_signaling_sockets_are_bounded_per_client(http: aiohttp.ClientSession) -> None:
+    env = {
+        "MEDIA_SERVER_LIMITS__WEBSOCKETS_PER_CLIENT": "3",
+        "MEDIA_SERVER_WEBRTC__CONNECT_TIMEOUT": "2",
+    }
+    with run_gateway(env=env) as gw:
+        sockets = [await http.ws_connect(f"{gw.base_url}/ws/demo") for _ in range(3)]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(f"{gw.base_url}/ws/demo")
+        assert refused.value.status == 429
+        # Sockets that never offer are closed after the connect timeout.
+        msg = await sockets[0].receive_json(timeout=5)
+        assert msg["code"] == "no-offer"
+        for ws in sockets:
+            await ws.close()
+        async with http.ws_connect(f"{gw.base_url}/ws/demo") as ws:
+            assert not ws.closed
+
+
+async def test_websocket_viewer_told_when_its_stream_goes(
+    http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer
+) -> None:
+    status, _ = await register(http, gateway.base_url, id="going", url=rtsp.url("/small"))
+    assert status == 201
+    await wait_state(http, gateway.base_url, "going", "live")
+    viewer = Viewer(gateway.base_url, "going")
+    await viewer.connect()
+    try:
+        await viewer.wait_frames(5)
+        async with http.delete(f"{gateway.base_url}/api/v1/streams/going") as resp:
+            assert resp.status == 204
+        for _ in range(50):
+            if viewer.messages:
+                break
+            await asyncio.sleep(0.1)
+        assert viewer.messages[0]["code"] == "session-closed"
+        assert "stream removed" in viewer.messages[0]["message"]
+    finally:
+        await viewer.close()
+
+
+async def test_offer_without_dtls_or_ice_is_refused(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    from tests.test_signaling import expect_error, make_offer
+
+    offer = await make_offer()
+    no_fingerprint = "\r\n".join(x for x in offer.split("\r\n") if "fingerprint" not in x)
+    no_ice = "\r\n".join(x for x in offer.split("\r\n") if "ice-ufrag" not in x)
+    async with http.ws_connect(f"{gateway.base_url}/ws/demo") as ws:
+        for sdp in (no_fingerprint, no_ice):
+            await ws.send_json({"type": "offer", "sdp": sdp})
+            await expect_error(ws, "invalid-sdp")
+    await asyncio.sleep(0.3)
+    assert "Task exception was never retrieved" not in gateway.stderr_text()

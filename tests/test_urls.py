@@ -8,7 +8,7 @@ from media_server.urls import redact_text, redact_url, validate_source_url
 
 
 @pytest.mark.parametrize(
-    "url", ["rtsp://cam.local/stream", "rtsps://10.0.0.5:322/a?b=c", "RTSP://u:p@h:554/x"]
+    "url", ["rtsp://cam.local/stream", "rtsps://10.0.0.5:322/a?b=c", "rtsp://u:p@h:554/x"]
 )
 def test_accepts_rtsp(url: str) -> None:
     assert validate_source_url(url) == url

@@ -15,21 +15,32 @@ def bearer(request: web.Request) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
+VERIFIED = "verified_token"  # request key: the token that authenticated this request
+
+
 def require(request: web.Request, scope: str) -> Principal | None:
     """The control-plane caller, who must hold `scope` (raises AuthError: 401 or 403)."""
-    return gateway(request).auth.control(bearer(request), scope)
+    token = bearer(request)
+    principal = gateway(request).auth.control(token, scope)
+    if principal is not None:
+        request[VERIFIED] = token
+    return principal
 
 
 def require_viewer(request: web.Request, stream_id: str) -> Principal | None:
     """May this request watch `stream_id`? Browsers' WebSockets cannot set headers, so a
     `?token=` query parameter counts as well."""
     token = bearer(request) or request.query.get("token")
-    return gateway(request).auth.viewer(token, stream_id)
+    principal = gateway(request).auth.viewer(token, stream_id)
+    if principal is not None:
+        request[VERIFIED] = token
+    return principal
 
 
 def client_key(request: web.Request) -> str:
-    """What rate limits and per-client quotas count by: the token if any, else the address."""
-    token = bearer(request) or request.query.get("token")
-    if token:
+    """What rate limits and per-client quotas count by: a token only once it has been
+    verified (any other string would give a caller a fresh quota), else the address."""
+    token = request.get(VERIFIED)
+    if isinstance(token, str):
         return "token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
     return "ip:" + (request.remote or "unknown")

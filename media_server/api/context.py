@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -32,6 +33,7 @@ class Gateway:
     ready: bool = False
     draining: bool = False
     websockets: set[web.WebSocketResponse] = field(default_factory=set)
+    socket_clients: Counter[str] = field(default_factory=Counter)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

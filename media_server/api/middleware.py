@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from media_server.api.context import GATEWAY
+from media_server.api.errors import error_response
 from media_server.logs import new_request_id, request_id
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -36,7 +37,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
         origin = _allowed_origin(request)
         if origin is None:
-            raise web.HTTPForbidden(reason="cross-origin requests are not allowed")
+            return error_response(403, "cors-forbidden", "cross-origin requests are not allowed")
         return web.Response(
             status=204,
             headers={

@@ -6,6 +6,7 @@ viewers never notice.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -38,13 +39,14 @@ class _Conversation:
         self.stream_id = stream_id
         self.client = client
         self.session: ViewerSession | None = None
+        self.watcher: asyncio.Task[None] | None = None
         limits = gw.settings.limits
         self._bucket = TokenBucket(limits.ws_messages_per_second, limits.ws_messages_burst)
 
     async def handle(self, raw: str) -> dict[str, Any] | None:
         wait = self._bucket.take()
         if wait:
-            return _error("rate-limited", f"too many messages; slow down ({wait:.1f} s)")
+            return _error("rate-limited", f"too many messages; wait {max(wait, 0.1):.1f} s")
         try:
             message = json.loads(raw)
         except (json.JSONDecodeError, RecursionError):
@@ -87,7 +89,22 @@ class _Conversation:
         await self.session.add_candidate(candidate)
         return None
 
+    def watch(self, ws: web.WebSocketResponse) -> None:
+        """Tell the viewer when the gateway ends its session (stream removed, peer failed),
+        so a player can reconnect instead of staring at a frozen picture."""
+        session = self.session
+        assert session is not None
+
+        async def wait() -> None:
+            await session.closed.wait()
+            if not ws.closed:
+                await _send(ws, _error("session-closed", session.close_reason))
+
+        self.watcher = asyncio.ensure_future(wait())
+
     async def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.cancel()
         if self.session is not None:
             await self.gw.sessions.close(self.session, "signaling socket closed")
 
@@ -105,23 +122,48 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     gw = gateway(request)
     stream_id = request.match_info["stream_id"]
     require_viewer(request, stream_id)  # before the upgrade, so it can answer 401/403
-    limit = gw.settings.limits.websockets
-    if len(gw.websockets) >= limit:
-        return error_response(503, "capacity", f"the gateway holds at most {limit} sockets")
+    limits = gw.settings.limits
+    if len(gw.websockets) >= limits.websockets:
+        return error_response(503, "capacity", f"the gateway holds {limits.websockets} sockets")
+    client = client_key(request)
+    if gw.socket_clients[client] >= limits.websockets_per_client:
+        limit = limits.websockets_per_client
+        return error_response(429, "too-many-sockets", f"a client may hold {limit} sockets")
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_MESSAGE_BYTES)
     await ws.prepare(request)
     gw.websockets.add(ws)
-    conversation = _Conversation(gw, stream_id, client_key(request))
+    gw.socket_clients[client] += 1
+    conversation = _Conversation(gw, stream_id, client)
     if conversation.stream_id not in gw.streams:
         await _send(ws, _error("stream-not-found", f"no stream '{conversation.stream_id}'"))
+    # A socket that never offers would hold a place for ever: it gets the connect timeout.
+    deadline = asyncio.get_running_loop().time() + gw.settings.webrtc.connect_timeout
     try:
-        async for msg in ws:
+        while not ws.closed:
+            left = None
+            if conversation.session is None:
+                left = deadline - asyncio.get_running_loop().time()
+            try:
+                msg = await ws.receive(timeout=left if left is None else max(left, 0.001))
+            except TimeoutError:
+                await _send(ws, _error("no-offer", "no offer within the connect timeout"))
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION)
+                break
             if msg.type == WSMsgType.TEXT:
                 reply = await conversation.handle(msg.data)
                 if reply is not None:
                     await _send(ws, reply)
+                if conversation.session is not None and conversation.watcher is None:
+                    conversation.watch(ws)
             elif msg.type == WSMsgType.BINARY:
                 await _send(ws, _error("invalid-message", "binary frames are not accepted"))
+            elif msg.type in (
+                WSMsgType.CLOSE,
+                WSMsgType.CLOSING,
+                WSMsgType.CLOSED,
+                WSMsgType.ERROR,
+            ):
+                break
     except Exception:
         # After the upgrade an HTTP error page would corrupt the socket: say so and close.
         log.exception("signaling error on stream %s", stream_id)
@@ -129,5 +171,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         await ws.close(code=WSCloseCode.INTERNAL_ERROR)
     finally:
         gw.websockets.discard(ws)
+        gw.socket_clients[client] -= 1
+        if gw.socket_clients[client] <= 0:
+            del gw.socket_clients[client]
         await conversation.close()
     return ws

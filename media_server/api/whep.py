@@ -25,8 +25,8 @@ def _session(request: web.Request) -> ViewerSession:
 @routes.post("/api/v1/streams/{stream_id}/whep")
 async def whep_offer(request: web.Request) -> web.Response:
     gw = gateway(request)
+    require_viewer(request, request.match_info["stream_id"])  # before saying what exists
     stream = get_stream(request)
-    require_viewer(request, stream.id)
     client = client_key(request)
     gw.offers.check(client)
     if request.content_type != "application/sdp":

@@ -53,14 +53,41 @@ def _name_matches(host: str, patterns: list[str]) -> bool:
     return any(host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in patterns)
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
+NUMERIC_V4 = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}$")
+
+
 def _address(text: str) -> Address | None:
+    """The address a host string denotes, in every spelling resolvers accept
+    (2852039166, 0251.0376.0251.0376, 0xa9fea9fe, [::ffff:a.b.c.d] ...)."""
+    text = text.strip("[]").split("%", 1)[0]
     try:
-        address = ipaddress.ip_address(text.strip("[]").split("%", 1)[0])
+        address = ipaddress.ip_address(text)
     except ValueError:
-        return None
+        if not NUMERIC_V4.match(text):
+            return None
+        try:  # the forms inet_aton takes, as getaddrinfo (and so FFmpeg) would
+            return ipaddress.IPv4Address(socket.inet_aton(text))
+        except OSError:
+            return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def _embedded(address: Address) -> list[Address]:
+    """The address plus any IPv4 address an IPv6 one carries to the same host."""
+    found: list[Address] = [address]
+    if isinstance(address, ipaddress.IPv6Address):
+        value = int(address)
+        if value >> 32 == 0 and value > 1:  # IPv4-compatible ::a.b.c.d
+            found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+        if address in NAT64:
+            found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+        if address in SIX_TO_FOUR:
+            found.append(ipaddress.IPv4Address((value >> 80) & 0xFFFFFFFF))
+    return found
 
 
 class SourceGuard:
@@ -73,14 +100,15 @@ class SourceGuard:
         return bool(self._allow_nets or self._allow_names)
 
     def _check_denied(self, address: Address, host: str) -> None:
-        for net in self._deny_nets:
-            if address.version == net.version and address in net:
-                raise SourceDenied(f"source host {host} is not allowed ({net} is denied)")
+        for candidate in _embedded(address):
+            for net in self._deny_nets:
+                if candidate.version == net.version and candidate in net:
+                    raise SourceDenied(f"source host {host} is not allowed ({net} is denied)")
 
     def check_url(self, url: str) -> None:
         """At registration, without DNS. With an allow list, an address must be in one of
         its networks and a name must match one of its names."""
-        host = (urlsplit(url).hostname or "").lower()
+        host = (urlsplit(url).hostname or "").lower().rstrip(".")  # "name." is "name"
         address = _address(host)
         if address is not None:
             self._check_denied(address, host)
@@ -99,7 +127,7 @@ class SourceGuard:
         """
         self.check_url(url)
         parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
+        host = (parts.hostname or "").lower().rstrip(".")
         if _address(host) is not None:
             return url
         try:

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from media_server.config import ReconnectPolicy
 from media_server.hub.stream import StreamSpec
+from media_server.urls import validate_source_url
 
 
 class StoreError(Exception):
@@ -64,4 +65,8 @@ def decode_spec(text: str) -> StreamSpec:
         "transcode",
     ):
         raise StoreError(f"stored stream '{spec.id}' has an unknown transport or mode")
+    try:
+        validate_source_url(spec.url)  # only what the API would have accepted
+    except ValueError as exc:
+        raise StoreError(f"stored stream '{spec.id}' has a bad url: {exc}") from None
     return spec

@@ -65,8 +65,15 @@ def check_offer(sdp: str) -> None:
     videos = [m for m in parsed.media if m.kind == "video"]
     if not videos:
         raise SignalingError("no-video", "the offer has no video section to receive the stream")
-    if not any(m.direction in (None, "recvonly", "sendrecv") and m.port != 0 for m in videos):
+    receiving = [m for m in videos if m.direction in (None, "recvonly", "sendrecv") and m.port]
+    if not receiving:
         raise SignalingError("no-video", "the offer's video section does not receive")
+    video = receiving[0]
+    # aiortc would answer without these and then fail inside a task: refuse them here.
+    if not (video.ice and video.ice.usernameFragment and video.ice.password):
+        raise SignalingError("invalid-sdp", "the offer's video section has no ICE credentials")
+    if not (video.dtls and video.dtls.fingerprints):
+        raise SignalingError("invalid-sdp", "the offer has no DTLS fingerprint")
 
 
 class ViewerSession:
@@ -82,6 +89,7 @@ class ViewerSession:
         self.created = time.monotonic()
         self.connected_at: float | None = None
         self.closed = asyncio.Event()
+        self.close_reason = ""
         self.expiry: asyncio.TimerHandle | None = None
 
     async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
@@ -223,6 +231,7 @@ class SessionManager:
         """Release everything a viewer held; safe to call more than once."""
         if session.closed.is_set():
             return
+        session.close_reason = reason
         session.closed.set()
         if session.expiry is not None:
             session.expiry.cancel()  # the timer would keep the whole peer alive until it fires
