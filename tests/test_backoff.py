@@ -8,14 +8,7 @@ import pytest
 
 from media_server.config import ReconnectPolicy
 from media_server.ingest.backoff import Backoff
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def delays(strategy: str, n: int) -> list[float]:
@@ -37,7 +30,7 @@ def test_strategies() -> None:
 
 
 def test_breaker_opens_after_n_failures_in_window_and_probes_slowly() -> None:
-    clock = Clock()
+    clock = FakeClock()
     policy = ReconnectPolicy(
         strategy="fixed", initial=1, breaker_failures=3, breaker_window=10, probe_interval=30
     )

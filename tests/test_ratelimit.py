@@ -6,18 +6,11 @@ import pytest
 
 from media_server.api.errors import ApiError
 from media_server.api.ratelimit import RateLimiter, TokenBucket
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def test_bucket_allows_burst_then_rate() -> None:
-    clock = Clock()
+    clock = FakeClock()
     bucket = TokenBucket(rate=2, burst=3, clock=clock)
     assert [bucket.take() for _ in range(3)] == [0, 0, 0]
     assert bucket.take() == pytest.approx(0.5)
@@ -28,7 +21,7 @@ def test_bucket_allows_burst_then_rate() -> None:
 
 
 def test_limiter_is_per_client_and_bounded() -> None:
-    clock = Clock()
+    clock = FakeClock()
     limiter = RateLimiter("offers", per_minute=60, burst=1, max_clients=2, clock=clock)
     limiter.check("a")
     with pytest.raises(ApiError) as refused:

@@ -147,6 +147,14 @@ async def test_viewer_tokens(http: aiohttp.ClientSession, secured: Gateway) -> N
     assert status == 403
 
 
+async def demo_viewer_token(http: aiohttp.ClientSession, gw: Gateway) -> str:
+    url = f"{gw.base_url}/api/v1/streams/demo/viewer-tokens"
+    async with http.post(url, headers=bearer(ADMIN)) as resp:
+        assert resp.status == 201
+        token: str = (await resp.json())["token"]
+        return token
+
+
 async def register_with(http: aiohttp.ClientSession, base: str, **body: Any) -> None:
     async with http.post(f"{base}/api/v1/streams", json=body, headers=bearer(ADMIN)) as resp:
         assert resp.status in (200, 201), await resp.text()
@@ -155,10 +163,7 @@ async def register_with(http: aiohttp.ClientSession, base: str, **body: Any) -> 
 async def test_viewer_token_plays_over_websocket(
     http: aiohttp.ClientSession, secured: Gateway
 ) -> None:
-    async with http.post(
-        f"{secured.base_url}/api/v1/streams/demo/viewer-tokens", headers=bearer(ADMIN)
-    ) as resp:
-        token = (await resp.json())["token"]
+    token = await demo_viewer_token(http, secured)
     # The Viewer helper opens /ws/{stream_id}: the query string rides along on the id.
     viewer = Viewer(secured.base_url, f"demo?token={token}")
     try:
@@ -385,10 +390,7 @@ async def test_unverified_tokens_do_not_buy_fresh_quotas(http: aiohttp.ClientSes
 async def test_viewer_token_stays_out_of_logs(
     http: aiohttp.ClientSession, secured: Gateway
 ) -> None:
-    async with http.post(
-        f"{secured.base_url}/api/v1/streams/demo/viewer-tokens", headers=bearer(ADMIN)
-    ) as resp:
-        token = (await resp.json())["token"]
+    token = await demo_viewer_token(http, secured)
     async with http.get(f"{secured.base_url}/view/demo?token={token}") as resp:
         assert resp.status == 200
     async with http.ws_connect(f"{secured.base_url}/ws/demo?token={token}"):

@@ -5,16 +5,9 @@ from __future__ import annotations
 from itertools import pairwise
 
 from media_server.ingest.timeline import Timeline
+from tests.support.clock import FakeClock
 
 TB = 1 / 90_000
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_follows_source_spacing() -> None:
