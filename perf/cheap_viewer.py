@@ -1,0 +1,126 @@
+"""Cheap WebRTC viewers for the harness: full ICE, DTLS and SRTP, but no decoding.
+
+aiortc's receiver queues each complete frame for a decoder thread; here that thread only
+counts the frames, so a viewer costs little CPU and the gateway, not the client, is what
+the harness measures. One process runs several viewers and prints one JSON line each.
+
+    python -m perf.cheap_viewer BASE_URL STREAM[,STREAM...] --count K --warmup W --window T
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import queue
+import time
+from typing import Any
+
+import aiohttp
+import aiortc.rtcrtpreceiver
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+#: Frames per receiver, keyed by the id of the receiver's decoder queue.
+FRAMES: dict[int, int] = {}
+PAYLOAD_BYTES: dict[int, int] = {}
+FIRST_FRAME: dict[int, float] = {}
+
+
+def counting_worker(
+    loop: asyncio.AbstractEventLoop, input_q: queue.Queue[Any], output_q: Any, *_: Any
+) -> None:
+    """Takes the place of aiortc's decoder_worker: count whole frames, decode nothing."""
+    key = id(input_q)
+    while True:
+        task = input_q.get()
+        if task is None:
+            asyncio.run_coroutine_threadsafe(output_q.put(None), loop)
+            return
+        FRAMES[key] = FRAMES.get(key, 0) + 1
+        PAYLOAD_BYTES[key] = PAYLOAD_BYTES.get(key, 0) + len(task[1].data)
+        FIRST_FRAME.setdefault(key, time.monotonic())
+
+
+aiortc.rtcrtpreceiver.decoder_worker = counting_worker  # type: ignore[assignment]
+#: The receiver's (name-mangled) queue of frames for its decoder thread.
+DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
+
+
+class CheapViewer:
+    def __init__(self, base_url: str, stream_id: str) -> None:
+        self.base_url = base_url
+        self.stream_id = stream_id
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        transceiver = self.pc.addTransceiver("video", direction="recvonly")
+        self.key = id(getattr(transceiver.receiver, DECODER_QUEUE))
+        self.started = 0.0
+        self.signaling_s: float | None = None
+        self.error: str | None = None
+
+    async def connect(self, http: aiohttp.ClientSession) -> None:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        self.started = time.monotonic()
+        async with http.post(
+            f"{self.base_url}/api/v1/streams/{self.stream_id}/whep",
+            data=self.pc.localDescription.sdp,
+            headers={"Content-Type": "application/sdp"},
+        ) as resp:
+            answer = await resp.text()
+            if resp.status != 201:
+                raise RuntimeError(f"WHEP {resp.status}: {answer[:200]}")
+        self.signaling_s = time.monotonic() - self.started
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+
+    async def counters(self) -> dict[str, int]:
+        stats = {"packets": 0, "lost": 0}
+        for item in (await self.pc.getStats()).values():
+            if getattr(item, "type", "") == "inbound-rtp":
+                stats = {"packets": item.packetsReceived, "lost": max(0, item.packetsLost)}
+        stats["frames"] = FRAMES.get(self.key, 0)
+        stats["payload_bytes"] = PAYLOAD_BYTES.get(self.key, 0)
+        return stats
+
+    def first_frame_s(self) -> float | None:
+        first = FIRST_FRAME.get(self.key)
+        return None if first is None else first - self.started
+
+
+async def run(base_url: str, streams: list[str], count: int, warmup: float, window: float) -> None:
+    viewers = [CheapViewer(base_url, streams[i % len(streams)]) for i in range(count)]
+    async with aiohttp.ClientSession() as http:
+        results = await asyncio.gather(*(v.connect(http) for v in viewers), return_exceptions=True)
+        for viewer, result in zip(viewers, results, strict=True):
+            if isinstance(result, BaseException):
+                viewer.error = str(result)
+        await asyncio.sleep(warmup)
+        before = [await v.counters() for v in viewers]
+        began = time.monotonic()
+        await asyncio.sleep(window)
+        after = [await v.counters() for v in viewers]
+        elapsed = time.monotonic() - began
+        for viewer, b, a in zip(viewers, before, after, strict=True):
+            line = {
+                "stream": viewer.stream_id,
+                "error": viewer.error,
+                "signaling_s": viewer.signaling_s,
+                "first_frame_s": viewer.first_frame_s(),
+                "window_s": elapsed,
+                **{key: a[key] - b[key] for key in a},
+            }
+            print(json.dumps(line), flush=True)
+        await asyncio.gather(*(v.pc.close() for v in viewers))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("base_url")
+    parser.add_argument("streams", help="comma-separated stream ids, used round robin")
+    parser.add_argument("--count", type=int, default=1)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--window", type=float, default=10.0)
+    args = parser.parse_args()
+    asyncio.run(run(args.base_url, args.streams.split(","), args.count, args.warmup, args.window))
+
+
+if __name__ == "__main__":
+    main()

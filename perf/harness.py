@@ -1,0 +1,294 @@
+"""The perf harness: real RTSP server, gateway under a transport profile, cheap viewers.
+
+    python -m perf.harness --profiles passthrough,transcode --streams 1 --viewers 20 \\
+        --seconds 20 --rounds 2 --out perf/results/run1
+
+Profiles run alternately (A B A B ...) in one invocation so that they share the machine's
+mood; the report gives each profile's figures per round, their means and the ratio of
+every profile to the first. Results: JSON (everything), Markdown (the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.request
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from tests.support.gateway import GENEROUS, Gateway, run_gateway
+from tests.support.rtsp import RtspServer, start_rtsp_server
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+VIEWERS_PER_PROCESS = 10
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def load_toml(name: str) -> dict[str, Any]:
+    return tomllib.loads((HERE / name).read_text())
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def loop_lag(gw: Gateway, token: str | None) -> float:
+    request = urllib.request.Request(gw.url("/metrics"))
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("media_server_event_loop_lag_seconds "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def percentile(values: list[float], pct: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, math.ceil(pct / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def register(gw: Gateway, stream_id: str, url: str, mode: str) -> None:
+    body = json.dumps({"id": stream_id, "url": url, "mode": mode}).encode()
+    request = urllib.request.Request(
+        gw.url("/api/v1/streams"), body, {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status in (200, 201)
+
+
+def wait_live(gw: Gateway, stream_ids: list[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = {s["id"]: s["state"] for s in gw.get_json("/api/v1/streams")["streams"]}
+        if all(states.get(sid) == "live" for sid in stream_ids):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"streams not live within {timeout} s: {states}")
+
+
+def measure(
+    profile: str,
+    spec: dict[str, Any],
+    rtsp: RtspServer,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """One run of one profile: start a gateway, load it, measure, stop it."""
+    env = {**GENEROUS, **{k: str(v) for k, v in spec.get("env", {}).items()}}
+    with run_gateway("--no-demo", env=env) as gw:
+        stream_ids = [f"s{i}" for i in range(args.streams)]
+        for sid in stream_ids:
+            register(gw, sid, rtsp.url(args.mount), spec.get("mode", "auto"))
+        wait_live(gw, stream_ids)
+        procs = []
+        remaining = args.viewers
+        while remaining > 0:
+            count = min(VIEWERS_PER_PROCESS, remaining)
+            remaining -= count
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "perf.cheap_viewer",
+                        gw.base_url,
+                        ",".join(stream_ids),
+                        "--count",
+                        str(count),
+                        "--warmup",
+                        str(args.warmup),
+                        "--window",
+                        str(args.seconds),
+                    ],
+                    cwd=ROOT,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        time.sleep(args.warmup)
+        cpu_start, wall_start = cpu_seconds(gw.pid), time.monotonic()
+        lags, rss = [], []
+        while time.monotonic() - wall_start < args.seconds:
+            time.sleep(1)
+            lags.append(loop_lag(gw, None))
+            rss.append(rss_mb(gw.pid))
+        cpu = (cpu_seconds(gw.pid) - cpu_start) / (time.monotonic() - wall_start) * 100
+        viewers = []
+        for proc in procs:
+            out, _ = proc.communicate(timeout=args.seconds + args.warmup + 60)
+            viewers += [json.loads(line) for line in out.splitlines() if line.strip()]
+    return summarize(profile, viewers, cpu, max(rss, default=0.0), lags)
+
+
+def summarize(
+    profile: str, viewers: list[dict[str, Any]], cpu: float, rss: float, lags: list[float]
+) -> dict[str, Any]:
+    ok = [v for v in viewers if not v["error"]]
+    window = statistics.mean(v["window_s"] for v in ok) if ok else 1.0
+    packets = sum(v["packets"] for v in ok)
+    fps = [v["frames"] / v["window_s"] for v in ok]
+    ms = 1000.0
+    firsts = [v["first_frame_s"] * ms for v in ok if v["first_frame_s"] is not None]
+    signaling = [v["signaling_s"] * ms for v in ok if v["signaling_s"] is not None]
+    return {
+        "profile": profile,
+        "viewers": len(viewers),
+        "viewers_failed": len(viewers) - len(ok),
+        "egress_packets_per_s": packets / window,
+        "egress_payload_bits_per_s": sum(v["payload_bytes"] for v in ok) * 8 / window,
+        "packets_lost": sum(v["lost"] for v in ok),
+        "fps_per_viewer_mean": statistics.mean(fps) if fps else 0.0,
+        "fps_per_viewer_min": min(fps, default=0.0),
+        "cpu_percent": cpu,
+        "rss_mb": rss,
+        "first_frame_p50_ms": percentile(firsts, 50),
+        "first_frame_p95_ms": percentile(firsts, 95),
+        "signaling_p50_ms": percentile(signaling, 50),
+        "signaling_p99_ms": percentile(signaling, 99),
+        "loop_lag_max_ms": max(lags, default=0.0) * ms,
+        "us_cpu_per_packet": (cpu / 100 * 1e6 / (packets / window)) if packets else None,
+    }
+
+
+class Column(NamedTuple):
+    key: str
+    label: str
+    fmt: str
+    scale: float = 1.0
+
+
+COLUMNS = [
+    Column("egress_packets_per_s", "pkt/s", "{:.0f}"),
+    Column("egress_payload_bits_per_s", "Mbit/s", "{:.2f}", 1e-6),
+    Column("cpu_percent", "CPU %", "{:.1f}"),
+    Column("us_cpu_per_packet", "µs/pkt", "{:.1f}"),
+    Column("rss_mb", "RSS MB", "{:.0f}"),
+    Column("fps_per_viewer_mean", "fps", "{:.1f}"),
+    Column("packets_lost", "lost", "{:.0f}"),
+    Column("first_frame_p50_ms", "TTFF p50 ms", "{:.0f}"),
+    Column("first_frame_p95_ms", "TTFF p95 ms", "{:.0f}"),
+    Column("signaling_p50_ms", "sig p50 ms", "{:.1f}"),
+    Column("signaling_p99_ms", "sig p99 ms", "{:.1f}"),
+    Column("loop_lag_max_ms", "lag max ms", "{:.1f}"),
+]
+
+
+def _cells(values: dict[str, Any]) -> str:
+    out = []
+    for column in COLUMNS:
+        value = values.get(column.key)
+        out.append("—" if value is None else column.fmt.format(value * column.scale))
+    return " | ".join(out)
+
+
+def mean_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"profile": runs[0]["profile"]}
+    for key in runs[0]:
+        values = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
+        if values and key != "profile":
+            out[key] = statistics.mean(values)
+    return out
+
+
+def targets_report(mean: dict[str, Any], phase: str) -> list[str]:
+    lines = []
+    for metric, rule in load_toml("targets.toml").get(phase, {}).items():
+        value = mean.get(metric)
+        ((kind, limit),) = rule.items()
+        if value is None:
+            verdict = "not measured"
+        else:
+            met = value >= limit if kind == "min" else value <= limit
+            verdict = ("met" if met else "missed") + f" ({value:.1f} vs {kind} {limit})"
+        lines.append(f"- {phase} `{metric}`: {verdict}")
+    return lines
+
+
+def markdown(command: str, runs: list[dict[str, Any]], phase: str) -> str:
+    head = "| profile | round | " + " | ".join(c.label for c in COLUMNS) + " |"
+    rule = "|" + "---|" * (len(COLUMNS) + 2)
+    lines = [f"Command: `{command}`", "", head, rule]
+    profiles = list(dict.fromkeys(r["profile"] for r in runs))
+    means = {}
+    for profile in profiles:
+        mine = [r for r in runs if r["profile"] == profile]
+        for i, run in enumerate(mine, 1):
+            lines.append(f"| {profile} | {i} | " + _cells(run) + " |")
+        means[profile] = mean_of(mine)
+        lines.append(f"| **{profile}** | mean | " + _cells(means[profile]) + " |")
+    if len(profiles) > 1:
+        base = means[profiles[0]]
+        lines += ["", f"Ratios to `{profiles[0]}` (same run, alternating rounds):", ""]
+        for profile in profiles[1:]:
+            parts = []
+            for column in COLUMNS:
+                a, b = base.get(column.key), means[profile].get(column.key)
+                if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a:
+                    parts.append(f"{column.label} x{b / a:.2f}")
+            lines.append(f"- `{profile}`: " + ", ".join(parts))
+    lines += ["", f"Targets ({phase}):", ""]
+    for profile in profiles:
+        lines += [f"`{profile}`:", *targets_report(means[profile], phase)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="media_server perf harness")
+    parser.add_argument(
+        "--profiles", default="passthrough", help="comma-separated, see profiles.toml"
+    )
+    parser.add_argument("--streams", type=int, default=1)
+    parser.add_argument("--viewers", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=20.0, help="measurement window")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=1, help="A B A B ... repetitions")
+    parser.add_argument("--mount", default="/baseline", help="RTSP test server mount")
+    parser.add_argument("--phase", default="phase1", help="targets to check (targets.toml)")
+    parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results" / "latest")
+    args = parser.parse_args(argv)
+    catalogue = load_toml("profiles.toml")
+    profiles = args.profiles.split(",")
+    unknown = [p for p in profiles if p not in catalogue]
+    if unknown:
+        parser.error(f"unknown profile(s) {unknown}; known: {sorted(catalogue)}")
+    command = "python -m perf.harness " + " ".join(sys.argv[1:] if argv is None else argv)
+    runs = []
+    with start_rtsp_server() as rtsp:
+        for round_no in range(args.rounds):
+            for profile in profiles:
+                print(f"round {round_no + 1}: {profile} ...", file=sys.stderr, flush=True)
+                runs.append(measure(profile, catalogue[profile], rtsp, args))
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = markdown(command, runs, args.phase)
+    (args.out / "report.json").write_text(
+        json.dumps(
+            {"command": command, "args": vars(args) | {"out": str(args.out)}, "runs": runs},
+            indent=1,
+        )
+    )
+    (args.out / "report.md").write_text(report)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
