@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 
-from media_server.api import health, openapi, pages, signaling, streams, whep
+from media_server.api import admin, health, openapi, pages, signaling, streams, whep
 from media_server.api.access import require
 from media_server.api.context import GATEWAY, Gateway
 from media_server.api.errors import error_middleware
@@ -106,7 +106,7 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
     gw.metrics.watch(gw.streams.all, lambda: gw.monitor.lag)
     gw.sessions.on_connected.append(lambda s: gw.metrics.sessions.labels(s.via).inc())
     app[GATEWAY] = gw
-    for module in (streams, health, signaling, whep, pages, openapi):
+    for module in (streams, health, signaling, whep, pages, openapi, admin):
         app.add_routes(module.routes)
     app.router.add_get("/metrics", metrics_handler)
     app.cleanup_ctx.append(_lifecycle)

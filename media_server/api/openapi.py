@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from media_server import __version__
+from media_server.api.admin import ProfileRequest
 from media_server.api.schemas import StreamCreate
 
 routes = web.RouteTableDef()
@@ -84,7 +85,13 @@ def build() -> dict[str, Any]:
         "security": [{"bearer": []}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": ERROR, "Stream": STREAM, "StreamCreate": create, **definitions},
+            "schemas": {
+                "Error": ERROR,
+                "Stream": STREAM,
+                "StreamCreate": create,
+                "ProfileRequest": ProfileRequest.model_json_schema(),
+                **definitions,
+            },
         },
         "paths": {
             "/api/v1/streams": {
@@ -198,6 +205,27 @@ def build() -> dict[str, Any]:
                     "security": OPEN,
                     "responses": {"204": {"description": "ended"}, **_errors(404)},
                 },
+            },
+            "/api/v1/admin/profile": {
+                "post": {
+                    "summary": "Profile the running gateway with py-spy for a few seconds",
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            JSON: {"schema": {"$ref": "#/components/schemas/ProfileRequest"}}
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "speedscope JSON or flamegraph SVG",
+                            "content": {
+                                JSON: {"schema": {"type": "object"}},
+                                "image/svg+xml": {"schema": {"type": "string"}},
+                            },
+                        },
+                        **_errors(400, 401, 403, 409, 415, 503),
+                    },
+                }
             },
             "/api/v1/health": {
                 "get": {
