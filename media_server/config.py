@@ -143,6 +143,17 @@ class SourcesSettings(_Section):
     deny: list[str] = Field(default_factory=lambda: list(DEFAULT_DENY))
 
 
+class TransportSettings(_Section):
+    """The swappable parts of the media path, chosen by configuration (PHASES.md)."""
+
+    transcode: Literal["per_viewer", "shared"] = Field(
+        "shared",  # measured side by side in PHASES.md: x0.12 CPU, x0.2 RSS at 20 viewers
+        description="per_viewer: aiortc encodes for every viewer (the Phase 1 baseline); "
+        "shared: the stream encodes H.264 once and all its viewers share it",
+    )
+    shared_bitrate: int = Field(1_500_000, ge=100_000, le=20_000_000, description="bits/s")
+
+
 class HttpSettings(_Section):
     cors_origins: list[str] = Field(
         default_factory=list, description="origins allowed cross-origin (WHEP players); '*' any"
@@ -225,6 +236,7 @@ class Settings(BaseSettings):
     health: HealthSettings = Field(default_factory=lambda: HealthSettings())
     sources: SourcesSettings = Field(default_factory=lambda: SourcesSettings())
     http: HttpSettings = Field(default_factory=lambda: HttpSettings())
+    transports: TransportSettings = Field(default_factory=lambda: TransportSettings())
     auth: AuthSettings = Field(default_factory=lambda: AuthSettings())
     registry: RegistrySettings = Field(default_factory=lambda: RegistrySettings())
     demo_source: DemoSettings = Field(default_factory=lambda: DemoSettings())

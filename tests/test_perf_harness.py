@@ -14,11 +14,11 @@ pytestmark = pytest.mark.e2e
 
 def test_tiny_run_produces_a_sane_report(tmp_path: Path) -> None:
     out = tmp_path / "report"
-    args = ["--profiles", "passthrough,transcode", "--viewers", "2", "--seconds", "3"]
+    args = ["--profiles", "passthrough,transcode-shared", "--viewers", "2", "--seconds", "3"]
     assert main([*args, "--warmup", "2", "--mount", "/small", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     runs = {run["profile"]: run for run in report["runs"]}
-    assert set(runs) == {"passthrough", "transcode"}
+    assert set(runs) == {"passthrough", "transcode-shared"}
     for run in runs.values():
         assert run["viewers"] == 2 and run["viewers_failed"] == 0
         assert run["egress_packets_per_s"] > 10  # /small: 320x240 at 15 fps, two viewers

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from tests.support.api import register, wait_state
-from tests.support.gateway import Gateway
+from tests.support.gateway import Gateway, run_gateway
 from tests.support.rtsp import RtspServer
 from tests.support.viewer import Viewer, watch
 
@@ -44,12 +44,13 @@ async def test_passthrough(
 async def test_transcode(
     http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer, via: str
 ) -> None:
-    await live_stream(http, gateway, rtsp, "trans", "/baseline", mode="transcode")
+    view = await live_stream(http, gateway, rtsp, "trans", "/baseline", mode="transcode")
+    assert view["media_transport"] == "transcode-shared"  # the default since PHASES.md
     viewer = await watch(gateway.base_url, "trans", via=via, frames=60)
     assert viewer.frames >= 60 and viewer.sizes == {(640, 480)}
-    assert "VP8/90000" in viewer.answer_sdp  # encoded by aiortc, cheapest codec first
+    assert "H264/90000" in viewer.answer_sdp
     view = await wait_state(http, gateway.base_url, "trans", "live")
-    assert view["counters"]["frames_decoded"] > 0
+    assert view["counters"]["frames_decoded"] > 0 and view["counters"]["frames_encoded"] > 0
 
 
 async def test_auto_transcodes_high_profile_with_bframes(
@@ -186,3 +187,48 @@ async def test_many_viewers_one_stream_and_delete_ends_them(
             assert v.pc.connectionState in ("closed", "failed")
     finally:
         await asyncio.gather(*(v.close() for v in viewers))
+
+
+@pytest.mark.parametrize("via", ["ws", "whep"])
+async def test_per_viewer_transcode(
+    http: aiohttp.ClientSession, rtsp: RtspServer, via: str
+) -> None:
+    """The Phase 1 baseline stays selectable: aiortc encodes for each viewer (VP8 first)."""
+    env = {"MEDIA_SERVER_TRANSPORTS__TRANSCODE": "per_viewer"}
+    with run_gateway("--no-demo", env=env) as gw:
+        status, _ = await register(
+            http, gw.base_url, id="pv", url=rtsp.url("/baseline"), mode="transcode"
+        )
+        assert status == 201
+        view = await wait_state(http, gw.base_url, "pv", "live")
+        assert view["media_transport"] == "transcode-per-viewer"
+        viewer = await watch(gw.base_url, "pv", via=via, frames=60)
+        assert viewer.sizes == {(640, 480)} and "VP8/90000" in viewer.answer_sdp
+        view = await wait_state(http, gw.base_url, "pv", "live")
+        assert view["counters"]["frames_encoded"] == 0  # the gateway itself encodes nothing
+
+
+async def test_shared_transcode_encodes_once_for_all_viewers(
+    http: aiohttp.ClientSession, rtsp: RtspServer
+) -> None:
+    """transports.transcode=shared: one H.264 encode per stream, viewers get passthrough."""
+    env = {"MEDIA_SERVER_TRANSPORTS__TRANSCODE": "shared"}
+    with run_gateway("--no-demo", env=env) as gw:
+        status, _ = await register(http, gw.base_url, id="hi", url=rtsp.url("/high"))
+        assert status == 201
+        view = await wait_state(http, gw.base_url, "hi", "live")
+        assert view["effective_mode"] == "transcode"
+        assert view["media_transport"] == "transcode-shared"
+        viewers = [Viewer(gw.base_url, "hi", via) for via in ("ws", "whep", "ws")]
+        try:
+            await asyncio.gather(*(v.connect() for v in viewers))
+            await asyncio.gather(*(v.wait_frames(45) for v in viewers))
+        finally:
+            await asyncio.gather(*(v.close() for v in viewers))
+        for viewer in viewers:
+            assert viewer.sizes == {(640, 480)}
+            assert "H264/90000" in viewer.answer_sdp  # the shared encode is H.264
+        view = await wait_state(http, gw.base_url, "hi", "live")
+        counters = view["counters"]
+        # One encode per decoded frame, however many viewers watched.
+        assert 0 < counters["frames_encoded"] <= counters["frames_decoded"] + 2

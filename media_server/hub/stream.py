@@ -15,6 +15,7 @@ import av
 from media_server.config import Mode, ReconnectPolicy, Settings, Transport
 from media_server.hub.fanout import Hub
 from media_server.hub.media import AccessUnit, EffectiveMode, SourceInfo, StreamState
+from media_server.ingest.encoder import SharedEncoder
 from media_server.ingest.source import Source
 from media_server.ingest.worker import IngestWorker
 from media_server.urls import redact_url
@@ -82,6 +83,23 @@ class Stream:
     def id(self) -> str:
         return self.spec.id
 
+    @property
+    def _shares_transcode(self) -> bool:
+        return self._settings.transports.transcode == "shared"
+
+    def _shared_encoder(self) -> SharedEncoder:
+        return SharedEncoder(self._settings.transports.shared_bitrate)
+
+    @property
+    def media_transport(self) -> str:
+        """What carries this stream to viewers (labels figures in the API and the harness)."""
+        mode = self.effective_mode or self.spec.mode
+        if mode == "passthrough":
+            return "passthrough"
+        if mode == "transcode":
+            return "transcode-shared" if self._shares_transcode else "transcode-per-viewer"
+        return "pending"
+
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
         if self.worker is not None and self.worker.alive:
@@ -94,6 +112,7 @@ class Stream:
             self._loop,
             self.spec.reconnect or self._settings.ingest.reconnect,
             self._settings.hub.ingest_backlog,
+            self._shared_encoder if self._shares_transcode else None,
         )
         self.worker.start()
 
@@ -193,6 +212,7 @@ class Stream:
             "fps": (counters.fps if counters and counters.fps else None)
             or (info.fps if info else None),
             "effective_mode": self.effective_mode,
+            "media_transport": self.media_transport,
             "created_at": self.created_at,
             "state_since": self.state_since,
             "counters": {
@@ -200,6 +220,7 @@ class Stream:
                 "bytes_in": counters.bytes if counters else 0,
                 "keyframes_in": counters.keyframes if counters else 0,
                 "frames_decoded": counters.frames_decoded if counters else 0,
+                "frames_encoded": counters.frames_encoded if counters else 0,
                 "reconnects": counters.reconnects if counters else 0,
                 "ingest_dropped": counters.dropped_backlog if counters else 0,
                 "units_out": self.units_out,

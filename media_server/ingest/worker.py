@@ -22,6 +22,7 @@ from media_server.codecs import h264
 from media_server.config import Mode, ReconnectPolicy
 from media_server.hub.media import TIME_BASE, AccessUnit, EffectiveMode, SourceInfo, StreamState
 from media_server.ingest.backoff import Backoff
+from media_server.ingest.encoder import SharedEncoder
 from media_server.ingest.source import PermanentSourceError, Source, SourceError
 from media_server.ingest.timeline import Timeline
 
@@ -59,6 +60,7 @@ class IngestCounters:
         self.bytes = 0
         self.keyframes = 0
         self.frames_decoded = 0
+        self.frames_encoded = 0
         self.decode_errors = 0
         self.dropped_backlog = 0
         self.reconnects = 0
@@ -75,6 +77,7 @@ class IngestWorker:
         loop: asyncio.AbstractEventLoop,
         policy: ReconnectPolicy,
         backlog: int,
+        make_encoder: Callable[[], SharedEncoder] | None = None,
     ) -> None:
         self.name = name
         self._make_source = make_source
@@ -82,6 +85,7 @@ class IngestWorker:
         self._sink = sink
         self._loop = loop
         self._policy = policy
+        self._make_encoder = make_encoder
         self._backlog = backlog
         self._stop = threading.Event()
         self._posted = 0  # written by the thread
@@ -169,6 +173,7 @@ class IngestWorker:
         params = h264.parameter_sets(info.extradata) if info.codec == "h264" else b""
         mode: EffectiveMode | None = None
         decoder: VideoCodecContext | None = None
+        encoder = self._make_encoder() if self._make_encoder else None
         need_key = True
         reordered = False
         last_src_pts: int | None = None
@@ -256,7 +261,12 @@ class IngestWorker:
                     frame.pts = pts if last_frame_pts is None else max(pts, last_frame_pts + 1)
                 last_frame_pts = frame.pts
                 frame.time_base = TIME_BASE
-                self._post(self._sink.on_frame, frame)
+                if encoder is None:
+                    self._post(self._sink.on_frame, frame)
+                    continue
+                for unit in encoder.encode(frame, info.fps or counters.fps or 30.0):
+                    counters.frames_encoded += 1
+                    self._post(self._sink.on_unit, unit)
 
     @staticmethod
     def _with_sps(info: SourceInfo, data: bytes, reordered: bool) -> SourceInfo:

@@ -40,11 +40,12 @@ class SignalingError(Exception):
         self.status = status
 
 
-def _preferred_codecs(mode: str) -> list[RTCRtpCodecCapability]:
-    """H.264 for passthrough-capable streams; VP8 first for transcode (cheapest to encode)."""
+def _preferred_codecs(transport: str) -> list[RTCRtpCodecCapability]:
+    """H.264 when the stream sends H.264 (passthrough, shared transcode, or not yet known);
+    VP8 first when aiortc encodes per viewer (the cheapest codec to encode)."""
     caps = RTCRtpSender.getCapabilities("video").codecs
     h264 = [c for c in caps if c.mimeType.lower() == "video/h264"]
-    if mode == "transcode":
+    if transport == "transcode-per-viewer":
         vp8 = [c for c in caps if c.mimeType.lower() == "video/vp8"]
         return vp8 + h264
     return h264
@@ -170,8 +171,7 @@ class SessionManager:
         stream.acquire()
         try:
             transceiver = pc.addTransceiver(track, direction="sendonly")
-            mode = stream.effective_mode or stream.spec.mode
-            transceiver.setCodecPreferences(_preferred_codecs(mode))
+            transceiver.setCodecPreferences(_preferred_codecs(stream.media_transport))
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
                 self._still_open(session)
