@@ -21,6 +21,7 @@ from media_server.ingest.guard import SourceGuard
 from media_server.loopwatch import LoopMonitor
 from media_server.metrics import CONTENT_TYPE, Metrics
 from media_server.store.sqlite import SqliteRegistry
+from media_server.transports.jsoncodec import json_codec
 from media_server.webrtc.session import SessionManager
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,10 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
             "registrations", limits.registrations_per_minute, limits.registrations_burst
         ),
         offers=RateLimiter("offers", limits.offers_per_minute, limits.offers_burst),
+        json=json_codec(settings.transports.json_codec),
+    )
+    gw.metrics.transports(
+        settings.transports.model_dump(include={"loop", "json_codec", "transcode"})
     )
     gw.metrics.watch(gw.streams.all, lambda: gw.monitor.lag)
     gw.sessions.on_connected.append(lambda s: gw.metrics.sessions.labels(s.via).inc())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -86,6 +86,16 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=self.registry,
         )
+
+    def transports(self, chosen: dict[str, str]) -> None:
+        """Label every scrape with the transports in use, so figures can be told apart."""
+        info = Gauge(
+            "media_server_transport_info",
+            "The transports this gateway runs (value 1)",
+            sorted(chosen),
+            registry=self.registry,
+        )
+        info.labels(**chosen).set(1)
 
     def watch(self, streams: Callable[[], list[Stream]], loop_lag: Callable[[], float]) -> None:
         self.registry.register(_StreamCollector(streams, loop_lag))

@@ -109,3 +109,21 @@ async def test_on_demand_opens_on_first_viewer_and_idles_after_last(
         await again.connect()
         await again.wait_frames(20)
         await again.close()
+
+
+@pytest.mark.parametrize(("loop", "codec"), [("uvloop", "orjson"), ("asyncio", "stdlib")])
+async def test_transports_by_configuration(
+    http: aiohttp.ClientSession, loop: str, codec: str
+) -> None:
+    env = {"MEDIA_SERVER_TRANSPORTS__LOOP": loop, "MEDIA_SERVER_TRANSPORTS__JSON_CODEC": codec}
+    with run_gateway(env=env) as gw:
+        viewer = Viewer(gw.base_url, "demo")
+        await viewer.connect()
+        await viewer.wait_frames(20)
+        await viewer.close()
+        async with http.ws_connect(f"{gw.base_url}/ws/demo") as ws:
+            await ws.send_str("{broken")
+            assert (await ws.receive_json(timeout=5))["code"] == "invalid-json"
+        async with http.get(f"{gw.base_url}/metrics") as resp:
+            metrics = await resp.text()
+        assert f'json_codec="{codec}",loop="{loop}"' in metrics

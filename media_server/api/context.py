@@ -15,6 +15,7 @@ from media_server.ingest.guard import SourceGuard
 from media_server.loopwatch import LoopMonitor
 from media_server.metrics import Metrics
 from media_server.store.sqlite import SqliteRegistry
+from media_server.transports.jsoncodec import JsonCodec
 from media_server.webrtc.session import SessionManager
 
 
@@ -30,6 +31,7 @@ class Gateway:
     monitor: LoopMonitor
     registrations: RateLimiter
     offers: RateLimiter
+    json: JsonCodec
     ready: bool = False
     draining: bool = False
     websockets: set[web.WebSocketResponse] = field(default_factory=set)

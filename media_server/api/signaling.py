@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from typing import Any
@@ -19,6 +18,7 @@ from media_server.api.access import client_key, require_viewer
 from media_server.api.context import Gateway, gateway
 from media_server.api.errors import ApiError, error_response
 from media_server.api.ratelimit import TokenBucket
+from media_server.transports.jsoncodec import JsonCodec
 from media_server.webrtc.session import SignalingError, ViewerSession
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,8 @@ class _Conversation:
         if wait:
             return _error("rate-limited", f"too many messages; wait {max(wait, 0.1):.1f} s")
         try:
-            message = json.loads(raw)
-        except (json.JSONDecodeError, RecursionError):
+            message = self.gw.json.loads(raw)
+        except (ValueError, RecursionError):
             return _error("invalid-json", "message is not valid JSON (or nested too deeply)")
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             return _error("invalid-message", "message must be an object with a string 'type'")
@@ -98,7 +98,7 @@ class _Conversation:
         async def wait() -> None:
             await session.closed.wait()
             if not ws.closed:
-                await _send(ws, _error("session-closed", session.close_reason))
+                await _send(ws, _error("session-closed", session.close_reason), self.gw.json)
 
         self.watcher = asyncio.ensure_future(wait())
 
@@ -109,12 +109,12 @@ class _Conversation:
             await self.gw.sessions.close(self.session, "signaling socket closed")
 
 
-async def _send(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
+async def _send(ws: web.WebSocketResponse, message: dict[str, Any], codec: JsonCodec) -> None:
     """Send unless the viewer already left (it may vanish right after its offer)."""
     if ws.closed:
         return
     with contextlib.suppress(ConnectionError):
-        await ws.send_json(message)
+        await ws.send_str(codec.dumps(message))
 
 
 @routes.get("/ws/{stream_id}")
@@ -135,7 +135,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     gw.socket_clients[client] += 1
     conversation = _Conversation(gw, stream_id, client)
     if conversation.stream_id not in gw.streams:
-        await _send(ws, _error("stream-not-found", f"no stream '{conversation.stream_id}'"))
+        await _send(
+            ws, _error("stream-not-found", f"no stream '{conversation.stream_id}'"), gw.json
+        )
     # A socket that never offers would hold a place for ever: it gets the connect timeout.
     deadline = asyncio.get_running_loop().time() + gw.settings.webrtc.connect_timeout
     try:
@@ -146,17 +148,19 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             try:
                 msg = await ws.receive(timeout=left if left is None else max(left, 0.001))
             except TimeoutError:
-                await _send(ws, _error("no-offer", "no offer within the connect timeout"))
+                await _send(ws, _error("no-offer", "no offer within the connect timeout"), gw.json)
                 await ws.close(code=WSCloseCode.POLICY_VIOLATION)
                 break
             if msg.type == WSMsgType.TEXT:
                 reply = await conversation.handle(msg.data)
                 if reply is not None:
-                    await _send(ws, reply)
+                    await _send(ws, reply, gw.json)
                 if conversation.session is not None and conversation.watcher is None:
                     conversation.watch(ws)
             elif msg.type == WSMsgType.BINARY:
-                await _send(ws, _error("invalid-message", "binary frames are not accepted"))
+                await _send(
+                    ws, _error("invalid-message", "binary frames are not accepted"), gw.json
+                )
             elif msg.type in (
                 WSMsgType.CLOSE,
                 WSMsgType.CLOSING,
@@ -167,7 +171,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     except Exception:
         # After the upgrade an HTTP error page would corrupt the socket: say so and close.
         log.exception("signaling error on stream %s", stream_id)
-        await _send(ws, _error("internal", "internal error; the session was closed"))
+        await _send(ws, _error("internal", "internal error; the session was closed"), gw.json)
         await ws.close(code=WSCloseCode.INTERNAL_ERROR)
     finally:
         gw.websockets.discard(ws)
