@@ -91,6 +91,7 @@ def measure(
     spec: dict[str, Any],
     rtsp: RtspServer,
     args: argparse.Namespace,
+    viewer_count: int,
 ) -> dict[str, Any]:
     """One run of one profile: start a gateway, load it, measure, stop it."""
     env = {**GENEROUS, **{k: str(v) for k, v in spec.get("env", {}).items()}}
@@ -100,7 +101,7 @@ def measure(
             register(gw, sid, rtsp.url(args.mount), spec.get("mode", "auto"))
         wait_live(gw, stream_ids)
         procs = []
-        remaining = args.viewers
+        remaining = viewer_count
         while remaining > 0:
             count = min(VIEWERS_PER_PROCESS, remaining)
             remaining -= count
@@ -223,32 +224,63 @@ def targets_report(mean: dict[str, Any], phase: str) -> list[str]:
     return lines
 
 
+def group_means(runs: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """Mean figures per (profile, viewers), in the order first run."""
+    keys = list(dict.fromkeys((r["profile"], r["viewers"]) for r in runs))
+    return {k: mean_of([r for r in runs if (r["profile"], r["viewers"]) == k]) for k in keys}
+
+
 def markdown(command: str, runs: list[dict[str, Any]], phase: str) -> str:
-    head = "| profile | round | " + " | ".join(c.label for c in COLUMNS) + " |"
-    rule = "|" + "---|" * (len(COLUMNS) + 2)
+    head = "| profile | viewers | round | " + " | ".join(c.label for c in COLUMNS) + " |"
+    rule = "|" + "---|" * (len(COLUMNS) + 3)
     lines = [f"Command: `{command}`", "", head, rule]
-    profiles = list(dict.fromkeys(r["profile"] for r in runs))
-    means = {}
-    for profile in profiles:
-        mine = [r for r in runs if r["profile"] == profile]
+    means = group_means(runs)
+    for (profile, viewers), mean in means.items():
+        mine = [r for r in runs if (r["profile"], r["viewers"]) == (profile, viewers)]
         for i, run in enumerate(mine, 1):
-            lines.append(f"| {profile} | {i} | " + _cells(run) + " |")
-        means[profile] = mean_of(mine)
-        lines.append(f"| **{profile}** | mean | " + _cells(means[profile]) + " |")
+            lines.append(f"| {profile} | {viewers} | {i} | " + _cells(run) + " |")
+        lines.append(f"| **{profile}** | {viewers} | mean | " + _cells(mean) + " |")
+    profiles = list(dict.fromkeys(p for p, _ in means))
+    counts = list(dict.fromkeys(v for _, v in means))
     if len(profiles) > 1:
-        base = means[profiles[0]]
         lines += ["", f"Ratios to `{profiles[0]}` (same run, alternating rounds):", ""]
-        for profile in profiles[1:]:
-            parts = []
-            for column in COLUMNS:
-                a, b = base.get(column.key), means[profile].get(column.key)
-                if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a:
-                    parts.append(f"{column.label} x{b / a:.2f}")
-            lines.append(f"- `{profile}`: " + ", ".join(parts))
-    lines += ["", f"Targets ({phase}):", ""]
+        for viewers in counts:
+            base = means[(profiles[0], viewers)]
+            for profile in profiles[1:]:
+                parts = []
+                for column in COLUMNS:
+                    a, b = base.get(column.key), means[(profile, viewers)].get(column.key)
+                    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a:
+                        parts.append(f"{column.label} x{b / a:.2f}")
+                lines.append(f"- `{profile}`, {viewers} viewers: " + ", ".join(parts))
+    lines += ["", f"Targets ({phase}, at {counts[-1]} viewers):", ""]
     for profile in profiles:
-        lines += [f"`{profile}`:", *targets_report(means[profile], phase)]
+        lines += [f"`{profile}`:", *targets_report(means[(profile, counts[-1])], phase)]
     return "\n".join(lines) + "\n"
+
+
+def chart(runs: list[dict[str, Any]], path: Path) -> None:
+    """CPU and packets/s against viewers, one line per profile."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    means = group_means(runs)
+    fig, (cpu_ax, pkt_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for profile in dict.fromkeys(p for p, _ in means):
+        points = sorted((v, m) for (p, v), m in means.items() if p == profile)
+        xs = [v for v, _ in points]
+        cpu_ax.plot(xs, [m["cpu_percent"] for _, m in points], marker="o", label=profile)
+        pkt_ax.plot(xs, [m["egress_packets_per_s"] for _, m in points], marker="o", label=profile)
+    cpu_ax.set(xlabel="viewers", ylabel="gateway CPU (% of one core)", title="CPU")
+    pkt_ax.set(xlabel="viewers", ylabel="egress RTP packets/s", title="Packets out")
+    for ax in (cpu_ax, pkt_ax):
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         "--profiles", default="passthrough", help="comma-separated, see profiles.toml"
     )
     parser.add_argument("--streams", type=int, default=1)
-    parser.add_argument("--viewers", type=int, default=10)
+    parser.add_argument("--viewers", default="10", help="a count, or counts: 1,10,50")
     parser.add_argument("--seconds", type=float, default=20.0, help="measurement window")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=1, help="A B A B ... repetitions")
@@ -271,12 +303,15 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown profile(s) {unknown}; known: {sorted(catalogue)}")
     command = "python -m perf.harness " + " ".join(sys.argv[1:] if argv is None else argv)
+    counts = [int(v) for v in str(args.viewers).split(",")]
     runs = []
     with start_rtsp_server() as rtsp:
         for round_no in range(args.rounds):
-            for profile in profiles:
-                print(f"round {round_no + 1}: {profile} ...", file=sys.stderr, flush=True)
-                runs.append(measure(profile, catalogue[profile], rtsp, args))
+            for count in counts:
+                for profile in profiles:
+                    note = f"round {round_no + 1}: {profile}, {count} viewers ..."
+                    print(note, file=sys.stderr, flush=True)
+                    runs.append(measure(profile, catalogue[profile], rtsp, args, count))
     args.out.mkdir(parents=True, exist_ok=True)
     report = markdown(command, runs, args.phase)
     (args.out / "report.json").write_text(
@@ -286,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     (args.out / "report.md").write_text(report)
+    chart(runs, args.out / "chart.png")
     print(report)
     return 0
 
