@@ -109,7 +109,7 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
         settings.transports.model_dump(include={"loop", "json_codec", "transcode"})
     )
     gw.metrics.watch(gw.streams.all, lambda: gw.monitor.lag)
-    gw.sessions.on_connected.append(lambda s: gw.metrics.sessions.labels(s.via).inc())
+    gw.sessions.on_connected.append(lambda s: gw.metrics.sessions.labels(s.via, s.transport).inc())
     app[GATEWAY] = gw
     for module in (streams, health, signaling, whep, pages, openapi, admin):
         app.add_routes(module.routes)

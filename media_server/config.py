@@ -152,6 +152,10 @@ class TransportSettings(_Section):
         "shared: the stream encodes H.264 once and all its viewers share it",
     )
     shared_bitrate: int = Field(1_500_000, ge=100_000, le=20_000_000, description="bits/s")
+    canary: Literal["per_viewer", "shared"] | None = Field(
+        None, description="transcode transport given to a share of new viewers"
+    )
+    canary_percent: float = Field(0, ge=0, le=100, description="that share, in per cent")
     loop: Literal["asyncio", "uvloop"] = Field("asyncio", description="the event loop")
     json_codec: Literal["stdlib", "orjson"] = Field("stdlib", description="signaling JSON")
 

@@ -76,7 +76,7 @@ class Metrics:
         self.sessions = Counter(
             "media_server_viewer_sessions",
             "Viewer sessions negotiated",
-            ["via"],
+            ["via", "transport"],
             registry=self.registry,
         )
         self.signaling_seconds = Histogram(

@@ -19,6 +19,14 @@ pytestmark = pytest.mark.e2e
 GOP_SECONDS = 1.0  # the test server's mounts use a 1 s GOP
 
 
+def negotiated_codec(sdp: str) -> str:
+    """The codec an answer chose: its video section's first payload type."""
+    lines = sdp.splitlines()
+    first_pt = next(line for line in lines if line.startswith("m=video")).split()[3]
+    rtpmap = next(line for line in lines if line.startswith(f"a=rtpmap:{first_pt} "))
+    return rtpmap.split()[1].split("/")[0]
+
+
 async def live_stream(
     http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer, sid: str, mount: str, **kw: str
 ) -> dict[str, Any]:
@@ -203,7 +211,7 @@ async def test_per_viewer_transcode(
         view = await wait_state(http, gw.base_url, "pv", "live")
         assert view["media_transport"] == "transcode-per-viewer"
         viewer = await watch(gw.base_url, "pv", via=via, frames=60)
-        assert viewer.sizes == {(640, 480)} and "VP8/90000" in viewer.answer_sdp
+        assert viewer.sizes == {(640, 480)} and negotiated_codec(viewer.answer_sdp) == "VP8"
         view = await wait_state(http, gw.base_url, "pv", "live")
         assert view["counters"]["frames_encoded"] == 0  # the gateway itself encodes nothing
 
@@ -227,8 +235,40 @@ async def test_shared_transcode_encodes_once_for_all_viewers(
             await asyncio.gather(*(v.close() for v in viewers))
         for viewer in viewers:
             assert viewer.sizes == {(640, 480)}
-            assert "H264/90000" in viewer.answer_sdp  # the shared encode is H.264
+            assert negotiated_codec(viewer.answer_sdp) == "H264"  # the shared encode is H.264
         view = await wait_state(http, gw.base_url, "hi", "live")
         counters = view["counters"]
         # One encode per decoded frame, however many viewers watched.
         assert 0 < counters["frames_encoded"] <= counters["frames_decoded"] + 2
+
+
+async def test_canary_gives_a_share_of_new_viewers_the_other_transport(
+    http: aiohttp.ClientSession, rtsp: RtspServer
+) -> None:
+    """Default per-viewer transcode, shared encode for 50 % of new viewers: both play."""
+    env = {
+        "MEDIA_SERVER_TRANSPORTS__TRANSCODE": "per_viewer",
+        "MEDIA_SERVER_TRANSPORTS__CANARY": "shared",
+        "MEDIA_SERVER_TRANSPORTS__CANARY_PERCENT": "50",
+    }
+    with run_gateway("--no-demo", env=env) as gw:
+        status, _ = await register(
+            http, gw.base_url, id="can", url=rtsp.url("/small"), mode="transcode"
+        )
+        assert status == 201
+        await wait_state(http, gw.base_url, "can", "live")
+        viewers = [Viewer(gw.base_url, "can") for _ in range(4)]
+        try:
+            for viewer in viewers:
+                await viewer.connect()
+            await asyncio.gather(*(v.wait_frames(20) for v in viewers))
+        finally:
+            await asyncio.gather(*(v.close() for v in viewers))
+        codecs = [negotiated_codec(v.answer_sdp) for v in viewers]
+        assert sorted(codecs) == ["H264", "H264", "VP8", "VP8"], codecs  # exactly half
+        for viewer in viewers:
+            assert viewer.sizes == {(320, 240)}
+        async with http.get(f"{gw.base_url}/metrics") as resp:
+            metrics = await resp.text()
+        assert 'transport="transcode-shared",via="ws"} 2.0' in metrics
+        assert 'transport="transcode-per-viewer",via="ws"} 2.0' in metrics

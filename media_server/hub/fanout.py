@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import Literal
 
 import av
 
 from media_server.hub.media import AccessUnit
 
 Item = AccessUnit | av.VideoFrame
+
+#: What a viewer takes: encoded units, decoded frames, or whatever the stream carries.
+Wants = Literal["units", "frames", "any"]
 
 
 class StreamEnded(Exception):
@@ -25,7 +29,8 @@ class StreamEnded(Exception):
 class Subscriber:
     """One viewer's queue. Filled by the hub, drained by the viewer's track."""
 
-    def __init__(self, capacity: int, frame_capacity: int) -> None:
+    def __init__(self, capacity: int, frame_capacity: int, wants: Wants = "any") -> None:
+        self.wants = wants
         self._items: deque[Item] = deque()
         self._capacity = capacity
         self._frame_capacity = frame_capacity
@@ -107,16 +112,16 @@ class Hub:
     def dropped(self) -> int:
         return sum(s.dropped for s in self._subscribers)
 
-    def subscribe(self) -> Subscriber:
+    def subscribe(self, wants: Wants = "any") -> Subscriber:
         """Called at a viewer's first read, so a viewer that never reads is never fed."""
-        sub = Subscriber(max(self._viewer_queue, len(self._gop)), self._viewer_frames)
+        sub = Subscriber(max(self._viewer_queue, len(self._gop)), self._viewer_frames, wants)
         if self._ended:  # the stream is gone: a late viewer ends at once
             sub.end()
             return sub
-        if self._gop_valid:
+        if self._gop_valid and wants != "frames":
             for unit in self._gop:
                 sub.push(unit, unit.keyframe)
-        elif self._last_frame is not None:
+        elif self._last_frame is not None and wants != "units":
             sub.push(self._last_frame, True)
         self._subscribers.add(sub)
         return sub
@@ -125,7 +130,6 @@ class Hub:
         self._subscribers.discard(sub)
 
     def publish_unit(self, unit: AccessUnit) -> None:
-        self._last_frame = None
         if unit.keyframe:
             self._gop = [unit]
             self._gop_size = unit.size
@@ -135,17 +139,23 @@ class Hub:
             self._gop_size += unit.size
             if len(self._gop) > self._gop_units or self._gop_size > self._gop_bytes:
                 # Too long to replay: new viewers wait for the next keyframe instead.
-                self.clear_cache()
+                self._drop_gop()
         for sub in self._subscribers:
-            sub.push(unit, unit.keyframe)
+            if sub.wants != "frames":
+                sub.push(unit, unit.keyframe)
 
     def publish_frame(self, frame: av.VideoFrame) -> None:
-        self.clear_cache()
         self._last_frame = frame
         for sub in self._subscribers:
-            sub.push(frame, True)
+            if sub.wants != "units":
+                sub.push(frame, True)
 
     def clear_cache(self) -> None:
+        """Forget what new viewers would be given first (the source changed)."""
+        self._drop_gop()
+        self._last_frame = None
+
+    def _drop_gop(self) -> None:
         self._gop = []
         self._gop_size = 0
         self._gop_valid = False
@@ -157,4 +167,3 @@ class Hub:
             sub.end()
         self._subscribers.clear()
         self.clear_cache()
-        self._last_frame = None

@@ -74,6 +74,7 @@ class Stream:
         )
         self.worker: IngestWorker | None = None
         self._holders = 0
+        self._viewers_admitted = 0
         self._linger: asyncio.TimerHandle | None = None
         self._idling: asyncio.Task[None] | None = None
         #: How often the stream entered each state (a metric; transitions are also logged).
@@ -84,21 +85,39 @@ class Stream:
         return self.spec.id
 
     @property
-    def _shares_transcode(self) -> bool:
-        return self._settings.transports.transcode == "shared"
+    def _transcode_transports(self) -> set[str]:
+        """The transcode transports this stream feeds: the default, and the canary's."""
+        t = self._settings.transports
+        chosen: set[str] = {t.transcode}
+        if t.canary and t.canary_percent > 0:
+            chosen.add(t.canary)
+        return chosen
 
     def _shared_encoder(self) -> SharedEncoder:
         return SharedEncoder(self._settings.transports.shared_bitrate)
 
     @property
     def media_transport(self) -> str:
-        """What carries this stream to viewers (labels figures in the API and the harness)."""
+        """What carries this stream to most viewers (labels figures in API and harness)."""
+        return self._transport_name(self._settings.transports.transcode)
+
+    def _transport_name(self, transcode: str) -> str:
         mode = self.effective_mode or self.spec.mode
         if mode == "passthrough":
             return "passthrough"
         if mode == "transcode":
-            return "transcode-shared" if self._shares_transcode else "transcode-per-viewer"
+            return "transcode-shared" if transcode == "shared" else "transcode-per-viewer"
         return "pending"
+
+    def viewer_transport(self) -> str:
+        """The transport for the next viewer: the canary's for exactly `canary_percent` %
+        of new viewers (spread evenly, not by chance), the default for the rest."""
+        t = self._settings.transports
+        share = t.canary_percent / 100 if t.canary else 0.0
+        n = self._viewers_admitted
+        self._viewers_admitted += 1
+        canary = int((n + 1) * share) > int(n * share)
+        return self._transport_name(t.canary if canary and t.canary else t.transcode)
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -112,7 +131,8 @@ class Stream:
             self._loop,
             self.spec.reconnect or self._settings.ingest.reconnect,
             self._settings.hub.ingest_backlog,
-            self._shared_encoder if self._shares_transcode else None,
+            self._shared_encoder if "shared" in self._transcode_transports else None,
+            "per_viewer" in self._transcode_transports,
         )
         self.worker.start()
 
@@ -174,6 +194,8 @@ class Stream:
         self._set_state(state, error)
 
     def on_info(self, info: SourceInfo, mode: EffectiveMode) -> None:
+        if mode != self.effective_mode:
+            self.hub.clear_cache()  # what was cached belongs to the other media path
         self.info = info
         self.effective_mode = mode
 

@@ -78,6 +78,7 @@ class IngestWorker:
         policy: ReconnectPolicy,
         backlog: int,
         make_encoder: Callable[[], SharedEncoder] | None = None,
+        publish_frames: bool = True,
     ) -> None:
         self.name = name
         self._make_source = make_source
@@ -86,6 +87,7 @@ class IngestWorker:
         self._loop = loop
         self._policy = policy
         self._make_encoder = make_encoder
+        self._publish_frames = publish_frames or make_encoder is None
         self._backlog = backlog
         self._stop = threading.Event()
         self._posted = 0  # written by the thread
@@ -261,8 +263,9 @@ class IngestWorker:
                     frame.pts = pts if last_frame_pts is None else max(pts, last_frame_pts + 1)
                 last_frame_pts = frame.pts
                 frame.time_base = TIME_BASE
-                if encoder is None:
+                if self._publish_frames:  # for viewers whose own encoder takes frames
                     self._post(self._sink.on_frame, frame)
+                if encoder is None:
                     continue
                 for unit in encoder.encode(frame, info.fps or counters.fps or 30.0):
                     counters.frames_encoded += 1

@@ -20,6 +20,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from media_server.config import LimitsSettings, WebRTCSettings
+from media_server.hub.fanout import Wants
 from media_server.hub.stream import Stream
 from media_server.webrtc.ice import enable_loopback_candidates, rtc_configuration
 from media_server.webrtc.track import HubTrack
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 
 MAX_SDP_BYTES = 64 * 1024
 MAX_CANDIDATE_CHARS = 1024
+
+
+#: What each media transport's viewers take from the hub ("any" follows the stream).
+WANTS: dict[str, Wants] = {"transcode-per-viewer": "frames", "transcode-shared": "units"}
 
 
 class SignalingError(Exception):
@@ -79,9 +84,16 @@ def check_offer(sdp: str) -> None:
 
 class ViewerSession:
     def __init__(
-        self, stream: Stream, pc: RTCPeerConnection, track: HubTrack, via: str, client: str
+        self,
+        stream: Stream,
+        pc: RTCPeerConnection,
+        track: HubTrack,
+        via: str,
+        client: str,
+        transport: str,
     ) -> None:
         self.id = secrets.token_urlsafe(12)
+        self.transport = transport
         self.client = client
         self.stream = stream
         self.pc = pc
@@ -165,13 +177,14 @@ class SessionManager:
             )
         check_offer(offer_sdp)
         pc = RTCPeerConnection(rtc_configuration(self._settings))
-        track = HubTrack(stream.hub)
-        session = ViewerSession(stream, pc, track, via, client)
+        transport = stream.viewer_transport()
+        track = HubTrack(stream.hub, WANTS.get(transport, "any"))
+        session = ViewerSession(stream, pc, track, via, client, transport)
         self._sessions[session.id] = session
         stream.acquire()
         try:
             transceiver = pc.addTransceiver(track, direction="sendonly")
-            transceiver.setCodecPreferences(_preferred_codecs(stream.media_transport))
+            transceiver.setCodecPreferences(_preferred_codecs(transport))
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
                 self._still_open(session)

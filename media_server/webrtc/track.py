@@ -11,16 +11,17 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from media_server.hub.fanout import Hub, StreamEnded, Subscriber
+from media_server.hub.fanout import Hub, StreamEnded, Subscriber, Wants
 from media_server.hub.media import AccessUnit, Packet
 
 
 class HubTrack(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, wants: Wants = "any") -> None:
         super().__init__()
         self._hub = hub
+        self._wants = wants
         self._sub: Subscriber | None = None
 
     @property
@@ -31,7 +32,7 @@ class HubTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         if self._sub is None:
-            self._sub = self._hub.subscribe()
+            self._sub = self._hub.subscribe(self._wants)
         try:
             item = await self._sub.get()
         except StreamEnded:
