@@ -99,7 +99,6 @@ class ViewerSession:
         self.pc = pc
         self.track = track
         self.via = via
-        self.created = time.monotonic()
         self.connected_at: float | None = None
         self.closed = asyncio.Event()
         self.close_reason = ""
