@@ -4,7 +4,8 @@ aiortc's receiver queues each complete frame for a decoder thread; here that thr
 counts the frames, so a viewer costs little CPU and the gateway, not the client, is what
 the harness measures. One process runs several viewers and prints one JSON line each.
 
-    python -m perf.cheap_viewer BASE_URL STREAM[,STREAM...] --count K --warmup W --window T
+    python -m perf.cheap_viewer BASE_URL STREAM[,STREAM...] --count K --offset I \\
+        --warmup W --window T
 """
 
 from __future__ import annotations
@@ -85,8 +86,10 @@ class CheapViewer:
         return None if first is None else first - self.started
 
 
-async def run(base_url: str, streams: list[str], count: int, warmup: float, window: float) -> None:
-    viewers = [CheapViewer(base_url, streams[i % len(streams)]) for i in range(count)]
+async def run(
+    base_url: str, streams: list[str], count: int, offset: int, warmup: float, window: float
+) -> None:
+    viewers = [CheapViewer(base_url, streams[(offset + i) % len(streams)]) for i in range(count)]
     async with aiohttp.ClientSession() as http:
         results = await asyncio.gather(*(v.connect(http) for v in viewers), return_exceptions=True)
         for viewer, result in zip(viewers, results, strict=True):
@@ -116,10 +119,12 @@ def main() -> None:
     parser.add_argument("base_url")
     parser.add_argument("streams", help="comma-separated stream ids, used round robin")
     parser.add_argument("--count", type=int, default=1)
+    parser.add_argument("--offset", type=int, default=0, help="first stream index, round robin")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--window", type=float, default=10.0)
     args = parser.parse_args()
-    asyncio.run(run(args.base_url, args.streams.split(","), args.count, args.warmup, args.window))
+    streams = args.streams.split(",")
+    asyncio.run(run(args.base_url, streams, args.count, args.offset, args.warmup, args.window))
 
 
 if __name__ == "__main__":

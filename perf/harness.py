@@ -5,7 +5,10 @@
 
 Profiles run alternately (A B A B ...) in one invocation so that they share the machine's
 mood; the report gives each profile's figures per round, their means and the ratio of
-every profile to the first. Results: JSON (everything), Markdown (the table).
+every profile to the first. ``--streams`` and ``--viewers`` (per stream) take lists for
+scale curves. Besides the cheap viewers, one decoding probe viewer (``latency_probe.py``)
+reads the capture stamps of the ``/clock`` mount for latency and pings the signaling
+socket. Results: JSON (everything), Markdown (the table), PNG (the chart).
 """
 
 from __future__ import annotations
@@ -86,45 +89,53 @@ def wait_live(gw: Gateway, stream_ids: list[str], timeout: float = 30) -> None:
     raise RuntimeError(f"streams not live within {timeout} s: {states}")
 
 
+def _spawn(module: str, *argv: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *argv], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+
+
+def _results(proc: subprocess.Popen[str], timeout: float) -> list[dict[str, Any]]:
+    out, _ = proc.communicate(timeout=timeout)
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
 def measure(
     profile: str,
     spec: dict[str, Any],
     rtsp: RtspServer,
     args: argparse.Namespace,
-    viewer_count: int,
+    streams: int,
+    per_stream: int,
 ) -> dict[str, Any]:
     """One run of one profile: start a gateway, load it, measure, stop it."""
     env = {**GENEROUS, **{k: str(v) for k, v in spec.get("env", {}).items()}}
+    timing = ["--warmup", str(args.warmup), "--window", str(args.seconds)]
     with run_gateway("--no-demo", env=env) as gw:
-        stream_ids = [f"s{i}" for i in range(args.streams)]
+        stream_ids = [f"s{i}" for i in range(streams)]
         for sid in stream_ids:
             register(gw, sid, rtsp.url(args.mount), spec.get("mode", "auto"))
-        wait_live(gw, stream_ids)
+        wait_live(gw, stream_ids, timeout=30 + streams / 2)
         procs = []
-        remaining = viewer_count
+        remaining = streams * per_stream
         while remaining > 0:
             count = min(VIEWERS_PER_PROCESS, remaining)
             remaining -= count
             procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "perf.cheap_viewer",
-                        gw.base_url,
-                        ",".join(stream_ids),
-                        "--count",
-                        str(count),
-                        "--warmup",
-                        str(args.warmup),
-                        "--window",
-                        str(args.seconds),
-                    ],
-                    cwd=ROOT,
-                    stdout=subprocess.PIPE,
-                    text=True,
+                _spawn(
+                    "perf.cheap_viewer",
+                    gw.base_url,
+                    ",".join(stream_ids),
+                    "--count",
+                    str(count),
+                    "--offset",
+                    str(remaining),
+                    *timing,
                 )
             )
+        probe = None
+        if args.probe:
+            probe = _spawn("perf.latency_probe", gw.base_url, stream_ids[0], *timing)
         time.sleep(args.warmup)
         cpu_start, wall_start = cpu_seconds(gw.pid), time.monotonic()
         lags, rss = [], []
@@ -133,11 +144,32 @@ def measure(
             lags.append(loop_lag(gw, None))
             rss.append(rss_mb(gw.pid))
         cpu = (cpu_seconds(gw.pid) - cpu_start) / (time.monotonic() - wall_start) * 100
-        viewers = []
-        for proc in procs:
-            out, _ = proc.communicate(timeout=args.seconds + args.warmup + 60)
-            viewers += [json.loads(line) for line in out.splitlines() if line.strip()]
-    return summarize(profile, viewers, cpu, max(rss, default=0.0), lags)
+        timeout = args.seconds + args.warmup + 60
+        viewers = [line for proc in procs for line in _results(proc, timeout)]
+        probed = _results(probe, timeout) if probe else []
+    run = summarize(profile, viewers, cpu, max(rss, default=0.0), lags)
+    return {**run, "streams": streams, "viewers_per_stream": per_stream, **probe_figures(probed)}
+
+
+def probe_figures(probed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Latency and ping figures of the probe viewer (None when it was off or failed)."""
+    if not probed or probed[0]["error"]:
+        return {"probe_error": probed[0]["error"] if probed else None}
+    result = probed[0]
+    latencies, pings = result["latencies_ms"], result["pings_ms"]
+    return {
+        "latency_p50_ms": percentile(latencies, 50),
+        "latency_p99_ms": percentile(latencies, 99),
+        "latency_max_ms": max(latencies, default=None),
+        "latency_samples": len(latencies),
+        "probe_frames": result["frames"],
+        "probe_frames_unreadable": result["incomplete"]
+        + result["undecodable"]
+        + result["unstamped"],
+        "ping_p50_ms": percentile(pings, 50),
+        "ping_p99_ms": percentile(pings, 99),
+        "ping_samples": len(pings),
+    }
 
 
 def summarize(
@@ -185,12 +217,22 @@ COLUMNS = [
     Column("rss_mb", "RSS MB", "{:.0f}"),
     Column("fps_per_viewer_mean", "fps", "{:.1f}"),
     Column("packets_lost", "lost", "{:.0f}"),
+    Column("latency_p50_ms", "latency p50 ms", "{:.1f}"),
+    Column("latency_p99_ms", "latency p99 ms", "{:.1f}"),
     Column("first_frame_p50_ms", "TTFF p50 ms", "{:.0f}"),
     Column("first_frame_p95_ms", "TTFF p95 ms", "{:.0f}"),
-    Column("signaling_p50_ms", "sig p50 ms", "{:.1f}"),
-    Column("signaling_p99_ms", "sig p99 ms", "{:.1f}"),
+    Column("signaling_p50_ms", "answer p50 ms", "{:.1f}"),
+    Column("signaling_p99_ms", "answer p99 ms", "{:.1f}"),
+    Column("ping_p50_ms", "ping p50 ms", "{:.2f}"),
+    Column("ping_p99_ms", "ping p99 ms", "{:.2f}"),
     Column("loop_lag_max_ms", "lag max ms", "{:.1f}"),
 ]
+#: What a run is keyed by: a profile at a load.
+Key = tuple[str, int, int]  # profile, streams, viewers per stream
+
+
+def key_of(run: dict[str, Any]) -> Key:
+    return run["profile"], run["streams"], run["viewers_per_stream"]
 
 
 def _cells(values: dict[str, Any]) -> str:
@@ -224,57 +266,63 @@ def targets_report(mean: dict[str, Any], phase: str) -> list[str]:
     return lines
 
 
-def group_means(runs: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
-    """Mean figures per (profile, viewers), in the order first run."""
-    keys = list(dict.fromkeys((r["profile"], r["viewers"]) for r in runs))
-    return {k: mean_of([r for r in runs if (r["profile"], r["viewers"]) == k]) for k in keys}
+def group_means(runs: list[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
+    """Mean figures per (profile, streams, viewers per stream), in the order first run."""
+    keys = list(dict.fromkeys(key_of(r) for r in runs))
+    return {k: mean_of([r for r in runs if key_of(r) == k]) for k in keys}
 
 
 def markdown(command: str, runs: list[dict[str, Any]], phase: str) -> str:
-    head = "| profile | viewers | round | " + " | ".join(c.label for c in COLUMNS) + " |"
-    rule = "|" + "---|" * (len(COLUMNS) + 3)
+    head = "| profile | streams | viewers | round | " + " | ".join(c.label for c in COLUMNS) + " |"
+    rule = "|" + "---|" * (len(COLUMNS) + 4)
     lines = [f"Command: `{command}`", "", head, rule]
     means = group_means(runs)
-    for (profile, viewers), mean in means.items():
-        mine = [r for r in runs if (r["profile"], r["viewers"]) == (profile, viewers)]
-        for i, run in enumerate(mine, 1):
-            lines.append(f"| {profile} | {viewers} | {i} | " + _cells(run) + " |")
-        lines.append(f"| **{profile}** | {viewers} | mean | " + _cells(mean) + " |")
-    profiles = list(dict.fromkeys(p for p, _ in means))
-    counts = list(dict.fromkeys(v for _, v in means))
+    for key, mean in means.items():
+        profile, streams, _ = key
+        load = f"{streams} | {mean['viewers']:.0f}"
+        for i, run in enumerate((r for r in runs if key_of(r) == key), 1):
+            lines.append(f"| {profile} | {load} | {i} | " + _cells(run) + " |")
+        lines.append(f"| **{profile}** | {load} | mean | " + _cells(mean) + " |")
+    profiles = list(dict.fromkeys(p for p, _, _ in means))
+    loads = list(dict.fromkeys((n, v) for _, n, v in means))
     if len(profiles) > 1:
         lines += ["", f"Ratios to `{profiles[0]}` (same run, alternating rounds):", ""]
-        for viewers in counts:
-            base = means[(profiles[0], viewers)]
+        for streams, per_stream in loads:
+            base = means[(profiles[0], streams, per_stream)]
             for profile in profiles[1:]:
+                other = means[(profile, streams, per_stream)]
                 parts = []
                 for column in COLUMNS:
-                    a, b = base.get(column.key), means[(profile, viewers)].get(column.key)
+                    a, b = base.get(column.key), other.get(column.key)
                     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a:
                         parts.append(f"{column.label} x{b / a:.2f}")
-                lines.append(f"- `{profile}`, {viewers} viewers: " + ", ".join(parts))
-    lines += ["", f"Targets ({phase}, at {counts[-1]} viewers):", ""]
+                load = f"{streams} streams x {per_stream} viewers"
+                lines.append(f"- `{profile}`, {load}: " + ", ".join(parts))
+    streams, per_stream = loads[-1]
+    lines += ["", f"Targets ({phase}, at {streams} streams x {per_stream} viewers):", ""]
     for profile in profiles:
-        lines += [f"`{profile}`:", *targets_report(means[(profile, counts[-1])], phase)]
+        lines += [f"`{profile}`:", *targets_report(means[(profile, streams, per_stream)], phase)]
     return "\n".join(lines) + "\n"
 
 
 def chart(runs: list[dict[str, Any]], path: Path) -> None:
-    """CPU and packets/s against viewers, one line per profile."""
+    """CPU and packets/s against the load that varies (viewers, or streams), per profile."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     means = group_means(runs)
+    by_streams = len({n for _, n, _ in means}) > 1
+    axis = "streams" if by_streams else "viewers"
     fig, (cpu_ax, pkt_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    for profile in dict.fromkeys(p for p, _ in means):
-        points = sorted((v, m) for (p, v), m in means.items() if p == profile)
-        xs = [v for v, _ in points]
+    for profile in dict.fromkeys(p for p, _, _ in means):
+        points = sorted((m[axis], m) for (p, _, _), m in means.items() if p == profile)
+        xs = [x for x, _ in points]
         cpu_ax.plot(xs, [m["cpu_percent"] for _, m in points], marker="o", label=profile)
         pkt_ax.plot(xs, [m["egress_packets_per_s"] for _, m in points], marker="o", label=profile)
-    cpu_ax.set(xlabel="viewers", ylabel="gateway CPU (% of one core)", title="CPU")
-    pkt_ax.set(xlabel="viewers", ylabel="egress RTP packets/s", title="Packets out")
+    cpu_ax.set(xlabel=axis, ylabel="gateway CPU (% of one core)", title="CPU")
+    pkt_ax.set(xlabel=axis, ylabel="egress RTP packets/s", title="Packets out")
     for ax in (cpu_ax, pkt_ax):
         ax.grid(True, alpha=0.3)
         ax.legend()
@@ -283,17 +331,31 @@ def chart(runs: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _counts(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="media_server perf harness")
     parser.add_argument(
         "--profiles", default="passthrough", help="comma-separated, see profiles.toml"
     )
-    parser.add_argument("--streams", type=int, default=1)
-    parser.add_argument("--viewers", default="10", help="a count, or counts: 1,10,50")
+    parser.add_argument("--streams", type=_counts, default=[1], help="a count, or counts: 1,10")
+    parser.add_argument(
+        "--viewers", type=_counts, default=[10], help="viewers per stream; counts: 1,10,50"
+    )
     parser.add_argument("--seconds", type=float, default=20.0, help="measurement window")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=1, help="A B A B ... repetitions")
-    parser.add_argument("--mount", default="/baseline", help="RTSP test server mount")
+    parser.add_argument(
+        "--mount", default="/clock", help="RTSP test server mount (/clock: stamped frames)"
+    )
+    parser.add_argument(
+        "--no-probe",
+        dest="probe",
+        action="store_false",
+        help="no decoding probe viewer (no latency or ping figures)",
+    )
     parser.add_argument("--phase", default="phase1", help="targets to check (targets.toml)")
     parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results" / "latest")
     args = parser.parse_args(argv)
@@ -303,15 +365,16 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown profile(s) {unknown}; known: {sorted(catalogue)}")
     command = "python -m perf.harness " + " ".join(sys.argv[1:] if argv is None else argv)
-    counts = [int(v) for v in str(args.viewers).split(",")]
     runs = []
     with start_rtsp_server() as rtsp:
         for round_no in range(args.rounds):
-            for count in counts:
-                for profile in profiles:
-                    note = f"round {round_no + 1}: {profile}, {count} viewers ..."
-                    print(note, file=sys.stderr, flush=True)
-                    runs.append(measure(profile, catalogue[profile], rtsp, args, count))
+            for streams in args.streams:
+                for per_stream in args.viewers:
+                    for profile in profiles:
+                        load = f"{streams} streams x {per_stream} viewers"
+                        print(f"round {round_no + 1}: {profile}, {load} ...", file=sys.stderr)
+                        spec = catalogue[profile]
+                        runs.append(measure(profile, spec, rtsp, args, streams, per_stream))
     args.out.mkdir(parents=True, exist_ok=True)
     report = markdown(command, runs, args.phase)
     (args.out / "report.json").write_text(

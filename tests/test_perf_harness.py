@@ -11,20 +11,29 @@ from perf.harness import main
 
 pytestmark = pytest.mark.e2e
 
+PROFILES = ("passthrough", "transcode-shared")
+
 
 def test_tiny_run_produces_a_sane_report(tmp_path: Path) -> None:
     out = tmp_path / "report"
-    args = ["--profiles", "passthrough,transcode-shared", "--viewers", "1,2", "--seconds", "3"]
-    assert main([*args, "--warmup", "2", "--mount", "/small", "--out", str(out)]) == 0
+    args = ["--profiles", ",".join(PROFILES), "--streams", "1,2", "--viewers", "1"]
+    assert main([*args, "--seconds", "3", "--warmup", "2", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
-    runs = {(run["profile"], run["viewers"]): run for run in report["runs"]}
-    assert set(runs) == {(p, n) for p in ("passthrough", "transcode-shared") for n in (1, 2)}
-    for run in runs.values():
-        assert run["viewers_failed"] == 0
-        assert run["egress_packets_per_s"] > 5 * run["viewers"]  # /small: 320x240 at 15 fps
-        assert 10 < run["fps_per_viewer_mean"] < 20
+    runs = {(run["profile"], run["streams"]): run for run in report["runs"]}
+    assert set(runs) == {(p, n) for p in PROFILES for n in (1, 2)}
+    for (_, streams), run in runs.items():
+        assert run["viewers"] == streams and run["viewers_failed"] == 0
+        assert run["egress_packets_per_s"] > 20 * streams  # /clock: 640x480 at 30 fps
+        assert 20 < run["fps_per_viewer_mean"] < 40
         assert 0 < run["cpu_percent"] < 400 and run["rss_mb"] > 20
         assert run["signaling_p50_ms"] is not None and run["first_frame_p50_ms"] is not None
+        # The probe read the capture stamps of most frames and got its pings answered.
+        assert run["latency_samples"] >= 0.8 * 30 * 3, run
+        assert run["probe_frames_unreadable"] <= 0.1 * run["probe_frames"], run
+        assert 0 < run["latency_p50_ms"] <= run["latency_p99_ms"] < 1000, run
+        assert run["ping_samples"] >= 10 and 0 < run["ping_p50_ms"] < 1000, run
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (out / "report.md").read_text()
-    assert "Ratios to `passthrough`" in markdown and "Targets (phase1, at 2 viewers)" in markdown
+    assert "Ratios to `passthrough`" in markdown
+    assert "Targets (phase1, at 2 streams x 1 viewers)" in markdown
+    assert "latency p99 ms" in markdown and "ping p99 ms" in markdown

@@ -95,6 +95,22 @@ async def test_bad_messages_get_errors_and_other_viewers_keep_playing(
         await watcher.close()
 
 
+async def test_ping_is_answered_before_and_after_the_offer(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    async with http.ws_connect(f"{gateway.base_url}/ws/demo") as ws:
+        await ws.send_json({"type": "ping", "id": 7})
+        assert await ws.receive_json(timeout=10) == {"type": "pong", "id": 7}
+        await ws.send_json({"type": "ping"})
+        assert await ws.receive_json(timeout=10) == {"type": "pong"}
+        await ws.send_json({"type": "ping", "id": {"not": "echoed"}})
+        assert await ws.receive_json(timeout=10) == {"type": "pong"}
+        await ws.send_json({"type": "offer", "sdp": await make_offer()})
+        assert (await ws.receive_json(timeout=10))["type"] == "answer"
+        await ws.send_json({"type": "ping", "id": "after"})
+        assert await ws.receive_json(timeout=10) == {"type": "pong", "id": "after"}
+
+
 async def test_unknown_stream_over_websocket(http: aiohttp.ClientSession, gateway: Gateway) -> None:
     async with http.ws_connect(f"{gateway.base_url}/ws/no-such-stream") as ws:
         await expect_error(ws, "stream-not-found")

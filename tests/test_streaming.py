@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support import stamp
 from tests.support.api import register, wait_state
 from tests.support.gateway import Gateway, run_gateway
 from tests.support.rtsp import RtspServer
@@ -59,6 +60,24 @@ async def test_transcode(
     assert "H264/90000" in viewer.answer_sdp
     view = await wait_state(http, gateway.base_url, "trans", "live")
     assert view["counters"]["frames_decoded"] > 0 and view["counters"]["frames_encoded"] > 0
+
+
+@pytest.mark.parametrize("mode", ["passthrough", "transcode"])
+async def test_every_frame_shows_the_picture_of_its_moment(
+    http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer, mode: str
+) -> None:
+    """Each frame carries its own capture time: no codec setting may freeze the picture.
+
+    A shared encoder whose rate control took the 90 kHz time base for a frame rate once
+    starved every P-frame into a skip: frames kept coming, but showed the keyframe.
+    """
+    await live_stream(http, gateway, rtsp, f"clock-{mode}", "/clock", mode=mode)
+    viewer = await watch(gateway.base_url, f"clock-{mode}", frames=60)
+    read = [s for s in viewer.stamps if s is not None]
+    assert len(read) >= 0.9 * len(viewer.stamps), viewer.stamps
+    steps = [stamp.elapsed_us(a, b) for a, b in itertools.pairwise(read)]
+    advancing = [s for s in steps if 0 < s < 200_000]  # 33 ms apart at 30 fps
+    assert len(advancing) >= 0.9 * len(steps), steps
 
 
 async def test_auto_transcodes_high_profile_with_bframes(

@@ -1,5 +1,8 @@
 """WebSocket signaling: offer -> answer, trickled candidates, errors as messages.
 
+``{"type": "ping"}`` is answered ``{"type": "pong"}`` (with the ping's ``id`` echoed), at
+any time: players and the perf harness measure the signaling round trip with it.
+
 An error ends nothing but the request that caused it: the socket stays open and other
 viewers never notice.
 """
@@ -31,6 +34,15 @@ def _error(code: str, message: str) -> dict[str, Any]:
     return {"type": "error", "code": code, "message": message}
 
 
+def _pong(ping: dict[str, Any]) -> dict[str, Any]:
+    pong: dict[str, Any] = {"type": "pong"}
+    echo = ping.get("id")
+    number = isinstance(echo, (int, float)) and not isinstance(echo, bool)
+    if number or (isinstance(echo, str) and len(echo) <= 64):
+        pong["id"] = echo  # anything else (objects, long strings) is not echoed
+    return pong
+
+
 class _Conversation:
     """One signaling socket: at most one viewer session, messages within a rate."""
 
@@ -54,6 +66,8 @@ class _Conversation:
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             return _error("invalid-message", "message must be an object with a string 'type'")
         kind = message["type"]
+        if kind == "ping":
+            return _pong(message)
         try:
             if kind == "offer":
                 return await self._offer(message)

@@ -28,6 +28,9 @@ class SharedEncoder:
         codec.width, codec.height = frame.width, frame.height
         codec.pix_fmt = "yuv420p"
         codec.time_base = Fraction(TIME_BASE)
+        # x264's rate control budgets bits per frame from the frame rate; unset, it takes
+        # the 90 kHz time base for one and starves every P-frame into a skip.
+        codec.framerate = Fraction(round(fps * 1000), 1000)
         codec.bit_rate = self._bitrate
         keyint = max(1, round(fps * self._gop_seconds))
         codec.options = {

@@ -26,7 +26,7 @@ SERVER_SCRIPT = Path(__file__).resolve().with_name("rtsp_server.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
 HOST = "127.0.0.1"
 
-MOUNTS = ("/baseline", "/sdp-only", "/high", "/main-bframes", "/audio-only", "/small")
+MOUNTS = ("/baseline", "/sdp-only", "/high", "/main-bframes", "/audio-only", "/small", "/clock")
 
 
 class RtspServerError(RuntimeError):

@@ -6,7 +6,7 @@ typelib are built for it), not with the project's virtualenv::
 
     /usr/bin/python3 tests/support/rtsp_server.py --port 8554
 
-Mounts (each its own media factory, one pipeline per client):
+Mounts (each its own media factory, one pipeline per client unless said otherwise):
 
 * ``/baseline``   640x480@30 H.264 constrained-baseline, 1 s GOP, SPS/PPS in-band and in SDP
 * ``/sdp-only``   same, but SPS/PPS only in the SDP (sprop-parameter-sets), never in-band
@@ -14,6 +14,9 @@ Mounts (each its own media factory, one pipeline per client):
 * ``/main-bframes`` 320x240@15 H.264 Main profile with B-frames, 1 s GOP
 * ``/audio-only`` Opus audio only, no video track
 * ``/small``      320x240@15 H.264 constrained-baseline, 1 s GOP
+* ``/clock``      640x480@30 H.264 constrained-baseline, 1 s GOP, each frame stamped
+  with its capture time (``stamp.py``); one shared pipeline for all clients, so a
+  hundred gateway streams cost the server one encoder
 
 RTP over UDP and RTP over TCP (interleaved) are both offered. Prints exactly one
 line ``READY <port>`` on stdout once listening, then runs until SIGTERM/SIGINT.
@@ -25,6 +28,9 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import gi  # type: ignore[import-not-found,import-untyped,unused-ignore]
@@ -33,6 +39,9 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # type: ignore[import-not-found,import-untyped,unused-ignore]  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script
+from tests.support import stamp  # noqa: E402
 
 
 def _video_src(width: int, height: int, fps: int) -> str:
@@ -102,6 +111,75 @@ def _audio_only() -> str:
     )
 
 
+CLOCK_WIDTH, CLOCK_HEIGHT, CLOCK_FPS = stamp.WIDTH, 480, 30
+
+
+def _clock() -> str:
+    size = f"width={CLOCK_WIDTH},height={CLOCK_HEIGHT}"
+    raw = f"video/x-raw,format=I420,{size},framerate={CLOCK_FPS}/1"
+    # A live appsrc that never queues more than one frame: a frame is encoded right after
+    # its stamp is drawn, so the stamp is the capture time.
+    src = (
+        f'appsrc name=clock is-live=true do-timestamp=true format=time caps="{raw}" '
+        "max-buffers=1 leaky-type=downstream"
+    )
+    caps = "video/x-h264,stream-format=avc,alignment=au,profile=constrained-baseline"
+    enc = _x264(CLOCK_FPS, _ZEROLATENCY)
+    return f"( {src} ! {enc} ! {caps} ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+
+
+class ClockPusher(threading.Thread):
+    """Feeds the ``/clock`` appsrc: a gray frame, a moving square, the stamp band on top."""
+
+    SQUARE = 64
+
+    def __init__(self, appsrc: Any) -> None:
+        super().__init__(name="clock-pusher", daemon=True)
+        self.appsrc = appsrc
+        self.stopped = threading.Event()
+        luma = CLOCK_WIDTH * CLOCK_HEIGHT
+        self.frame = bytearray(b"\x80" * (luma + luma // 2))
+
+    def _draw(self, n: int) -> bytes:
+        frame = self.frame
+        frame[: CLOCK_WIDTH * CLOCK_HEIGHT] = b"\x80" * (CLOCK_WIDTH * CLOCK_HEIGHT)
+        x = (n * 8) % (CLOCK_WIDTH - self.SQUARE)
+        top = stamp.BLOCK * 4
+        for y in range(top, top + self.SQUARE):
+            frame[y * CLOCK_WIDTH + x : y * CLOCK_WIDTH + x + self.SQUARE] = b"\xeb" * self.SQUARE
+        frame[: len(stamp.band(0))] = stamp.band(stamp.now_us())
+        return bytes(frame)
+
+    def run(self) -> None:
+        period = 1 / CLOCK_FPS
+        due = time.monotonic()
+        n = 0
+        while not self.stopped.is_set():
+            result = self.appsrc.emit("push-buffer", Gst.Buffer.new_wrapped(self._draw(n)))
+            if result not in (Gst.FlowReturn.OK,):
+                return  # flushing or EOS: the media was torn down
+            n += 1
+            due += period
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                due = time.monotonic()  # fell behind: never burst to catch up
+
+
+def _clock_factory() -> Any:
+    factory = _make_factory(_clock())
+    factory.set_shared(True)
+
+    def _configure(_factory: Any, media: Any) -> None:
+        pusher = ClockPusher(media.get_element().get_by_name("clock"))
+        media.connect("unprepared", lambda _media: pusher.stopped.set())
+        pusher.start()
+
+    factory.connect("media-configure", _configure)
+    return factory
+
+
 MOUNTS: dict[str, str] = {
     "/baseline": _baseline(640, 480, 30, inband=True),
     "/sdp-only": _baseline(640, 480, 30, inband=False),
@@ -143,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     mounts = server.get_mount_points()
     for mount, launch in MOUNTS.items():
         mounts.add_factory(mount, _make_factory(launch))
+    mounts.add_factory("/clock", _clock_factory())
 
     loop = GLib.MainLoop()
     try:

@@ -12,6 +12,8 @@ import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from tests.support import stamp
+
 
 @dataclass
 class Viewer:
@@ -23,6 +25,8 @@ class Viewer:
     sizes: set[tuple[int, int]] = field(default_factory=set)
     #: (arrival time, RTP timestamp) of each decoded frame, in order.
     timeline: list[tuple[float, int]] = field(default_factory=list)
+    #: The capture stamp of each decoded frame (``/clock`` mount), None where unreadable.
+    stamps: list[int | None] = field(default_factory=list)
     started: float = 0.0
     first_frame_at: float | None = None
     whep_location: str | None = None
@@ -77,6 +81,9 @@ class Viewer:
                     self.frames += 1
                     self.sizes.add((frame.width, frame.height))
                     self.timeline.append((time.monotonic(), frame.pts))
+                    if frame.width >= stamp.WIDTH:
+                        row = frame.to_ndarray(format="gray")[stamp.BLOCK // 2]
+                        self.stamps.append(stamp.read(bytes(row)))
 
         self._tasks.append(asyncio.ensure_future(consume()))
 

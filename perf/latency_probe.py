@@ -1,0 +1,201 @@
+"""The harness's decoding probe: capture-to-arrival latency of stamped frames.
+
+The ``/clock`` mount of the RTSP test server draws each frame's capture time into the
+frame (``tests/support/stamp.py``). This viewer connects like any other, but sees every
+RTP packet as aiortc hands it over (decrypted and depayloaded), completes a frame on the
+RTP marker bit, decodes it and reads the stamp. The arrival time is the marker packet's:
+aiortc's own jitter buffer only releases a frame when the next one begins, which would
+add a frame interval that no browser adds.
+
+It signals over the WebSocket, as the browser page does, and keeps pinging on it
+(``{"type": "ping"}`` ten times a second) to measure the signaling round trip while the
+gateway is under load.
+
+    python -m perf.latency_probe BASE_URL STREAM --warmup W --window T
+
+Prints one JSON line: latency and ping samples in milliseconds, and counts of frames that
+were incomplete, undecodable or carried no readable stamp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import time
+from typing import Any, cast
+
+import aiohttp
+import av
+from aiortc import RTCSessionDescription
+from aiortc.rtp import RtpPacket
+from av.video.codeccontext import VideoCodecContext
+
+from perf.cheap_viewer import CheapViewer
+from tests.support import stamp
+
+DECODERS = {"H264": "h264", "VP8": "vp8"}
+PING_INTERVAL = 0.1
+#: The receiver's (name-mangled) map of payload type to codec.
+CODECS = "_RTCRtpReceiver__codecs"
+
+
+class FrameClock:
+    """Assembles frames from depayloaded packets and reads each one's capture stamp."""
+
+    def __init__(self) -> None:
+        self.decoders: dict[str, VideoCodecContext] = {}
+        self.parts: dict[int, bytes] = {}  # sequence number -> depayloaded data
+        self.timestamp: int | None = None
+        self.recording = False
+        self.latencies_ms: list[float] = []
+        self.counts = {"frames": 0, "incomplete": 0, "undecodable": 0, "unstamped": 0}
+
+    def packet(self, codec: str, packet: RtpPacket, arrived_us: int) -> None:
+        data: bytes | None = getattr(packet, "_data", None)
+        if data is None or codec not in DECODERS:
+            return  # RTX, or a payload aiortc could not parse
+        if packet.timestamp != self.timestamp:
+            self.parts.clear()
+            self.timestamp = packet.timestamp
+        self.parts[packet.sequence_number] = data
+        if packet.marker:
+            self._frame(codec, arrived_us)
+
+    def _frame(self, codec: str, arrived_us: int) -> None:
+        seqs = sorted(self.parts)
+        # Contiguous modulo 2**16 (a wrap inside a frame sorts 65535 before 0).
+        if max(seqs) - min(seqs) > 60000:
+            seqs = [s for s in seqs if s > 32768] + [s for s in seqs if s <= 32768]
+        complete = all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
+        data = b"".join(self.parts[s] for s in seqs)
+        self.parts.clear()
+        if not self.recording:
+            self._decode(codec, data)  # keep the decoder's references, count nothing
+            return
+        self.counts["frames"] += 1
+        if not complete:
+            self.counts["incomplete"] += 1
+            return
+        frames = self._decode(codec, data)
+        if frames is None:
+            self.counts["undecodable"] += 1
+            return
+        for frame in frames:
+            value = stamp.read(bytes(frame.to_ndarray(format="gray")[stamp.BLOCK // 2]))
+            if value is None:
+                self.counts["unstamped"] += 1
+            else:
+                self.latencies_ms.append(stamp.elapsed_us(value, arrived_us) / 1000)
+
+    def _decode(self, codec: str, data: bytes) -> list[av.VideoFrame] | None:
+        decoder = self.decoders.get(codec)
+        if decoder is None:
+            decoder = cast(VideoCodecContext, av.CodecContext.create(DECODERS[codec], "r"))
+            decoder.thread_type = "SLICE"  # frame threads would hold frames back
+            self.decoders[codec] = decoder
+        try:
+            return [f for f in decoder.decode(av.Packet(data)) if isinstance(f, av.VideoFrame)]
+        except av.FFmpegError:
+            return None
+
+
+class LatencyProbe(CheapViewer):
+    def __init__(self, base_url: str, stream_id: str) -> None:
+        super().__init__(base_url, stream_id)
+        self.clock = FrameClock()
+        receiver = self.pc.getTransceivers()[0].receiver
+        codecs: dict[int, Any] = getattr(receiver, CODECS)
+        handle = receiver._handle_rtp_packet
+
+        async def hooked(packet: RtpPacket, arrival_time_ms: int) -> None:
+            arrived = stamp.now_us()
+            await handle(packet, arrival_time_ms)
+            codec = codecs.get(packet.payload_type)
+            if codec is not None:
+                self.clock.packet(codec.name, packet, arrived)
+
+        receiver._handle_rtp_packet = hooked  # type: ignore[method-assign]
+        self.pings_ms: list[float] = []
+        self._sent: dict[int, float] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def connect(self, http: aiohttp.ClientSession) -> None:
+        """Negotiate over the WebSocket, then keep pinging on it."""
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        self.started = time.monotonic()
+        ws = await http.ws_connect(f"{self.base_url}/ws/{self.stream_id}")
+        await ws.send_json({"type": "offer", "sdp": self.pc.localDescription.sdp})
+        answer = await ws.receive_json(timeout=30)
+        if answer.get("type") != "answer":
+            raise RuntimeError(f"gateway answered {answer}")
+        self.signaling_s = time.monotonic() - self.started
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        self._tasks = [
+            asyncio.ensure_future(self._ping(ws)),
+            asyncio.ensure_future(self._pongs(ws)),
+        ]
+
+    async def _ping(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        n = 0
+        while not ws.closed:
+            n += 1
+            self._sent[n] = time.perf_counter()
+            await ws.send_json({"type": "ping", "id": n})
+            await asyncio.sleep(PING_INTERVAL)
+
+    async def _pongs(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            reply = msg.json()
+            sent = self._sent.pop(reply.get("id"), None)
+            if reply.get("type") == "pong" and sent is not None and self.clock.recording:
+                self.pings_ms.append((time.perf_counter() - sent) * 1000)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.pc.close()
+
+
+async def run(base_url: str, stream_id: str, warmup: float, window: float) -> dict[str, Any]:
+    probe = LatencyProbe(base_url, stream_id)
+    error = None
+    async with aiohttp.ClientSession() as http:
+        try:
+            await probe.connect(http)
+        except Exception as exc:  # reported in the JSON line, like the cheap viewers
+            error = str(exc)
+        await asyncio.sleep(warmup)
+        probe.clock.recording = True
+        began = time.monotonic()
+        await asyncio.sleep(window)
+        probe.clock.recording = False
+        elapsed = time.monotonic() - began
+        await probe.close()
+    return {
+        "stream": stream_id,
+        "error": error,
+        "window_s": elapsed,
+        "signaling_s": probe.signaling_s,
+        "latencies_ms": probe.clock.latencies_ms,
+        "pings_ms": probe.pings_ms,
+        **probe.clock.counts,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("base_url")
+    parser.add_argument("stream")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--window", type=float, default=10.0)
+    args = parser.parse_args()
+    result = asyncio.run(run(args.base_url, args.stream, args.warmup, args.window))
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
