@@ -20,6 +20,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 import urllib.request
@@ -42,6 +43,13 @@ def load_toml(name: str) -> dict[str, Any]:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def host_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all cores), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS
 
 
 def rss_mb(pid: int) -> float:
@@ -137,18 +145,47 @@ def measure(
         if args.probe:
             probe = _spawn("perf.latency_probe", gw.base_url, stream_ids[0], *timing)
         time.sleep(args.warmup)
+        profiler = None
+        if args.py_spy:
+            stamp = time.strftime("%H%M%S")
+            name = f"profile-{args.py_spy}-{profile}-{streams}x{per_stream}-{stamp}.json"
+            profiler = threading.Thread(
+                target=take_profile,
+                args=(gw, max(1, int(args.seconds) - 1), args.py_spy == "gil", args.out / name),
+            )
+            profiler.start()
         cpu_start, wall_start = cpu_seconds(gw.pid), time.monotonic()
+        host_start = host_busy_seconds()
         lags, rss = [], []
         while time.monotonic() - wall_start < args.seconds:
             time.sleep(1)
             lags.append(loop_lag(gw, None))
             rss.append(rss_mb(gw.pid))
-        cpu = (cpu_seconds(gw.pid) - cpu_start) / (time.monotonic() - wall_start) * 100
+        elapsed = time.monotonic() - wall_start
+        cpu = (cpu_seconds(gw.pid) - cpu_start) / elapsed * 100
+        host_cpu = (host_busy_seconds() - host_start) / elapsed * 100
+        if profiler is not None:
+            profiler.join()
         timeout = args.seconds + args.warmup + 60
         viewers = [line for proc in procs for line in _results(proc, timeout)]
         probed = _results(probe, timeout) if probe else []
     run = summarize(profile, viewers, cpu, max(rss, default=0.0), lags)
+    run["host_cpu_percent"] = host_cpu  # everything: gateway, viewers, RTSP server
+    if streams >= 100:  # the Phase 1 memory target is stated at 100 streams
+        run["rss_mb_100_streams"] = run["rss_mb"]
     return {**run, "streams": streams, "viewers_per_stream": per_stream, **probe_figures(probed)}
+
+
+def take_profile(gw: Gateway, seconds: int, gil: bool, path: Path) -> None:
+    """A py-spy profile of the gateway through its own admin endpoint (speedscope)."""
+    body = json.dumps({"seconds": seconds, "gil": gil}).encode()
+    request = urllib.request.Request(
+        gw.url("/api/v1/admin/profile"), body, {"Content-Type": "application/json"}
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(request, timeout=seconds + 60) as response:
+        path.write_bytes(response.read())
+    print(f"profile: {path} (python -m perf.profile_summary {path})", file=sys.stderr)
 
 
 def probe_figures(probed: list[dict[str, Any]]) -> dict[str, Any]:
@@ -199,6 +236,7 @@ def summarize(
         "signaling_p99_ms": percentile(signaling, 99),
         "loop_lag_max_ms": max(lags, default=0.0) * ms,
         "us_cpu_per_packet": (cpu / 100 * 1e6 / (packets / window)) if packets else None,
+        "egress_packets_per_core_per_s": packets / window / (cpu / 100) if cpu else None,
     }
 
 
@@ -213,6 +251,7 @@ COLUMNS = [
     Column("egress_packets_per_s", "pkt/s", "{:.0f}"),
     Column("egress_payload_bits_per_s", "Mbit/s", "{:.2f}", 1e-6),
     Column("cpu_percent", "CPU %", "{:.1f}"),
+    Column("host_cpu_percent", "host CPU %", "{:.0f}"),
     Column("us_cpu_per_packet", "µs/pkt", "{:.1f}"),
     Column("rss_mb", "RSS MB", "{:.0f}"),
     Column("fps_per_viewer_mean", "fps", "{:.1f}"),
@@ -355,6 +394,11 @@ def main(argv: list[str] | None = None) -> int:
         dest="probe",
         action="store_false",
         help="no decoding probe viewer (no latency or ping figures)",
+    )
+    parser.add_argument(
+        "--py-spy",
+        choices=["all", "gil"],
+        help="a py-spy profile of each run into --out: all threads, or the GIL holder only",
     )
     parser.add_argument("--phase", default="phase1", help="targets to check (targets.toml)")
     parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results" / "latest")

@@ -23,6 +23,8 @@ import argparse
 import asyncio
 import itertools
 import json
+import queue
+import threading
 import time
 from typing import Any, cast
 
@@ -42,7 +44,11 @@ CODECS = "_RTCRtpReceiver__codecs"
 
 
 class FrameClock:
-    """Assembles frames from depayloaded packets and reads each one's capture stamp."""
+    """Assembles frames from depayloaded packets; a thread decodes them and reads stamps.
+
+    Decoding happens off the event loop, so that a frame being decoded never delays the
+    pong the probe is waiting for.
+    """
 
     def __init__(self) -> None:
         self.decoders: dict[str, VideoCodecContext] = {}
@@ -51,6 +57,9 @@ class FrameClock:
         self.recording = False
         self.latencies_ms: list[float] = []
         self.counts = {"frames": 0, "incomplete": 0, "undecodable": 0, "unstamped": 0}
+        self._frames: queue.Queue[tuple[str, bytes, bool, int, bool] | None] = queue.Queue(64)
+        self._thread = threading.Thread(target=self._decode_all, name="probe-decoder", daemon=True)
+        self._thread.start()
 
     def packet(self, codec: str, packet: RtpPacket, arrived_us: int) -> None:
         data: bytes | None = getattr(packet, "_data", None)
@@ -71,23 +80,35 @@ class FrameClock:
         complete = all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
         data = b"".join(self.parts[s] for s in seqs)
         self.parts.clear()
-        if not self.recording:
-            self._decode(codec, data)  # keep the decoder's references, count nothing
-            return
-        self.counts["frames"] += 1
-        if not complete:
-            self.counts["incomplete"] += 1
-            return
-        frames = self._decode(codec, data)
-        if frames is None:
-            self.counts["undecodable"] += 1
-            return
-        for frame in frames:
-            value = stamp.read(bytes(frame.to_ndarray(format="gray")[stamp.BLOCK // 2]))
-            if value is None:
-                self.counts["unstamped"] += 1
-            else:
-                self.latencies_ms.append(stamp.elapsed_us(value, arrived_us) / 1000)
+        try:
+            self._frames.put_nowait((codec, data, complete, arrived_us, self.recording))
+        except queue.Full:
+            self.counts["undecodable"] += 1  # the probe fell behind: say so, never block
+
+    def close(self) -> None:
+        self._frames.put(None)
+        self._thread.join()
+
+    def _decode_all(self) -> None:
+        while (item := self._frames.get()) is not None:
+            codec, data, complete, arrived_us, recording = item
+            if not recording:
+                self._decode(codec, data)  # keep the decoder's references, count nothing
+                continue
+            self.counts["frames"] += 1
+            if not complete:
+                self.counts["incomplete"] += 1
+                continue
+            frames = self._decode(codec, data)
+            if frames is None:
+                self.counts["undecodable"] += 1
+                continue
+            for frame in frames:
+                value = stamp.read(bytes(frame.to_ndarray(format="gray")[stamp.BLOCK // 2]))
+                if value is None:
+                    self.counts["unstamped"] += 1
+                else:
+                    self.latencies_ms.append(stamp.elapsed_us(value, arrived_us) / 1000)
 
     def _decode(self, codec: str, data: bytes) -> list[av.VideoFrame] | None:
         decoder = self.decoders.get(codec)
@@ -158,6 +179,7 @@ class LatencyProbe(CheapViewer):
         for task in self._tasks:
             task.cancel()
         await self.pc.close()
+        self.clock.close()
 
 
 async def run(base_url: str, stream_id: str, warmup: float, window: float) -> dict[str, Any]:

@@ -29,6 +29,17 @@ async def test_profile_returns_a_speedscope_file(
     assert frames and any("asyncio" in f or "select" in f or "run" in f for f in frames)
 
 
+@pytest.mark.parametrize("options", [{"native": True}, {"gil": True}])
+async def test_profile_with_native_frames_or_the_gil_holder(
+    http: aiohttp.ClientSession, gateway: Gateway, options: dict[str, bool]
+) -> None:
+    url = f"{gateway.base_url}/api/v1/admin/profile"
+    async with http.post(url, json={"seconds": 1, **options}) as resp:
+        assert resp.status == 200, await resp.text()
+        profile = await resp.json()
+    assert profile["profiles"] and profile["shared"]["frames"]
+
+
 async def test_profile_rejects_bad_requests(http: aiohttp.ClientSession, gateway: Gateway) -> None:
     url = f"{gateway.base_url}/api/v1/admin/profile"
     for body in ({"seconds": 0}, {"seconds": 500}, {"format": "pdf"}, {"nope": 1}):

@@ -132,19 +132,21 @@ async def test_circuit_breaker_fails_then_probes_until_the_camera_answers(
     assert "brk: reconnecting -> failed" in gw.stderr_text()
 
 
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
 async def test_stalled_session_is_torn_down_and_reconnected(
-    http: aiohttp.ClientSession, fast_gateway: Gateway, camera: RtspServer
+    http: aiohttp.ClientSession, fast_gateway: Gateway, camera: RtspServer, transport: str
 ) -> None:
     gw = fast_gateway
-    await register(http, gw.base_url, id="stall", url=camera.url("/small"))
-    await wait_state(http, gw.base_url, "stall", "live")
+    sid = f"stall-{transport}"
+    await register(http, gw.base_url, id=sid, url=camera.url("/small"), transport=transport)
+    await wait_state(http, gw.base_url, sid, "live")
     os.kill(camera.proc.pid, signal.SIGSTOP)  # connected, silent: a hung TCP session
     try:
-        view = await wait_state(http, gw.base_url, "stall", "reconnecting", timeout=10)
+        view = await wait_state(http, gw.base_url, sid, "reconnecting", timeout=10)
         assert view["error"]
     finally:
         os.kill(camera.proc.pid, signal.SIGCONT)
-    await wait_state(http, gw.base_url, "stall", "live", timeout=15)
+    await wait_state(http, gw.base_url, sid, "live", timeout=15)
 
 
 async def test_registry_survives_kill_9(

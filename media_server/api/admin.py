@@ -2,8 +2,10 @@
 
 `POST /api/v1/admin/profile` runs py-spy against this very process for a few seconds and
 answers with the profile (speedscope JSON or a flamegraph SVG). py-spy samples from the
-outside without pausing the gateway (`--nonblocking`); native frames are optional and
-capped at 50 Hz, since faster native sampling stalls a busy gateway.
+outside without pausing the gateway (`--nonblocking`); native frames (FFmpeg, OpenSSL,
+the kernel's entry points) are optional: py-spy must pause the process for each such
+sample, so they are capped at 50 Hz. ``gil`` samples only
+the thread that holds the GIL: where the interpreter's one lock goes when threads contend.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class ProfileRequest(BaseModel):
     seconds: int = Field(10, ge=1, le=120)
     format: Literal["speedscope", "flamegraph"] = "speedscope"
     native: bool = False
+    gil: bool = Field(False, description="sample only the thread holding the GIL")
     rate: int = Field(100, ge=1, le=250, description="samples per second")
 
 
@@ -69,8 +72,10 @@ async def profile(request: web.Request) -> web.Response:
                 body.format,
                 "--output",
                 str(out),
-                "--nonblocking",
-                *(["--native"] if body.native else []),
+                # Native stacks need the process paused for each sample (py-spy refuses
+                # them otherwise): hence the lower rate cap above.
+                *(["--native"] if body.native else ["--nonblocking"]),
+                *(["--gil"] if body.gil else []),
             ]
             proc = await asyncio.create_subprocess_exec(
                 tool, *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE

@@ -140,7 +140,12 @@ class StreamManager:
 
         def make_rtsp(stop: threading.Event) -> Source:
             return RtspSource(
-                spec.url, spec.transport, ingest.open_timeout, ingest.read_timeout, self._guard
+                spec.url,
+                spec.transport,
+                ingest.open_timeout,
+                ingest.read_timeout,
+                self._guard,
+                socket_timeout=self._settings.transports.read_timeout == "socket",
             )
 
         return make_rtsp

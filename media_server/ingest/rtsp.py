@@ -29,8 +29,11 @@ class RtspSource:
         open_timeout: float,
         read_timeout: float,
         guard: SourceGuard,
+        *,
+        socket_timeout: bool = False,
     ):
         self._url = url
+        self._socket_timeout = socket_timeout
         self._guard = guard
         self._transport = transport
         self._timeout = (open_timeout, read_timeout)
@@ -44,10 +47,17 @@ class RtspSource:
             "probesize": "32",
             "protocol_whitelist": PROTOCOL_WHITELIST,
         }
+        timeout: tuple[float, float | None] = self._timeout
+        if self._socket_timeout:
+            # PyAV's read timeout is checked in FFmpeg's interrupt callback, which takes the
+            # GIL every time FFmpeg polls: with many streams the ingest threads fight over
+            # it. FFmpeg's socket timeout (microseconds) ends a stalled read without it.
+            options["timeout"] = str(int(self._timeout[1] * 1_000_000))
+            timeout = (self._timeout[0], None)
         url = self._guard.pinned_url(self._url)  # resolved and checked on every attempt
         started = time.monotonic()
         try:
-            container = av.open(url, options=options, timeout=self._timeout)
+            container = av.open(url, options=options, timeout=timeout)
         except (av.FFmpegError, OSError) as exc:
             if time.monotonic() - started >= self._timeout[0] * 0.9:
                 raise SourceError(f"no answer within {self._timeout[0]:g} s") from None
