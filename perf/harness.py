@@ -7,8 +7,9 @@ Profiles run alternately (A B A B ...) in one invocation so that they share the 
 mood; the report gives each profile's figures per round, their means and the ratio of
 every profile to the first. ``--streams`` and ``--viewers`` (per stream) take lists for
 scale curves. Besides the cheap viewers, one decoding probe viewer (``latency_probe.py``)
-reads the capture stamps of the ``/clock`` mount for latency and pings the signaling
-socket. Results: JSON (everything), Markdown (the table), PNG (the chart).
+reads the capture stamps of the ``/clock`` mount for latency, and a process of its own
+(``ping_probe.py``) measures the signaling round trip. Results: JSON (everything),
+Markdown (the table), PNG (the chart).
 """
 
 from __future__ import annotations
@@ -141,9 +142,12 @@ def measure(
                     *timing,
                 )
             )
-        probe = None
+        probes = []
         if args.probe:
-            probe = _spawn("perf.latency_probe", gw.base_url, stream_ids[0], *timing)
+            probes = [
+                _spawn(module, gw.base_url, stream_ids[0], *timing)
+                for module in ("perf.latency_probe", "perf.ping_probe")
+            ]
         time.sleep(args.warmup)
         profiler = None
         if args.py_spy:
@@ -168,7 +172,7 @@ def measure(
             profiler.join()
         timeout = args.seconds + args.warmup + 60
         viewers = [line for proc in procs for line in _results(proc, timeout)]
-        probed = _results(probe, timeout) if probe else []
+        probed = [line for proc in probes for line in _results(proc, timeout)]
     run = summarize(profile, viewers, cpu, max(rss, default=0.0), lags)
     run["host_cpu_percent"] = host_cpu  # everything: gateway, viewers, RTSP server
     if streams >= 100:  # the Phase 1 memory target is stated at 100 streams
@@ -189,20 +193,21 @@ def take_profile(gw: Gateway, seconds: int, gil: bool, path: Path) -> None:
 
 
 def probe_figures(probed: list[dict[str, Any]]) -> dict[str, Any]:
-    """Latency and ping figures of the probe viewer (None when it was off or failed)."""
-    if not probed or probed[0]["error"]:
-        return {"probe_error": probed[0]["error"] if probed else None}
-    result = probed[0]
-    latencies, pings = result["latencies_ms"], result["pings_ms"]
+    """Latency figures of the decoding probe and round trips of the ping probe."""
+    errors = [p["error"] for p in probed if p["error"]]
+    if len(probed) < 2 or errors:
+        return {"probe_error": "; ".join(errors) or ("probes off" if not probed else "no output")}
+    latency = next(p for p in probed if "latencies_ms" in p)
+    latencies = latency["latencies_ms"]
+    pings = next(p for p in probed if "pings_ms" in p)["pings_ms"]
+    unreadable = latency["incomplete"] + latency["undecodable"] + latency["unstamped"]
     return {
         "latency_p50_ms": percentile(latencies, 50),
         "latency_p99_ms": percentile(latencies, 99),
         "latency_max_ms": max(latencies, default=None),
         "latency_samples": len(latencies),
-        "probe_frames": result["frames"],
-        "probe_frames_unreadable": result["incomplete"]
-        + result["undecodable"]
-        + result["unstamped"],
+        "probe_frames": latency["frames"],
+        "probe_frames_unreadable": unreadable,
         "ping_p50_ms": percentile(pings, 50),
         "ping_p99_ms": percentile(pings, 99),
         "ping_samples": len(pings),
@@ -393,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         "--no-probe",
         dest="probe",
         action="store_false",
-        help="no decoding probe viewer (no latency or ping figures)",
+        help="no latency and ping probes (no latency or ping figures)",
     )
     parser.add_argument(
         "--py-spy",

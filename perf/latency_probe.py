@@ -7,14 +7,12 @@ RTP marker bit, decodes it and reads the stamp. The arrival time is the marker p
 aiortc's own jitter buffer only releases a frame when the next one begins, which would
 add a frame interval that no browser adds.
 
-It signals over the WebSocket, as the browser page does, and keeps pinging on it
-(``{"type": "ping"}`` ten times a second) to measure the signaling round trip while the
-gateway is under load.
+It signals over the WebSocket, as the browser page does.
 
     python -m perf.latency_probe BASE_URL STREAM --warmup W --window T
 
-Prints one JSON line: latency and ping samples in milliseconds, and counts of frames that
-were incomplete, undecodable or carried no readable stamp.
+Prints one JSON line: latency samples in milliseconds, and counts of frames that were
+incomplete, undecodable or carried no readable stamp.
 """
 
 from __future__ import annotations
@@ -38,7 +36,6 @@ from perf.cheap_viewer import CheapViewer
 from tests.support import stamp
 
 DECODERS = {"H264": "h264", "VP8": "vp8"}
-PING_INTERVAL = 0.1
 #: The receiver's (name-mangled) map of payload type to codec.
 CODECS = "_RTCRtpReceiver__codecs"
 
@@ -138,47 +135,24 @@ class LatencyProbe(CheapViewer):
                 self.clock.packet(codec.name, packet, arrived)
 
         receiver._handle_rtp_packet = hooked  # type: ignore[method-assign]
-        self.pings_ms: list[float] = []
-        self._sent: dict[int, float] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
 
     async def connect(self, http: aiohttp.ClientSession) -> None:
-        """Negotiate over the WebSocket, then keep pinging on it."""
+        """Negotiate over the WebSocket, as the browser page does."""
         await self.pc.setLocalDescription(await self.pc.createOffer())
         self.started = time.monotonic()
-        ws = await http.ws_connect(f"{self.base_url}/ws/{self.stream_id}")
-        await ws.send_json({"type": "offer", "sdp": self.pc.localDescription.sdp})
-        answer = await ws.receive_json(timeout=30)
+        self._ws = await http.ws_connect(f"{self.base_url}/ws/{self.stream_id}")
+        await self._ws.send_json({"type": "offer", "sdp": self.pc.localDescription.sdp})
+        answer = await self._ws.receive_json(timeout=30)
         if answer.get("type") != "answer":
             raise RuntimeError(f"gateway answered {answer}")
         self.signaling_s = time.monotonic() - self.started
         await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-        self._tasks = [
-            asyncio.ensure_future(self._ping(ws)),
-            asyncio.ensure_future(self._pongs(ws)),
-        ]
-
-    async def _ping(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        n = 0
-        while not ws.closed:
-            n += 1
-            self._sent[n] = time.perf_counter()
-            await ws.send_json({"type": "ping", "id": n})
-            await asyncio.sleep(PING_INTERVAL)
-
-    async def _pongs(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        async for msg in ws:
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                continue
-            reply = msg.json()
-            sent = self._sent.pop(reply.get("id"), None)
-            if reply.get("type") == "pong" and sent is not None and self.clock.recording:
-                self.pings_ms.append((time.perf_counter() - sent) * 1000)
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
         await self.pc.close()
+        if self._ws is not None:
+            await self._ws.close()
         self.clock.close()
 
 
@@ -203,7 +177,6 @@ async def run(base_url: str, stream_id: str, warmup: float, window: float) -> di
         "window_s": elapsed,
         "signaling_s": probe.signaling_s,
         "latencies_ms": probe.clock.latencies_ms,
-        "pings_ms": probe.pings_ms,
         **probe.clock.counts,
     }
 
