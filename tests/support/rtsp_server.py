@@ -26,6 +26,7 @@ Each RTSP client connection is reported on stderr as ``CLIENT open`` and ``CLIEN
 from __future__ import annotations
 
 import argparse
+import random
 import signal
 import sys
 import threading
@@ -129,9 +130,13 @@ def _clock() -> str:
 
 
 class ClockPusher(threading.Thread):
-    """Feeds the ``/clock`` appsrc: a gray frame, a moving square, the stamp band on top."""
+    """Feeds the ``/clock`` appsrc: a scrolling texture, the stamp band on top.
 
-    SQUARE = 64
+    The texture (random 8x8 blocks, moving 4 pixels a frame) gives the encoder a camera's
+    amount of work: at 800 kbit/s a frame is several RTP packets, like ``/baseline``.
+    """
+
+    SCROLL = 4
 
     def __init__(self, appsrc: Any) -> None:
         super().__init__(name="clock-pusher", daemon=True)
@@ -139,14 +144,18 @@ class ClockPusher(threading.Thread):
         self.stopped = threading.Event()
         luma = CLOCK_WIDTH * CLOCK_HEIGHT
         self.frame = bytearray(b"\x80" * (luma + luma // 2))
+        pick = random.Random(8554)
+        rows = []
+        for _ in range(CLOCK_HEIGHT // 8):
+            row = b"".join(bytes([pick.randrange(60, 200)]) * 8 for _ in range(CLOCK_WIDTH // 8))
+            rows += [row] * 8
+        self.texture = rows
 
     def _draw(self, n: int) -> bytes:
-        frame = self.frame
-        frame[: CLOCK_WIDTH * CLOCK_HEIGHT] = b"\x80" * (CLOCK_WIDTH * CLOCK_HEIGHT)
-        x = (n * 8) % (CLOCK_WIDTH - self.SQUARE)
-        top = stamp.BLOCK * 4
-        for y in range(top, top + self.SQUARE):
-            frame[y * CLOCK_WIDTH + x : y * CLOCK_WIDTH + x + self.SQUARE] = b"\xeb" * self.SQUARE
+        frame, width = self.frame, CLOCK_WIDTH
+        shift = (n * self.SCROLL) % width
+        for y, row in enumerate(self.texture):
+            frame[y * width : (y + 1) * width] = row[shift:] + row[:shift]
         frame[: len(stamp.band(0))] = stamp.band(stamp.now_us())
         return bytes(frame)
 
