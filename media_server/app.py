@@ -40,7 +40,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     if gw.settings.demo:
         gw.streams.add_demo()
     gw.monitor.start()
+    gw.metrics.watch_gc()
     yield
+    gw.metrics.unwatch_gc()
     gw.monitor.stop()
     await gw.streams.close(gw.settings.shutdown_timeout / 2)
     await gw.registry.close()

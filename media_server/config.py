@@ -57,6 +57,12 @@ class IngestSettings(_Section):
     transport: Transport = "tcp"
     open_timeout: float = Field(5.0, gt=0, le=60, description="seconds to open an RTSP session")
     read_timeout: float = Field(5.0, gt=0, le=60, description="seconds without data = stall")
+    thread_nice: int = Field(
+        10,  # measured side by side in PHASES.md: latency P99 x0.56 at 100 streams
+        ge=0,
+        le=19,
+        description="scheduling niceness of ingest threads, above the event loop's",
+    )
     reconnect: ReconnectPolicy = Field(default_factory=lambda: ReconnectPolicy())
     on_demand_linger: float = Field(
         10.0,

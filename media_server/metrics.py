@@ -6,7 +6,10 @@ updates plain ints and pays nothing for Prometheus. Labels never name a viewer.
 
 from __future__ import annotations
 
+import gc
+import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -86,6 +89,31 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=self.registry,
         )
+
+        self.gc_pause = Counter(
+            "media_server_gc_pause_seconds",
+            "Time the interpreter stood still collecting garbage (every thread waits)",
+            ["generation"],
+            registry=self.registry,
+        )
+        self._gc_started = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_pause.labels(str(info["generation"])).inc(
+                time.perf_counter() - self._gc_started
+            )
+
+    def watch_gc(self) -> None:
+        """Time every collection (the Phase 2 target bounds GC pauses per second)."""
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+
+    def unwatch_gc(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
 
     def transports(self, chosen: dict[str, str]) -> None:
         """Label every scrape with the transports in use, so figures can be told apart."""

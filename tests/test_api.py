@@ -166,6 +166,13 @@ async def test_health_readiness_metrics(http: aiohttp.ClientSession, gateway: Ga
         text = await resp.text()
     assert 'media_server_streams{state="live"}' in text
     assert 'media_server_ingress_packets_total{stream="demo"}' in text
+    # The demo stream allocates enough that the interpreter has collected by now.
+    gc_samples = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("media_server_gc_pause_seconds_total{")
+    ]
+    assert gc_samples and sum(gc_samples) > 0, gc_samples
 
 
 async def test_whep_needs_sdp(http: aiohttp.ClientSession, gateway: Gateway) -> None:

@@ -32,6 +32,7 @@ def test_tiny_run_produces_a_sane_report(tmp_path: Path) -> None:
         assert run["probe_frames_unreadable"] <= 0.1 * run["probe_frames"], run
         assert 0 < run["latency_p50_ms"] <= run["latency_p99_ms"] < 1000, run
         assert run["ping_samples"] >= 10 and 0 < run["ping_p50_ms"] < 1000, run
+        assert 0 <= run["gc_pause_ms_per_s"] < 1000, run
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (out / "report.md").read_text()
     assert "Ratios to `passthrough`" in markdown

@@ -133,6 +133,7 @@ class Stream:
             self._settings.hub.ingest_backlog,
             self._shared_encoder if "shared" in self._transcode_transports else None,
             "per_viewer" in self._transcode_transports,
+            self._settings.ingest.thread_nice,
         )
         self.worker.start()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -79,8 +80,10 @@ class IngestWorker:
         backlog: int,
         make_encoder: Callable[[], SharedEncoder] | None = None,
         publish_frames: bool = True,
+        nice: int = 0,
     ) -> None:
         self.name = name
+        self._nice = nice
         self._make_source = make_source
         self._requested = requested_mode
         self._sink = sink
@@ -128,6 +131,11 @@ class IngestWorker:
         error: str | None = None
         last_error: str | None = None
         first = True
+        if self._nice:
+            # Linux schedules threads, not processes: with a hundred ingest threads the
+            # event loop's thread would get a hundredth of the process's turn whenever
+            # the cores are busy. A lower priority for ingest keeps the loop responsive.
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
         self._post(self._sink.on_state, StreamState.STARTING, None)
         while not self._stop.is_set():
             if not first:
