@@ -8,7 +8,17 @@ from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 
-from media_server.api import admin, health, openapi, pages, signaling, streams, whep
+from media_server.api import (
+    admin,
+    events,
+    health,
+    openapi,
+    pages,
+    signaling,
+    stats,
+    streams,
+    whep,
+)
 from media_server.api.access import require
 from media_server.api.context import GATEWAY, Gateway
 from media_server.api.errors import error_middleware
@@ -108,12 +118,14 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
         json=json_codec(settings.transports.json_codec),
     )
     gw.metrics.transports(
-        settings.transports.model_dump(include={"loop", "json_codec", "transcode"})
+        settings.transports.model_dump(
+            include={"loop", "json_codec", "transcode", "read_timeout", "gc"}
+        )
     )
     gw.metrics.watch(gw.streams.all, lambda: gw.monitor.lag)
     gw.sessions.on_connected.append(lambda s: gw.metrics.sessions.labels(s.via, s.transport).inc())
     app[GATEWAY] = gw
-    for module in (streams, health, signaling, whep, pages, openapi, admin):
+    for module in (streams, events, stats, health, signaling, whep, pages, openapi, admin):
         app.add_routes(module.routes)
     app.router.add_get("/metrics", metrics_handler)
     app.cleanup_ctx.append(_lifecycle)

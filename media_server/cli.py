@@ -19,6 +19,7 @@ from media_server.app import build_app, drain
 from media_server.config import ConfigError, Settings, load_settings
 from media_server.logs import AccessLog, setup_logging
 from media_server.store.registry import StoreError
+from media_server.transports.gc import apply_gc_policy
 from media_server.transports.loop import loop_factory
 
 log = logging.getLogger("media_server")
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"media-server: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
+    apply_gc_policy(settings.transports.gc)
     try:
         with asyncio.Runner(loop_factory=loop_factory(settings.transports.loop)) as runner:
             runner.run(serve(settings))

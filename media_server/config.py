@@ -114,6 +114,9 @@ class LimitsSettings(_Section):
     registrations_burst: int = Field(20, ge=1)
     offers_per_minute: float = Field(120, gt=0, description="viewer offers (WS, WHEP), client")
     offers_burst: int = Field(30, ge=1)
+    event_streams: int = Field(
+        100, ge=1, le=100_000, description="open live event streams (consoles) per node"
+    )
     ws_messages_per_second: float = Field(20, gt=0, description="messages on one socket")
     ws_messages_burst: int = Field(60, ge=1)
 
@@ -168,6 +171,9 @@ class TransportSettings(_Section):
         "FFmpeg polls; socket: FFmpeg's own socket timeout, reads never take the GIL",
     )
     loop: Literal["asyncio", "uvloop"] = Field("asyncio", description="the event loop")
+    gc: Literal["standard", "relaxed"] = Field(
+        "standard", description="garbage collector thresholds: the interpreter's, or relaxed"
+    )
     json_codec: Literal["stdlib", "orjson"] = Field("stdlib", description="signaling JSON")
 
 
@@ -238,6 +244,9 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=0, le=65535)
     demo: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text lines, or one JSON object per line for log pipelines"
+    )
     drain_timeout: float = Field(
         5.0, ge=0, le=3600, description="seconds viewers may run on after SIGTERM"
     )

@@ -1,15 +1,19 @@
-"""Logging set-up: every line of a request carries its request id.
+"""Logging set-up: every line of a request carries its request id, and its stream id.
 
-The id lives in a context variable set by the request middleware, so log lines written
-by tasks the request started (a viewer's peer connection, say) carry it too.
+The ids live in context variables set by the request middleware, so log lines written
+by tasks the request started (a viewer's peer connection, say) carry them too; an ingest
+thread's lines carry the stream the thread reads (its name is ``ingest-<id>``). Lines
+are text, or one JSON object each (``log_format: json``) for log pipelines.
 """
 
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import re
 import secrets
+import threading
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
@@ -17,6 +21,8 @@ from aiohttp.web import BaseRequest, StreamResponse
 from media_server.urls import SECRET_PARAMS
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+stream_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("stream_id", default=None)
+INGEST_THREAD = "ingest-"
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -28,10 +34,32 @@ def new_request_id(offered: str | None) -> str:
     return secrets.token_hex(8)
 
 
-class _RequestIdFilter(logging.Filter):
+class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
+        stream = stream_id.get()
+        if stream is None:
+            name = threading.current_thread().name
+            stream = name[len(INGEST_THREAD) :] if name.startswith(INGEST_THREAD) else None
+        record.stream_id = stream
         return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request and stream ids."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", "-"),
+            "stream": getattr(record, "stream_id", None),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)
 
 
 class AccessLog(AbstractAccessLogger):
@@ -52,12 +80,15 @@ class AccessLog(AbstractAccessLogger):
         )
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, fmt: str = "text") -> None:
     handler = logging.StreamHandler()
-    handler.addFilter(_RequestIdFilter())
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
-    )
+    handler.addFilter(_ContextFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

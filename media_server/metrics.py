@@ -106,6 +106,14 @@ class Metrics:
                 time.perf_counter() - self._gc_started
             )
 
+    def gc_pause_total(self) -> float:
+        return sum(
+            sample.value
+            for metric in self.gc_pause.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        )
+
     def watch_gc(self) -> None:
         """Time every collection (the Phase 2 target bounds GC pauses per second)."""
         if self._on_gc not in gc.callbacks:

@@ -66,10 +66,25 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _metrics(gw: Gateway) -> str:
+    with urllib.request.urlopen(gw.url("/metrics"), timeout=5) as response:
+        text: str = response.read().decode()
+    return text
+
+
+def transports(gw: Gateway) -> dict[str, str]:
+    """The transports the gateway says it runs (its transport_info metric's labels)."""
+    for line in _metrics(gw).splitlines():
+        if line.startswith("media_server_transport_info{"):
+            labels = line.split("{", 1)[1].rsplit("}", 1)[0]
+            pairs = (pair.split("=", 1) for pair in labels.split(","))
+            return {key: value.strip('"') for key, value in pairs}
+    return {}
+
+
 def scrape(gw: Gateway, *names: str) -> dict[str, float]:
     """Sums of the named metrics (all their label sets) from the gateway's /metrics."""
-    with urllib.request.urlopen(gw.url("/metrics"), timeout=5) as response:
-        text = response.read().decode()
+    text = _metrics(gw)
     sums = dict.fromkeys(names, 0.0)
     for line in text.splitlines():
         name = line.split("{", 1)[0].split(" ", 1)[0]
@@ -80,6 +95,7 @@ def scrape(gw: Gateway, *names: str) -> dict[str, float]:
 
 LAG = "media_server_event_loop_lag_seconds"
 GC = "media_server_gc_pause_seconds_total"
+DROPS = "media_server_viewer_dropped_items_total"
 
 
 def percentile(values: list[float], pct: float) -> float | None:
@@ -136,6 +152,7 @@ def measure(
         for sid in stream_ids:
             register(gw, sid, rtsp.url(args.mount), spec.get("mode", "auto"))
         wait_live(gw, stream_ids, timeout=30 + streams / 2)
+        labels = transports(gw)
         procs = []
         remaining = streams * per_stream
         while remaining > 0:
@@ -171,7 +188,7 @@ def measure(
             profiler.start()
         cpu_start, wall_start = cpu_seconds(gw.pid), time.monotonic()
         host_start = host_busy_seconds()
-        gc_start = scrape(gw, GC)[GC]
+        before = scrape(gw, GC, DROPS)
         lags, rss = [], []
         while time.monotonic() - wall_start < args.seconds:
             time.sleep(1)
@@ -180,7 +197,9 @@ def measure(
         elapsed = time.monotonic() - wall_start
         cpu = (cpu_seconds(gw.pid) - cpu_start) / elapsed * 100
         host_cpu = (host_busy_seconds() - host_start) / elapsed * 100
-        gc_ms_per_s = (scrape(gw, GC)[GC] - gc_start) / elapsed * 1000
+        after = scrape(gw, GC, DROPS)
+        gc_ms_per_s = (after[GC] - before[GC]) / elapsed * 1000
+        drops_per_s = (after[DROPS] - before[DROPS]) / elapsed
         if profiler is not None:
             profiler.join()
         timeout = args.seconds + args.warmup + 60
@@ -189,6 +208,9 @@ def measure(
     run = summarize(profile, viewers, cpu, max(rss, default=0.0), lags)
     run["host_cpu_percent"] = host_cpu  # everything: gateway, viewers, RTSP server
     run["gc_pause_ms_per_s"] = gc_ms_per_s
+    run["hub_drops_per_s"] = drops_per_s  # units or frames skipped for slow viewers
+    run["transports"] = labels  # what produced these figures, as the gateway reports it
+    run["env"] = spec.get("env", {})
     if streams >= 100:  # the Phase 1 memory target is stated at 100 streams
         run["rss_mb_100_streams"] = run["rss_mb"]
     return {**run, "streams": streams, "viewers_per_stream": per_stream, **probe_figures(probed)}
@@ -275,6 +297,7 @@ COLUMNS = [
     Column("rss_mb", "RSS MB", "{:.0f}"),
     Column("fps_per_viewer_mean", "fps", "{:.1f}"),
     Column("packets_lost", "lost", "{:.0f}"),
+    Column("hub_drops_per_s", "hub drops/s", "{:.1f}"),
     Column("latency_p50_ms", "latency p50 ms", "{:.1f}"),
     Column("latency_p99_ms", "latency p99 ms", "{:.1f}"),
     Column("first_frame_p50_ms", "TTFF p50 ms", "{:.0f}"),

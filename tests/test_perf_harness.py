@@ -33,6 +33,7 @@ def test_tiny_run_produces_a_sane_report(tmp_path: Path) -> None:
         assert 0 < run["latency_p50_ms"] <= run["latency_p99_ms"] < 1000, run
         assert run["ping_samples"] >= 10 and 0 < run["ping_p50_ms"] < 1000, run
         assert 0 <= run["gc_pause_ms_per_s"] < 1000, run
+        assert run["transports"]["read_timeout"] == "socket", run  # labelled by the gateway
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (out / "report.md").read_text()
     assert "Ratios to `passthrough`" in markdown

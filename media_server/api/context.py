@@ -14,6 +14,7 @@ from media_server.hub.manager import StreamManager
 from media_server.ingest.guard import SourceGuard
 from media_server.loopwatch import LoopMonitor
 from media_server.metrics import Metrics
+from media_server.procstat import CpuMeter
 from media_server.store.sqlite import SqliteRegistry
 from media_server.transports.jsoncodec import JsonCodec
 from media_server.webrtc.session import SessionManager
@@ -32,10 +33,13 @@ class Gateway:
     registrations: RateLimiter
     offers: RateLimiter
     json: JsonCodec
+    cpu: CpuMeter = field(default_factory=CpuMeter)
     ready: bool = False
     draining: bool = False
     websockets: set[web.WebSocketResponse] = field(default_factory=set)
     socket_clients: Counter[str] = field(default_factory=Counter)
+    #: Open server-sent event streams and the client each belongs to.
+    event_streams: dict[web.StreamResponse, str] = field(default_factory=dict)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from media_server.api.context import GATEWAY
 from media_server.api.errors import error_response
-from media_server.logs import new_request_id, request_id
+from media_server.logs import new_request_id, request_id, stream_id
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -34,6 +34,7 @@ CORS_EXPOSE = "Location, ETag, Link, Retry-After, X-Request-Id"
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give the request its id (for every log line it causes) and answer CORS preflights."""
     request_id.set(new_request_id(request.headers.get("X-Request-Id")))
+    stream_id.set(request.match_info.get("stream_id"))
     if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
         origin = _allowed_origin(request)
         if origin is None:

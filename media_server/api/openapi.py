@@ -48,6 +48,10 @@ STREAM = {
         "width": {"type": ["integer", "null"]},
         "height": {"type": ["integer", "null"]},
         "fps": {"type": ["number", "null"]},
+        "bitrate": {
+            "type": ["integer", "null"],
+            "description": "ingress bits/s over the last second or more; null unless live",
+        },
         "effective_mode": {"enum": ["passthrough", "transcode", None]},
         "created_at": {"type": "number"},
         "state_since": {"type": "number"},

@@ -8,6 +8,7 @@ import threading
 from dataclasses import replace
 
 from media_server.config import Settings
+from media_server.hub.changes import Changes
 from media_server.hub.stream import SourceFactory, Stream, StreamSpec
 from media_server.ingest.demo import DemoSource
 from media_server.ingest.guard import SourceGuard
@@ -50,6 +51,7 @@ class StreamManager:
         self._streams: dict[str, Stream] = {}
         self._lock = asyncio.Lock()
         self._stopping: set[asyncio.Task[None]] = set()
+        self.changes = Changes()
 
     def __contains__(self, stream_id: str) -> bool:
         return stream_id in self._streams
@@ -98,8 +100,9 @@ class StreamManager:
         return self._add(StreamSpec(id=DEMO_ID, url=DEMO_URL, mode="passthrough"))
 
     def _add(self, spec: StreamSpec) -> Stream:
-        stream = Stream(spec, self._settings, self._loop, self._source_factory(spec))
+        stream = Stream(spec, self._settings, self._loop, self._source_factory(spec), self.changes)
         self._streams[spec.id] = stream
+        self.changes.notify()
         if not spec.on_demand:
             stream.start()
         log.info("stream %s registered (%s, %s)", spec.id, spec.public()["url"], spec.mode)
@@ -113,6 +116,7 @@ class StreamManager:
             if stream.spec.url != DEMO_URL:
                 await self._registry.delete(stream_id)
             del self._streams[stream_id]
+            self.changes.notify()
         # Viewers end now; the ingest thread may take a read timeout to let go of a hung
         # camera, which the caller need not wait for.
         task = asyncio.create_task(stream.stop(self._settings.ingest.read_timeout + 1))

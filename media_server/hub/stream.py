@@ -13,6 +13,7 @@ from typing import Any
 import av
 
 from media_server.config import Mode, ReconnectPolicy, Settings, Transport
+from media_server.hub.changes import Changes
 from media_server.hub.fanout import Hub
 from media_server.hub.media import AccessUnit, EffectiveMode, SourceInfo, StreamState
 from media_server.ingest.encoder import SharedEncoder
@@ -55,8 +56,10 @@ class Stream:
         settings: Settings,
         loop: asyncio.AbstractEventLoop,
         make_source: SourceFactory,
+        changes: Changes | None = None,
     ) -> None:
         self.spec = spec
+        self.changes = changes or Changes()
         self._settings = settings
         self._loop = loop
         self._make_source = make_source
@@ -79,6 +82,8 @@ class Stream:
         self._idling: asyncio.Task[None] | None = None
         #: How often the stream entered each state (a metric; transitions are also logged).
         self.transitions: dict[StreamState, int] = dict.fromkeys(StreamState, 0)
+        self._rate_sample = (time.monotonic(), 0)  # (when, ingress bytes) for the bitrate
+        self.bitrate: float | None = None
 
     @property
     def id(self) -> str:
@@ -161,6 +166,7 @@ class Stream:
     def acquire(self) -> None:
         """A viewer session begins; an on-demand stream opens its source."""
         self._holders += 1
+        self.changes.notify()
         self._cancel_linger()
         if self.spec.on_demand and self.worker is None:
             self.start()
@@ -168,6 +174,7 @@ class Stream:
     def release(self) -> None:
         """A viewer session ended; the last one lets an on-demand stream idle after a while."""
         self._holders = max(0, self._holders - 1)
+        self.changes.notify()
         if self.spec.on_demand and self._holders == 0 and self.worker is not None:
             linger = self._settings.ingest.on_demand_linger
             self._linger = self._loop.call_later(linger, self._go_idle)
@@ -199,6 +206,7 @@ class Stream:
             self.hub.clear_cache()  # what was cached belongs to the other media path
         self.info = info
         self.effective_mode = mode
+        self.changes.notify()
 
     def on_unit(self, unit: AccessUnit) -> None:
         self.units_out += 1
@@ -218,11 +226,24 @@ class Stream:
         self.state = state
         self.error = error
         self.state_since = time.time()
+        self.changes.notify()
+
+    def _measure_bitrate(self, bytes_in: int) -> float | None:
+        """Ingress bits/s over the time since the last measurement at least 1 s ago."""
+        now = time.monotonic()
+        when, before = self._rate_sample
+        if bytes_in < before:  # a new ingest session counts from zero
+            self._rate_sample = (now, bytes_in)
+        elif now - when >= 1.0:
+            self.bitrate = (bytes_in - before) * 8 / (now - when)
+            self._rate_sample = (now, bytes_in)
+        return self.bitrate if self.state == StreamState.LIVE else None
 
     # -- view -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         info = self.info
         counters = self.worker.counters if self.worker else None
+        bitrate = self._measure_bitrate(counters.bytes if counters else 0)
         return {
             **self.spec.public(),
             "state": str(self.state),
@@ -234,6 +255,7 @@ class Stream:
             "height": info.height if info else None,
             "fps": (counters.fps if counters and counters.fps else None)
             or (info.fps if info else None),
+            "bitrate": round(bitrate) if bitrate is not None else None,
             "effective_mode": self.effective_mode,
             "media_transport": self.media_transport,
             "created_at": self.created_at,

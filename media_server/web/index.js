@@ -1,14 +1,19 @@
-// Stream list: GET /api/v1/streams every 2 s, one table row per stream.
+// Console: every stream with its live state, from the gateway's event stream.
 //
-// With auth on, the API answers 401/403: the page then asks for a control-plane token,
-// keeps it in sessionStorage (this tab only) and sends it as "Authorization: Bearer" on
-// every API call. Links to the player carry it as ?token= (the gateway accepts a
-// control-plane token for viewing) only when one was entered.
+// GET /api/v1/events is read with fetch (not EventSource) so that the control-plane
+// token travels as "Authorization: Bearer", never in a URL. Each `streams` event holds
+// the whole list; rows are updated in place, keyed by stream id. When the stream ends
+// (gateway restarting, network gone) the page says so and reconnects with backoff.
+//
+// With auth on, the API answers 401/403: the page asks for a control-plane token, keeps
+// it in sessionStorage (this tab only). Links to the player carry it as ?token= only
+// when one was entered (the gateway accepts a control-plane token for viewing).
 "use strict";
 
 (function () {
-  const REFRESH_MS = 2000;
   const TOKEN_KEY = "media_server.token";
+  const THUMB_MS = 10000; // a thumbnail is fetched again at most this often
+  const RETRY_MAX_MS = 10000;
   const rows = document.getElementById("rows");
   const note = document.getElementById("note");
   const updated = document.getElementById("updated");
@@ -16,8 +21,13 @@
   const authMessage = document.getElementById("auth-message");
   const tokenInput = document.getElementById("token");
   const forget = document.getElementById("forget");
+  const addForm = document.getElementById("add");
+  const addMessage = document.getElementById("add-message");
+  const errorText = window.MediaServer.errorText;
 
-  let refreshTimer = null;
+  let listening = null; // the AbortController of the open event stream
+  let retryMs = 500;
+  const thumbs = new Map(); // stream id -> {url, at}
 
   // -- the control-plane token ------------------------------------------------------------
   function storedToken() {
@@ -53,6 +63,11 @@
     return token ? `${base}?token=${encodeURIComponent(token)}` : base;
   }
 
+  function say(text, kind) {
+    note.textContent = text;
+    note.className = kind ? `note ${kind}` : "note";
+  }
+
   function askForToken(status, text) {
     const refused = token
       ? status === 403
@@ -61,8 +76,7 @@
       : "This gateway needs a control-plane token";
     authMessage.textContent = `${refused} — ${text}`;
     authForm.hidden = false;
-    note.textContent = `${refused} (HTTP ${status}): ${text}`;
-    note.className = "note bad";
+    say(`${refused} (HTTP ${status}): ${text}`, "bad");
     updated.textContent = "signed out";
     placeholder("Enter a token to see the streams.");
     if (document.activeElement !== tokenInput) tokenInput.focus();
@@ -76,137 +90,270 @@
     tokenInput.value = "";
     authMessage.textContent = "";
     authForm.hidden = true;
-    note.textContent = "Checking the token…";
-    note.className = "note";
-    refresh();
+    say("Checking the token…");
+    listen();
   });
 
   forget.addEventListener("click", () => {
     setToken("");
     placeholder("Loading streams…");
-    refresh();
+    listen();
   });
 
-  function cell(text, className) {
-    const td = document.createElement("td");
-    if (className) td.className = className;
-    td.textContent = text;
-    return td;
-  }
-
+  // -- the table --------------------------------------------------------------------------
   function dash(value) {
     return value === null || value === undefined || value === "" ? "—" : String(value);
   }
 
-  function resolution(s) {
-    return s.width && s.height ? `${s.width}×${s.height}` : "—";
+  function facts(s) {
+    return {
+      codec: s.codec ? (s.profile ? `${s.codec} (${s.profile})` : s.codec) : "—",
+      resolution: s.width && s.height ? `${s.width}×${s.height}` : "—",
+      fps: typeof s.fps === "number" && s.fps > 0 ? s.fps.toFixed(1) : "—",
+      bitrate:
+        typeof s.bitrate === "number"
+          ? s.bitrate >= 1e6
+            ? `${(s.bitrate / 1e6).toFixed(2)} Mbit/s`
+            : `${Math.round(s.bitrate / 1e3)} kbit/s`
+          : "—",
+      viewers: dash(s.viewers),
+      error: s.error || "",
+    };
   }
 
-  function fps(s) {
-    return typeof s.fps === "number" && s.fps > 0 ? s.fps.toFixed(1) : "—";
+  function cell(className) {
+    const td = document.createElement("td");
+    if (className) td.className = className;
+    return td;
   }
 
-  function codec(s) {
-    if (!s.codec) return "—";
-    return s.profile ? `${s.codec} (${s.profile})` : s.codec;
-  }
-
-  function row(s) {
+  function newRow(s) {
     const tr = document.createElement("tr");
     tr.dataset.streamId = s.id;
-    tr.dataset.state = s.state || "";
+    const thumb = cell("thumb");
+    const img = document.createElement("img");
+    img.alt = "";
+    img.width = 96;
+    img.height = 54;
+    thumb.appendChild(img);
+    tr.appendChild(thumb);
 
-    const id = cell("", "id");
+    const id = cell("id");
     const link = document.createElement("a");
     link.href = viewUrl(s.id);
     link.textContent = s.id;
     id.appendChild(link);
-    if (s.url) {
-      const url = document.createElement("div");
-      url.className = "url";
-      url.textContent = s.url;
-      id.appendChild(url);
-    }
+    const url = document.createElement("div");
+    url.className = "url";
+    id.appendChild(url);
     tr.appendChild(id);
 
-    const state = cell("");
+    const state = cell("state");
     const badge = document.createElement("span");
-    badge.className = `badge state ${s.state || ""}`;
-    badge.textContent = dash(s.state);
     state.appendChild(badge);
     tr.appendChild(state);
+    for (const name of ["codec", "num resolution", "num fps", "num bitrate", "num viewers", "error"]) {
+      tr.appendChild(cell(name));
+    }
 
-    tr.appendChild(cell(codec(s), "codec"));
-    tr.appendChild(cell(resolution(s), "num resolution"));
-    tr.appendChild(cell(fps(s), "num fps"));
-    tr.appendChild(cell(dash(s.viewers), "num viewers"));
-    tr.appendChild(cell(s.error || "", "error"));
-
-    const action = cell("");
+    const actions = cell("actions");
     const watch = document.createElement("a");
     watch.href = link.href;
     watch.textContent = "Watch →";
-    action.appendChild(watch);
-    tr.appendChild(action);
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "link danger remove";
+    remove.textContent = "Remove";
+    remove.addEventListener("click", () => removeStream(s.id, remove));
+    actions.append(watch, remove);
+    tr.appendChild(actions);
     return tr;
+  }
+
+  function update(tr, s) {
+    tr.dataset.state = s.state || "";
+    tr.querySelector("td.id div.url").textContent = s.url || "";
+    const badge = tr.querySelector("td.state span");
+    badge.className = `badge state ${s.state || ""}`;
+    badge.textContent = dash(s.state);
+    const f = facts(s);
+    tr.querySelector("td.codec").textContent = f.codec;
+    tr.querySelector("td.resolution").textContent = f.resolution;
+    tr.querySelector("td.fps").textContent = f.fps;
+    tr.querySelector("td.bitrate").textContent = f.bitrate;
+    tr.querySelector("td.viewers").textContent = f.viewers;
+    tr.querySelector("td.error").textContent = f.error;
+    if (s.state === "live") refreshThumb(s.id, tr.querySelector("td.thumb img"));
+  }
+
+  async function refreshThumb(id, img) {
+    const known = thumbs.get(id);
+    const now = Date.now();
+    if (known && (known.loading || now - known.at < THUMB_MS)) return;
+    thumbs.set(id, { url: known && known.url, at: now, loading: true });
+    try {
+      const response = await api(`/api/v1/streams/${encodeURIComponent(id)}/snapshot.jpg`, {
+        headers: { Accept: "image/jpeg" },
+      });
+      if (!response.ok) throw new Error(await errorText(response));
+      const url = URL.createObjectURL(await response.blob());
+      if (known && known.url) URL.revokeObjectURL(known.url);
+      img.src = url;
+      img.title = `snapshot at ${new Date().toLocaleTimeString()}`;
+      thumbs.set(id, { url, at: Date.now(), loading: false });
+    } catch (err) {
+      img.title = `no snapshot: ${err.message || err}`;
+      thumbs.set(id, { url: known && known.url, at: Date.now(), loading: false });
+    }
   }
 
   function placeholder(text) {
     const tr = document.createElement("tr");
-    const td = cell(text, "empty");
-    td.colSpan = 8;
+    const td = cell("empty");
+    td.textContent = text;
+    td.colSpan = 10;
     tr.appendChild(td);
     rows.replaceChildren(tr);
   }
 
   function render(streams) {
-    const fragment = document.createDocumentFragment();
     if (streams.length === 0) {
-      const tr = document.createElement("tr");
-      const td = cell("No streams registered.", "empty");
-      td.colSpan = 8;
-      tr.appendChild(td);
-      fragment.appendChild(tr);
-    } else {
-      streams
-        .slice()
-        .sort((a, b) => String(a.id).localeCompare(String(b.id)))
-        .forEach((s) => fragment.appendChild(row(s)));
+      placeholder("No streams registered.");
+      return;
+    }
+    const existing = new Map();
+    rows.querySelectorAll("tr[data-stream-id]").forEach((tr) => existing.set(tr.dataset.streamId, tr));
+    const fragment = document.createDocumentFragment();
+    streams
+      .slice()
+      .sort((a, b) => String(a.id).localeCompare(String(b.id)))
+      .forEach((s) => {
+        const tr = existing.get(s.id) || newRow(s);
+        update(tr, s);
+        fragment.appendChild(tr);
+      });
+    for (const id of thumbs.keys()) {
+      if (!streams.some((s) => s.id === id)) {
+        const gone = thumbs.get(id);
+        if (gone && gone.url) URL.revokeObjectURL(gone.url);
+        thumbs.delete(id);
+      }
     }
     rows.replaceChildren(fragment);
   }
 
-  const errorText = window.MediaServer.errorText;
+  // -- the event stream -------------------------------------------------------------------
+  function handle(block) {
+    let event = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (line.startsWith("event:")) event = line.slice(6).trim();
+      else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+    }
+    if (event !== "streams" || data.length === 0) return;
+    const body = JSON.parse(data.join("\n"));
+    render(Array.isArray(body.streams) ? body.streams : []);
+    updated.textContent = `live · ${new Date().toLocaleTimeString()}`;
+    updated.dataset.live = "true";
+  }
 
-  async function refresh() {
-    if (refreshTimer) clearTimeout(refreshTimer);
-    refreshTimer = null;
+  async function listen() {
+    if (listening) listening.abort();
+    const controller = new AbortController();
+    listening = controller;
     const sentWith = token;
-    let again = true;
     try {
-      const response = await api("/api/v1/streams");
-      if (token !== sentWith) return; // the token changed meanwhile: that refresh counts
+      const response = await api("/api/v1/events", {
+        headers: { Accept: "text/event-stream" },
+        signal: controller.signal,
+      });
       if (response.status === 401 || response.status === 403) {
         askForToken(response.status, await errorText(response));
-        again = false; // nothing changes until a token is entered
+        listening = null;
+        return; // nothing changes until a token is entered
+      }
+      if (!response.ok || !response.body) throw new Error(await errorText(response));
+      authForm.hidden = true;
+      if (note.className !== "note bad" || sentWith) say("");
+      retryMs = 500;
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true }).replace(/\r\n/g, "\n");
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          handle(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+        }
+      }
+      throw new Error("the gateway ended the event stream");
+    } catch (err) {
+      if (controller.signal.aborted) return; // replaced by a newer listen()
+      updated.textContent = "reconnecting…";
+      updated.dataset.live = "false";
+      say(`Live updates interrupted (${err.message || err}); reconnecting…`, "warn");
+      setTimeout(() => {
+        if (listening === controller) listen();
+      }, retryMs);
+      retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
+    }
+  }
+
+  // -- adding and removing ----------------------------------------------------------------
+  addForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = new FormData(addForm);
+    const body = {
+      url: String(form.get("url") || "").trim(),
+      mode: form.get("mode"),
+      transport: form.get("transport"),
+      on_demand: form.get("on_demand") === "on",
+    };
+    const id = String(form.get("id") || "").trim();
+    if (id) body.id = id;
+    addMessage.textContent = "Adding…";
+    addMessage.className = "note";
+    try {
+      const response = await api("/api/v1/streams", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      if (!response.ok) {
+        addMessage.textContent = `Not added — ${await errorText(response)}`;
+        addMessage.className = "note bad";
         return;
       }
-      if (!response.ok) throw new Error(await errorText(response));
-      const body = await response.json();
-      authForm.hidden = true;
-      render(Array.isArray(body.streams) ? body.streams : []);
-      note.textContent = "";
-      note.className = "note";
-      updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
+      const stream = await response.json();
+      addMessage.textContent = `Added ${stream.id}.`;
+      addMessage.className = "note good";
+      addForm.reset();
     } catch (err) {
-      note.textContent = `Could not load streams: ${err.message || err}`;
-      note.className = "note bad";
-      updated.textContent = "offline";
-    } finally {
-      if (again && token === sentWith && !refreshTimer) refreshTimer = setTimeout(refresh, REFRESH_MS);
+      addMessage.textContent = `Not added — the gateway did not answer (${err.message || err}).`;
+      addMessage.className = "note bad";
+    }
+  });
+
+  async function removeStream(id, button) {
+    if (!window.confirm(`Remove stream ${id}? Its viewers are disconnected.`)) return;
+    button.disabled = true;
+    try {
+      const response = await api(`/api/v1/streams/${encodeURIComponent(id)}`, { method: "DELETE" });
+      if (!response.ok && response.status !== 404) {
+        say(`Could not remove ${id} — ${await errorText(response)}`, "bad");
+        button.disabled = false;
+        return;
+      }
+      say(`Removed ${id}.`);
+    } catch (err) {
+      say(`Could not remove ${id} — the gateway did not answer (${err.message || err}).`, "bad");
+      button.disabled = false;
     }
   }
 
   forget.hidden = !token;
-  refresh();
+  listen();
 })();

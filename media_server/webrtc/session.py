@@ -148,6 +148,12 @@ class SessionManager:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def by_transport(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for session in self._sessions.values():
+            counts[session.transport] = counts.get(session.transport, 0) + 1
+        return counts
+
     def get(self, session_id: str) -> ViewerSession | None:
         return self._sessions.get(session_id)
 
