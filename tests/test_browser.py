@@ -274,7 +274,7 @@ def test_index_lists_demo_live(gateway: Gateway, browser_context: Any) -> None:
             row.and_(page.locator('[data-state="live"]')).wait_for(timeout=10_000)
         except sync_api.TimeoutError:
             pytest.fail(f"demo is not listed as live\n{page.inner_text('body')}\n{log}")
-        assert row.locator(".state").inner_text().strip() == "live"
+        assert row.locator("td.state").inner_text().strip() == "live"
         assert row.locator(".resolution").inner_text().strip() == "640\u00d7480"
         assert row.locator(".codec").inner_text().startswith("h264")
         assert row.locator(".viewers").inner_text().strip().isdigit()

@@ -258,6 +258,29 @@ def build() -> dict[str, Any]:
                     "responses": {"200": _json("OpenAPI 3.1", {"type": "object"})},
                 }
             },
+            "/api/v1/events": {
+                "get": {
+                    "summary": "Live stream list (server-sent events)",
+                    "description": "text/event-stream: a `streams` event (the body of "
+                    "GET /api/v1/streams) at once, on every change, and at least every 2 s.",
+                    "responses": {
+                        "200": {
+                            "description": "an event stream that stays open",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(401, 403, 429, 503),
+                    },
+                }
+            },
+            "/stats": {
+                "get": {
+                    "summary": "The numbers of /metrics as compact JSON, with process CPU and RSS",
+                    "responses": {
+                        "200": _json("figures", {"type": "object"}),
+                        **_errors(401, 403),
+                    },
+                }
+            },
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics",
