@@ -122,7 +122,10 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
             include={"loop", "json_codec", "transcode", "read_timeout", "gc"}
         )
     )
-    gw.metrics.watch(gw.streams.all, lambda: gw.monitor.lag)
+    gw.metrics.watch(gw.streams.all, lambda: gw.monitor.lag, gw.sessions.egress)
+    gw.sessions.on_first_media.append(
+        lambda s, seconds: gw.metrics.first_media_seconds.labels(s.transport).observe(seconds)
+    )
     gw.sessions.on_connected.append(lambda s: gw.metrics.sessions.labels(s.via, s.transport).inc())
     app[GATEWAY] = gw
     for module in (streams, events, stats, health, signaling, whep, pages, openapi, admin):

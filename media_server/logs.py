@@ -37,7 +37,7 @@ def new_request_id(offered: str | None) -> str:
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
-        stream = stream_id.get()
+        stream = getattr(record, "stream_id", None) or stream_id.get()  # extra= wins
         if stream is None:
             name = threading.current_thread().name
             stream = name[len(INGEST_THREAD) :] if name.startswith(INGEST_THREAD) else None

@@ -11,7 +11,14 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -21,10 +28,19 @@ from media_server.hub.stream import Stream
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+Egress = Callable[[set[str]], dict[tuple[str, str], tuple[int, int]]]
+
+
 class _StreamCollector(Collector):
-    def __init__(self, streams: Callable[[], list[Stream]], loop_lag: Callable[[], float]):
+    def __init__(
+        self,
+        streams: Callable[[], list[Stream]],
+        loop_lag: Callable[[], float],
+        egress: Egress,
+    ):
         self._streams = streams
         self._loop_lag = loop_lag
+        self._egress = egress
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         streams = self._streams()
@@ -46,6 +62,7 @@ class _StreamCollector(Collector):
                 ("ingress_packets", "Encoded packets read from the source"),
                 ("ingress_bytes", "Encoded bytes read from the source"),
                 ("frames_decoded", "Frames decoded for transcoding"),
+                ("frames_encoded", "Frames encoded once per stream (shared transcode)"),
                 ("reconnects", "Source reconnect attempts"),
                 ("ingest_dropped_packets", "Packets dropped because the event loop fell behind"),
                 ("viewer_dropped_items", "Units or frames dropped from slow viewers' queues"),
@@ -60,12 +77,30 @@ class _StreamCollector(Collector):
                 families["ingress_packets"].add_metric([stream.id], counters.packets)
                 families["ingress_bytes"].add_metric([stream.id], counters.bytes)
                 families["frames_decoded"].add_metric([stream.id], counters.frames_decoded)
+                families["frames_encoded"].add_metric([stream.id], counters.frames_encoded)
                 families["reconnects"].add_metric([stream.id], counters.reconnects)
                 families["ingest_dropped_packets"].add_metric([stream.id], counters.dropped_backlog)
             families["viewer_dropped_items"].add_metric([stream.id], stream.hub.dropped)
         yield viewers
         yield transitions
         yield from families.values()
+        egress_packets = CounterMetricFamily(
+            "media_server_egress_packets",
+            "RTP packets sent to viewers",
+            labels=["stream", "transport"],
+        )
+        egress_bytes = CounterMetricFamily(
+            "media_server_egress_bytes",
+            "RTP payload bytes sent to viewers",
+            labels=["stream", "transport"],
+        )
+        for (stream_id, transport), (packets, octets) in sorted(
+            self._egress({s.id for s in streams}).items()
+        ):
+            egress_packets.add_metric([stream_id, transport], packets)
+            egress_bytes.add_metric([stream_id, transport], octets)
+        yield egress_packets
+        yield egress_bytes
         lag = GaugeMetricFamily(
             "media_server_event_loop_lag_seconds", "How late the event loop last woke up"
         )
@@ -76,6 +111,7 @@ class _StreamCollector(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, RSS, open fds
         self.sessions = Counter(
             "media_server_viewer_sessions",
             "Viewer sessions negotiated",
@@ -90,6 +126,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.first_media_seconds = Histogram(
+            "media_server_time_to_first_frame_seconds",
+            "From a viewer's offer to its first picture handed to its sender",
+            ["transport"],
+            buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
         self.gc_pause = Counter(
             "media_server_gc_pause_seconds",
             "Time the interpreter stood still collecting garbage (every thread waits)",
@@ -133,8 +176,13 @@ class Metrics:
         )
         info.labels(**chosen).set(1)
 
-    def watch(self, streams: Callable[[], list[Stream]], loop_lag: Callable[[], float]) -> None:
-        self.registry.register(_StreamCollector(streams, loop_lag))
+    def watch(
+        self,
+        streams: Callable[[], list[Stream]],
+        loop_lag: Callable[[], float],
+        egress: Egress,
+    ) -> None:
+        self.registry.register(_StreamCollector(streams, loop_lag, egress))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -50,6 +50,8 @@ if [[ $WITH_TESTS -eq 1 ]]; then
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
     gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x \
     chromium fonts-dejavu-core
+  # promtool (in Debian's prometheus package) checks the /metrics output in a test.
+  apt_install prometheus
 fi
 
 # Reinstall only when pyproject.toml changed (a test install covers the plain one).

@@ -24,6 +24,7 @@ import pytest
 from playwright import sync_api
 
 from tests.support.gateway import GENEROUS, Gateway, run_gateway
+from tests.support.rtsp import RtspServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -445,5 +446,127 @@ def test_index_asks_for_token_then_lists_demo(auth_gateway: Gateway, browser_con
         assert page.evaluate("() => sessionStorage.getItem('media_server.token')") is None
         assert row.count() == 0
         assert log.csp_violations() == [], str(log)
+    finally:
+        page.close()
+
+
+CONSOLE_SCREENSHOT = Path("/tmp/console.png")
+PLAYER_SCREENSHOT = Path("/tmp/player_stats.png")
+
+
+def test_console_adds_and_removes_a_stream_live(
+    gateway: Gateway, rtsp: RtspServer, browser_context: Any
+) -> None:
+    page = browser_context.new_page()
+    log = PageLog(page)
+    page.on("dialog", lambda dialog: dialog.accept())  # "Remove stream …?"
+    try:
+        page.goto(f"{gateway.base_url}/")
+        page.locator('tr[data-stream-id="demo"][data-state="live"]').wait_for(timeout=10_000)
+        # The thumbnail is the gateway's snapshot, decoded by the browser: 640x480.
+        page.wait_for_function(
+            "() => { const i = document.querySelector('tr[data-stream-id=demo] td.thumb img');"
+            " return i && i.naturalWidth === 640 && i.naturalHeight === 480; }",
+            timeout=10_000,
+        )
+        # A refused registration shows the API's own error under the form.
+        page.fill("#add input[name=id]", "bad-one")
+        page.fill("#add input[name=url]", "http://camera.example/stream")
+        page.click("#add button[type=submit]")
+        page.wait_for_function(
+            "() => document.getElementById('add-message').textContent.includes('Not added')",
+            timeout=5_000,
+        )
+        message = page.inner_text("#add-message")
+        assert "invalid" in message and "rtsp" in message.lower(), message
+        # A real camera: its row appears and turns live with no reload (server-sent events).
+        page.fill("#add input[name=id]", "console-cam")
+        page.fill("#add input[name=url]", rtsp.url("/small"))
+        page.click("#add button[type=submit]")
+        row = page.locator('tr[data-stream-id="console-cam"]')
+        try:
+            row.and_(page.locator('[data-state="live"]')).wait_for(timeout=15_000)
+        except sync_api.TimeoutError:
+            pytest.fail(f"the new stream never showed live\n{page.inner_text('body')}\n{log}")
+        assert row.locator("td.resolution").inner_text().strip() == "320\u00d7240"
+        page.wait_for_function(
+            "() => document.querySelector('tr[data-stream-id=\"console-cam\"] td.bitrate')"
+            ".textContent.includes('bit/s')",
+            timeout=10_000,
+        )
+        page.screenshot(path=str(CONSOLE_SCREENSHOT), full_page=True)
+        row.locator("button.remove").click()
+        row.wait_for(state="detached", timeout=10_000)
+        status, _, _ = _request(gateway, "GET", "/api/v1/streams/console-cam")
+        assert status == 404
+    finally:
+        page.close()
+
+
+def test_player_shows_its_stats_overlay(gateway: Gateway, browser_context: Any) -> None:
+    page = browser_context.new_page()
+    log = PageLog(page)
+    try:
+        page.goto(f"{gateway.base_url}/view/demo")
+        _assert_plays(page, log)
+        overlay = page.locator("#stats")
+        assert overlay.is_hidden()
+        page.click("#stats-toggle")
+        assert overlay.is_visible()
+        page.wait_for_function(
+            "() => { const s = (n) => document.querySelector(`#stats dd[data-stat=${n}]`);"
+            " return s('resolution') && s('resolution').textContent === '640\u00d7480'"
+            " && s('bitrate').textContent.endsWith('kbit/s')"
+            " && s('latency').textContent.endsWith('ms'); }",
+            timeout=10_000,
+        )
+        stat = {
+            name: page.inner_text(f"#stats dd[data-stat={name}]")
+            for name in ("fps", "packets", "jitter", "transport", "codec")
+        }
+        assert stat["transport"] == "passthrough" and stat["codec"] == "H264", stat
+        assert stat["packets"].isdigit() and stat["jitter"].endswith("ms"), stat
+        page.screenshot(path=str(PLAYER_SCREENSHOT))
+        page.click("#stats-toggle")
+        assert overlay.is_hidden()
+    finally:
+        page.close()
+
+
+def _sessions(gw: Gateway) -> int:
+    _, _, body = _request(gw, "GET", "/api/v1/health/ready")
+    count: int = json.loads(body)["components"]["webrtc"]["sessions"]
+    return count
+
+
+def test_whep_player_plays_here_and_across_origins(gateway: Gateway, browser_context: Any) -> None:
+    page = browser_context.new_page()
+    log = PageLog(page)
+    try:
+        page.goto(f"{gateway.base_url}/whep?stream=demo")
+        _assert_plays(page, log)
+        assert page.get_attribute("#state", "data-state") == "playing"
+        # Another gateway that lets this page's origin in (CORS): the page plays it too,
+        # and Stop ends the session there with the WHEP DELETE.
+        env = {**GENEROUS, "MEDIA_SERVER_HTTP__CORS_ORIGINS": json.dumps([gateway.base_url])}
+        with run_gateway(env=env) as other:
+            endpoint = f"{other.base_url}/api/v1/streams/demo/whep"
+            page.goto(f"{gateway.base_url}/whep?url={endpoint}")
+            _assert_plays(page, log, f"cross-origin: {endpoint}")
+            assert _sessions(other) == 1
+            page.click("#stop")
+            deadline = time.monotonic() + 5
+            while _sessions(other) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert _sessions(other) == 0, "Stop did not end the session (WHEP DELETE)"
+            assert not log.csp_violations(), log
+        # A gateway that does not allow the origin: the browser refuses, the page says so.
+        with run_gateway(env=GENEROUS) as closed:
+            page.goto(f"{gateway.base_url}/whep?url={closed.base_url}/api/v1/streams/demo/whep")
+            page.wait_for_function(
+                "() => document.getElementById('state').dataset.state === 'failed'",
+                timeout=10_000,
+            )
+            assert "did not answer" in page.inner_text("#message")
     finally:
         page.close()

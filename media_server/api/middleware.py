@@ -27,7 +27,7 @@ SECURITY_HEADERS = {
 }
 CORS_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type, If-Match"
-CORS_EXPOSE = "Location, ETag, Link, Retry-After, X-Request-Id"
+CORS_EXPOSE = "Location, ETag, Link, Accept-Patch, Retry-After, X-Media-Transport, X-Request-Id"
 
 
 @web.middleware
@@ -64,7 +64,7 @@ async def add_headers(request: web.Request, response: web.StreamResponse) -> Non
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     if response.content_type == "text/html":
-        response.headers["Content-Security-Policy"] = CSP
+        response.headers.setdefault("Content-Security-Policy", CSP)
     origin = _allowed_origin(request)
     if origin is not None:
         response.headers["Access-Control-Allow-Origin"] = origin

@@ -138,6 +138,22 @@ def build() -> dict[str, Any]:
                     "responses": {"204": {"description": "removed"}, **_errors(401, 403, 404)},
                 },
             },
+            "/api/v1/streams/{stream_id}/snapshot.jpg": {
+                "get": {
+                    "summary": "The latest picture as a JPEG (viewer access)",
+                    "description": "Decoded from the last keyframe onwards; cached for a "
+                    "second, and made once however many ask at the same time.",
+                    "security": [{"bearer": []}, {}],
+                    "parameters": [STREAM_ID],
+                    "responses": {
+                        "200": {
+                            "description": "the picture",
+                            "content": {"image/jpeg": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(401, 403, 404, 503),
+                    },
+                }
+            },
             "/api/v1/streams/{stream_id}/viewer-tokens": {
                 "parameters": [STREAM_ID],
                 "post": {
@@ -184,7 +200,8 @@ def build() -> dict[str, Any]:
                     },
                     "responses": {
                         "201": {
-                            "description": "the answer; Location names the session",
+                            "description": "the answer; Location names the session, ETag "
+                            "its ICE session, X-Media-Transport the media path it gets",
                             "content": {"application/sdp": {"schema": {"type": "string"}}},
                         },
                         **_errors(400, 401, 403, 404, 413, 415, 429, 503),
@@ -202,12 +219,15 @@ def build() -> dict[str, Any]:
                             "application/trickle-ice-sdpfrag": {"schema": {"type": "string"}}
                         },
                     },
-                    "responses": {"204": {"description": "applied"}, **_errors(400, 404, 415)},
+                    "responses": {
+                        "204": {"description": "applied"},
+                        **_errors(400, 404, 412, 415, 422),
+                    },
                 },
                 "delete": {
                     "summary": "WHEP: end the session",
                     "security": OPEN,
-                    "responses": {"204": {"description": "ended"}, **_errors(404)},
+                    "responses": {"200": {"description": "ended"}, **_errors(404)},
                 },
             },
             "/api/v1/admin/profile": {

@@ -1,4 +1,5 @@
-"""Browser pages: the stream list and the player. Static files; the data comes from the API."""
+"""Browser pages: the console, the player and a WHEP player. Static files; the data comes
+from the API."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from pathlib import Path
 from aiohttp import web
 
 from media_server.api.access import require_viewer
+from media_server.api.middleware import CSP
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
 
 routes = web.RouteTableDef()
+
+CSP_WHEP_PLAYER = CSP.replace("connect-src 'self' ws: wss:", "connect-src 'self' http: https:")
 
 
 @routes.get("/")
@@ -22,6 +26,14 @@ async def index(request: web.Request) -> web.FileResponse:
 async def view(request: web.Request) -> web.FileResponse:
     require_viewer(request, request.match_info["stream_id"])
     return web.FileResponse(WEB_ROOT / "view.html")
+
+
+@routes.get("/whep")
+async def whep_player(request: web.Request) -> web.FileResponse:
+    """Plays any WHEP endpoint, so its fetches may go to another origin (CORS decides)."""
+    response = web.FileResponse(WEB_ROOT / "whep.html")
+    response.headers["Content-Security-Policy"] = CSP_WHEP_PLAYER
+    return response
 
 
 routes.static("/static", WEB_ROOT)

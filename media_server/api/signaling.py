@@ -92,7 +92,8 @@ class _Conversation:
         started = time.perf_counter()
         self.session, answer = await self.gw.sessions.open(stream, sdp, "ws", self.client)
         self.gw.metrics.signaling_seconds.labels("ws").observe(time.perf_counter() - started)
-        return {"type": "answer", "sdp": answer}
+        # The media path this viewer gets (a canary may differ from the stream's default).
+        return {"type": "answer", "sdp": answer, "media_transport": self.session.transport}
 
     async def _candidate(self, message: dict[str, Any]) -> dict[str, Any] | None:
         if self.session is None:

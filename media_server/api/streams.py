@@ -1,16 +1,17 @@
-"""REST: register, list, show and remove streams; issue viewer tokens."""
+"""REST: register, list, show and remove streams; snapshots; issue viewer tokens."""
 
 from __future__ import annotations
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from media_server.api.access import client_key, require
+from media_server.api.access import client_key, require, require_viewer
 from media_server.api.context import gateway
 from media_server.api.errors import ApiError
 from media_server.api.schemas import StreamCreate, parse, read_json
 from media_server.auth.tokens import ISSUE, READ, WRITE
 from media_server.hub.manager import CapacityError, StreamConflict
+from media_server.hub.snapshot import NoPicture
 from media_server.hub.stream import Stream
 from media_server.ingest.guard import SourceDenied
 from media_server.store.registry import StoreError
@@ -101,4 +102,20 @@ async def issue_viewer_token(request: web.Request) -> web.Response:
             "view_url": f"/view/{stream.id}?token={token}",
         },
         status=201,
+    )
+
+
+@routes.get("/api/v1/streams/{stream_id}/snapshot.jpg")
+async def snapshot(request: web.Request) -> web.Response:
+    """The latest picture as a JPEG: whoever may watch the stream may see it."""
+    require_viewer(request, request.match_info["stream_id"])
+    stream = get_stream(request)
+    try:
+        data = await stream.snapshots.jpeg()
+    except NoPicture as exc:
+        raise ApiError(503, "no-picture", str(exc), {"Retry-After": "1"}) from None
+    return web.Response(
+        body=data,
+        content_type="image/jpeg",
+        headers={"Cache-Control": "private, max-age=1"},
     )

@@ -1,4 +1,11 @@
-"""WHEP (WebRTC-HTTP Egress Protocol): one POST with the offer, DELETE to leave."""
+"""WHEP (WebRTC-HTTP Egress Protocol): one POST with the offer, DELETE to leave.
+
+As the WHEP draft (and WHIP, RFC 9725, which it follows) says: the answer comes with a
+`Location` for the session and an `ETag` for its ICE session; PATCH with an
+`application/trickle-ice-sdpfrag` adds trickled candidates (204), answers 412 when
+`If-Match` names another ICE session and 422 to an ICE restart, which this gateway does
+not do (the player offers again instead); DELETE ends the session with 200.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,9 @@ from media_server.api.streams import get_stream
 from media_server.webrtc.session import MAX_SDP_BYTES, SignalingError, ViewerSession
 
 routes = web.RouteTableDef()
+
+TRICKLE = "application/trickle-ice-sdpfrag"
+RESTART = "ICE restarts are not supported: offer again for a new session"
 
 
 def _session(request: web.Request) -> ViewerSession:
@@ -50,16 +60,44 @@ async def whep_offer(request: web.Request) -> web.Response:
         status=201,
         text=answer,
         content_type="application/sdp",
-        headers={"Location": location},
+        headers={
+            "Location": location,
+            "ETag": _etag(session),
+            "Accept-Patch": TRICKLE,
+            "X-Media-Transport": session.transport,
+        },
     )
+
+
+def _etag(session: ViewerSession) -> str:
+    return f'"{session.id}"'
+
+
+def _ice_credentials(sdp: str) -> tuple[str | None, str | None]:
+    ufrag = pwd = None
+    for line in sdp.splitlines():
+        if line.startswith("a=ice-ufrag:") and ufrag is None:
+            ufrag = line.split(":", 1)[1].strip()
+        elif line.startswith("a=ice-pwd:") and pwd is None:
+            pwd = line.split(":", 1)[1].strip()
+    return ufrag, pwd
 
 
 @routes.patch("/api/v1/streams/{stream_id}/whep/{session_id}")
 async def whep_trickle(request: web.Request) -> web.Response:
     session = _session(request)
-    if request.content_type != "application/trickle-ice-sdpfrag":
-        raise ApiError(415, "unsupported-media-type", "send application/trickle-ice-sdpfrag")
+    if request.content_type != TRICKLE:
+        raise ApiError(415, "unsupported-media-type", f"send {TRICKLE}")
+    match = request.headers.get("If-Match")
+    if match == "*":
+        raise ApiError(422, "ice-restart-unsupported", RESTART)
+    if match is not None and match != _etag(session):
+        raise ApiError(412, "etag-mismatch", "If-Match names another ICE session")
     fragment = (await request.read()).decode("utf-8", "replace")
+    ufrag, pwd = _ice_credentials(fragment)
+    known = _ice_credentials(session.remote_sdp)
+    if (ufrag and ufrag != known[0]) or (pwd and pwd != known[1]):
+        raise ApiError(422, "ice-restart-unsupported", RESTART)
     mid = "0"
     try:
         for line in fragment.splitlines():
@@ -78,4 +116,4 @@ async def whep_trickle(request: web.Request) -> web.Response:
 async def whep_delete(request: web.Request) -> web.Response:
     session = _session(request)
     await gateway(request).sessions.close(session, "WHEP DELETE")
-    return web.Response(status=204)
+    return web.Response(status=200)

@@ -129,6 +129,13 @@ class Hub:
     def unsubscribe(self, sub: Subscriber) -> None:
         self._subscribers.discard(sub)
 
+    def picture(self) -> list[AccessUnit] | av.VideoFrame | None:
+        """What the latest picture can be made from: the units since the last keyframe,
+        or the last decoded frame (streams that publish frames only), or nothing yet."""
+        if self._gop_valid:
+            return list(self._gop)
+        return self._last_frame
+
     def publish_unit(self, unit: AccessUnit) -> None:
         if unit.keyframe:
             self._gop = [unit]

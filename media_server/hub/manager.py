@@ -105,7 +105,10 @@ class StreamManager:
         self.changes.notify()
         if not spec.on_demand:
             stream.start()
-        log.info("stream %s registered (%s, %s)", spec.id, spec.public()["url"], spec.mode)
+        url = spec.public()["url"]
+        log.info(
+            "stream %s registered (%s, %s)", spec.id, url, spec.mode, extra={"stream_id": spec.id}
+        )
         return stream
 
     async def delete(self, stream_id: str) -> bool:
@@ -122,7 +125,7 @@ class StreamManager:
         task = asyncio.create_task(stream.stop(self._settings.ingest.read_timeout + 1))
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
-        log.info("stream %s removed", stream_id)
+        log.info("stream %s removed", stream_id, extra={"stream_id": stream_id})
         return True
 
     async def close(self, timeout: float) -> None:

@@ -16,6 +16,7 @@ from media_server.config import Mode, ReconnectPolicy, Settings, Transport
 from media_server.hub.changes import Changes
 from media_server.hub.fanout import Hub
 from media_server.hub.media import AccessUnit, EffectiveMode, SourceInfo, StreamState
+from media_server.hub.snapshot import Snapshots
 from media_server.ingest.encoder import SharedEncoder
 from media_server.ingest.source import Source
 from media_server.ingest.worker import IngestWorker
@@ -75,6 +76,7 @@ class Stream:
         self.hub = Hub(
             hub.viewer_queue, hub.gop_cache_units, hub.gop_cache_bytes, hub.viewer_frames
         )
+        self.snapshots = Snapshots(self.hub)
         self.worker: IngestWorker | None = None
         self._holders = 0
         self._viewers_admitted = 0
@@ -160,7 +162,12 @@ class Stream:
         while worker.alive and self._loop.time() < deadline:
             await asyncio.sleep(0.05)
         if worker.alive:
-            log.warning("stream %s: ingest thread still closing after %.1f s", self.id, timeout)
+            log.warning(
+                "stream %s: ingest thread still closing after %.1f s",
+                self.id,
+                timeout,
+                extra={"stream_id": self.id},
+            )
 
     # -- on-demand ingest: the camera is open only while someone watches -----------------
     def acquire(self) -> None:
@@ -221,7 +228,14 @@ class Stream:
             return
         if state != self.state:
             reason = f" ({error})" if error else ""
-            log.info("stream %s: %s -> %s%s", self.id, self.state, state, reason)
+            log.info(
+                "stream %s: %s -> %s%s",
+                self.id,
+                self.state,
+                state,
+                reason,
+                extra={"stream_id": self.id},
+            )
             self.transitions[state] += 1
         self.state = state
         self.error = error

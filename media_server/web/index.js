@@ -107,7 +107,8 @@
 
   function facts(s) {
     return {
-      codec: s.codec ? (s.profile ? `${s.codec} (${s.profile})` : s.codec) : "—",
+      codec: s.codec || "—",
+      profile: s.profile || "",
       resolution: s.width && s.height ? `${s.width}×${s.height}` : "—",
       fps: typeof s.fps === "number" && s.fps > 0 ? s.fps.toFixed(1) : "—",
       bitrate:
@@ -177,7 +178,14 @@
     badge.className = `badge state ${s.state || ""}`;
     badge.textContent = dash(s.state);
     const f = facts(s);
-    tr.querySelector("td.codec").textContent = f.codec;
+    const codecCell = tr.querySelector("td.codec");
+    codecCell.textContent = f.codec;
+    if (f.profile) {
+      const profile = document.createElement("div");
+      profile.className = "url";
+      profile.textContent = f.profile;
+      codecCell.appendChild(profile);
+    }
     tr.querySelector("td.resolution").textContent = f.resolution;
     tr.querySelector("td.fps").textContent = f.fps;
     tr.querySelector("td.bitrate").textContent = f.bitrate;

@@ -52,6 +52,7 @@
     retryDelayMs: MIN_DELAY_MS,
     stream: null, // last /api/v1/streams/{id} answer
     stats: null, // last inbound-rtp summary
+    mediaTransport: null, // what the gateway said this viewer gets (the answer message)
   };
   window.__player = player;
 
@@ -251,6 +252,7 @@
       }
       if (msg.type === "answer" && pc && !answered) {
         answered = true;
+        player.mediaTransport = msg.media_transport || null;
         try {
           await pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
         } catch (err) {
@@ -344,18 +346,69 @@
     setTimeout(pollStream, STREAM_POLL_MS);
   }
 
+  // -- stats: what the browser measures (getStats), in the line under the player and in
+  // the overlay the "Stats" button toggles -----------------------------------------------
+  const overlay = document.getElementById("stats");
+  const toggle = document.getElementById("stats-toggle");
+  let previous = null; // {at, bytes} of the last reading, for the bitrate
+
+  toggle.addEventListener("click", () => {
+    overlay.hidden = !overlay.hidden;
+    toggle.setAttribute("aria-pressed", String(!overlay.hidden));
+  });
+
+  function ms(seconds) {
+    return typeof seconds === "number" && isFinite(seconds) ? `${Math.round(seconds * 1000)} ms` : "—";
+  }
+
+  function showOverlay(st) {
+    const rows = [
+      ["resolution", st.width && st.height ? `${st.width}×${st.height}` : "—"],
+      ["fps", st.fps ? st.fps.toFixed(0) : "—"],
+      ["bitrate", st.bitrate !== null ? `${(st.bitrate / 1000).toFixed(0)} kbit/s` : "—"],
+      ["packets lost", String(st.packetsLost)],
+      ["jitter", ms(st.jitter)],
+      ["latency (est.)", ms(st.latency)],
+      ["codec", st.codec ? st.codec.replace("video/", "") : "—"],
+      ["transport", player.mediaTransport || "—"],
+    ];
+    const fragment = document.createDocumentFragment();
+    for (const [name, value] of rows) {
+      const dt = document.createElement("dt");
+      dt.textContent = name;
+      const dd = document.createElement("dd");
+      dd.textContent = value;
+      dd.dataset.stat = name.split(" ")[0];
+      fragment.append(dt, dd);
+    }
+    overlay.replaceChildren(fragment);
+  }
+
   async function pollStats() {
     const pc = player.pc;
     try {
       if (pc && pc.connectionState === "connected") {
         const report = await pc.getStats();
         let inbound = null;
-        let codec = null;
+        let pair = null;
         report.forEach((r) => {
           if (r.type === "inbound-rtp" && r.kind === "video") inbound = r;
+          if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") pair = r;
         });
-        if (inbound && inbound.codecId) codec = report.get(inbound.codecId) || null;
+        const codec = inbound && inbound.codecId ? report.get(inbound.codecId) || null : null;
         if (inbound) {
+          const now = performance.now();
+          const bytes = inbound.bytesReceived || 0;
+          const bitrate =
+            previous && now > previous.at ? ((bytes - previous.bytes) * 8 * 1000) / (now - previous.at) : null;
+          previous = { at: now, bytes };
+          // Estimated glass-to-glass share the browser can see: half the round trip, the
+          // jitter buffer's average hold and the average decode time.
+          const emitted = inbound.jitterBufferEmittedCount || 0;
+          const buffer = emitted ? inbound.jitterBufferDelay / emitted : null;
+          const decode = inbound.framesDecoded ? inbound.totalDecodeTime / inbound.framesDecoded : null;
+          const rtt = pair && typeof pair.currentRoundTripTime === "number" ? pair.currentRoundTripTime : null;
+          const parts = [rtt !== null ? rtt / 2 : null, buffer, decode].filter((v) => typeof v === "number");
           player.stats = {
             codec: codec ? codec.mimeType : null,
             width: inbound.frameWidth || null,
@@ -363,6 +416,9 @@
             fps: inbound.framesPerSecond || null,
             framesDecoded: inbound.framesDecoded || 0,
             packetsLost: inbound.packetsLost || 0,
+            jitter: typeof inbound.jitter === "number" ? inbound.jitter : null,
+            bitrate,
+            latency: parts.length ? parts.reduce((a, b) => a + b, 0) : null,
           };
           const st = player.stats;
           const bits = [];
@@ -371,9 +427,11 @@
           if (st.fps) bits.push(`${Math.round(st.fps)} fps`);
           bits.push(`${st.framesDecoded} frames`);
           facts.textContent = bits.join(" · ");
+          showOverlay(st);
         }
       } else if (!pc) {
         facts.textContent = "";
+        previous = null;
       }
     } catch (_) {
       /* the connection went away between the check and getStats */

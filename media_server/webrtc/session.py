@@ -103,6 +103,22 @@ class ViewerSession:
         self.closed = asyncio.Event()
         self.close_reason = ""
         self.expiry: asyncio.TimerHandle | None = None
+        self.opened_at = time.monotonic()
+
+    def sent(self) -> tuple[int, int]:
+        """RTP packets and payload bytes this viewer's senders have sent (aiortc keeps the
+        counts for its RTCP sender reports; they are read, never reset)."""
+        packets = octets = 0
+        for sender in self.pc.getSenders():
+            packets += getattr(sender, "_RTCRtpSender__packet_count", 0)
+            octets += getattr(sender, "_RTCRtpSender__octet_count", 0)
+        return packets, octets
+
+    @property
+    def remote_sdp(self) -> str:
+        """The viewer's offer as applied (its ICE credentials, for WHEP's PATCH)."""
+        remote = self.pc.remoteDescription
+        return remote.sdp if remote is not None else ""
 
     async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
         """Apply a trickled RTCIceCandidateInit; None or an empty candidate ends the list."""
@@ -144,9 +160,26 @@ class SessionManager:
         self._tasks: set[asyncio.Future[None]] = set()
         self.accepting = True
         self.on_connected: list[Callable[[ViewerSession], None]] = []
+        #: Called with a session and its time from offer to first media handed to aiortc.
+        self.on_first_media: list[Callable[[ViewerSession, float], None]] = []
+        self._ended_egress: dict[tuple[str, str], tuple[int, int]] = {}
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+    def egress(self, registered: set[str]) -> dict[tuple[str, str], tuple[int, int]]:
+        """Packets and bytes sent, by (stream, media transport): ended sessions included,
+        so the figures only grow (Prometheus counters). Streams no longer `registered`
+        are forgotten (their series end with them), which keeps this bounded."""
+        for key in [k for k in self._ended_egress if k[0] not in registered]:
+            del self._ended_egress[key]
+        totals = dict(self._ended_egress)
+        for session in self._sessions.values():
+            key = (session.stream.id, session.transport)
+            packets, octets = session.sent()
+            before = totals.get(key, (0, 0))
+            totals[key] = (before[0] + packets, before[1] + octets)
+        return totals
 
     def by_transport(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -185,6 +218,12 @@ class SessionManager:
         transport = stream.viewer_transport()
         track = HubTrack(stream.hub, WANTS.get(transport, "any"))
         session = ViewerSession(stream, pc, track, via, client, transport)
+
+        def first_media() -> None:
+            for callback in self.on_first_media:
+                callback(session, time.monotonic() - session.opened_at)
+
+        track.on_first = first_media
         self._sessions[session.id] = session
         stream.acquire()
         try:
@@ -217,7 +256,13 @@ class SessionManager:
         session.expiry = asyncio.get_running_loop().call_later(
             self._settings.connect_timeout, self._expire_unconnected, session
         )
-        log.info("viewer %s of stream %s negotiated via %s", session.id, stream.id, via)
+        log.info(
+            "viewer %s of stream %s negotiated via %s",
+            session.id,
+            stream.id,
+            via,
+            extra={"stream_id": stream.id},
+        )
         return session, pc.localDescription.sdp
 
     @staticmethod
@@ -255,10 +300,21 @@ class SessionManager:
             session.expiry.cancel()  # the timer would keep the whole peer alive until it fires
             session.expiry = None
         self._sessions.pop(session.id, None)
+        key = (session.stream.id, session.transport)
+        packets, octets = session.sent()
+        before = self._ended_egress.get(key, (0, 0))
+        self._ended_egress[key] = (before[0] + packets, before[1] + octets)
         session.stream.release()
         session.track.stop()
         await _close_peer(session.pc)
-        log.info("viewer %s of stream %s closed: %s", session.id, session.stream.id, reason)
+        stream_id = session.stream.id
+        log.info(
+            "viewer %s of stream %s closed: %s",
+            session.id,
+            stream_id,
+            reason,
+            extra={"stream_id": stream_id},
+        )
 
     async def close_stream(self, stream_id: str) -> None:
         await asyncio.gather(*(self.close(s, "stream removed") for s in self.for_stream(stream_id)))

@@ -7,6 +7,9 @@ An `av.Packet` goes to aiortc's H.264 packetizer untouched (passthrough); an
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
@@ -23,6 +26,9 @@ class HubTrack(MediaStreamTrack):
         self._hub = hub
         self._wants = wants
         self._sub: Subscriber | None = None
+        #: When the first item went to the sender, and who wants to know.
+        self.first_at: float | None = None
+        self.on_first: Callable[[], None] | None = None
 
     @property
     def subscriber(self) -> Subscriber | None:
@@ -38,6 +44,10 @@ class HubTrack(MediaStreamTrack):
         except StreamEnded:
             self.stop()
             raise MediaStreamError from None
+        if self.first_at is None:
+            self.first_at = time.monotonic()
+            if self.on_first is not None:
+                self.on_first()
         return item.packet if isinstance(item, AccessUnit) else _own_copy(item)
 
     def stop(self) -> None:

@@ -105,7 +105,7 @@ class Viewer:
             if self.whep_location:
                 with contextlib.suppress(aiohttp.ClientConnectionError):  # gateway gone
                     async with self._http.delete(self.base_url + self.whep_location) as resp:
-                        assert resp.status in (204, 404)
+                        assert resp.status in (200, 404)
             if self._ws is not None:
                 await self._ws.close()
             await self._http.close()
