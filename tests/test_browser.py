@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 from playwright import sync_api
 
-from tests.support.gateway import GENEROUS, Gateway, run_gateway
+from tests.support.gateway import GENEROUS, Gateway, run_gateway, run_gateway_on
 from tests.support.rtsp import RtspServer
 
 CHROMIUM = "/usr/bin/chromium"
@@ -568,5 +569,62 @@ def test_whep_player_plays_here_and_across_origins(gateway: Gateway, browser_con
                 timeout=10_000,
             )
             assert "did not answer" in page.inner_text("#message")
+    finally:
+        page.close()
+
+
+def _player_state(page: Any) -> dict[str, Any]:
+    state: dict[str, Any] = page.evaluate(
+        "() => ({state: window.__player.state, attempts: window.__player.attempts})"
+    )
+    return state
+
+
+def test_player_comes_back_after_gateway_and_stream_restarts(
+    rtsp: RtspServer, browser_context: Any
+) -> None:
+    page = browser_context.new_page()
+    log = PageLog(page)
+    try:
+        with run_gateway(env=GENEROUS) as first:
+            port = first.port
+            status, _, _ = _request(
+                first, "POST", "/api/v1/streams", body={"id": "cam", "url": rtsp.url("/baseline")}
+            )
+            assert status == 201
+            page.goto(f"{first.base_url}/view/cam")
+            _assert_plays(page, log, "before the restarts")
+            before = _player_state(page)["attempts"]
+            os.kill(first.pid, signal.SIGKILL)  # the socket drops without a goodbye
+            first.proc.wait(timeout=10)
+            page.wait_for_function(
+                "() => window.__player.state !== 'playing'", timeout=PLAY_TIMEOUT_MS
+            )
+        # The same address again, as a supervisor restarts it (a fresh registry).
+        with run_gateway_on(port, env=GENEROUS) as second:
+            status, _, _ = _request(
+                second, "POST", "/api/v1/streams", body={"id": "cam", "url": rtsp.url("/baseline")}
+            )
+            assert status == 201
+            page.wait_for_function(
+                "() => window.__player.state === 'playing'", timeout=PLAY_TIMEOUT_MS
+            )
+            _assert_plays(page, log, "after the gateway restart")
+            after_gateway = _player_state(page)["attempts"]
+            assert after_gateway > before
+            # The stream restarts: removed (its viewers hear so) and registered again.
+            assert _request(second, "DELETE", "/api/v1/streams/cam")[0] == 204
+            page.wait_for_function(
+                "() => window.__player.state !== 'playing'", timeout=PLAY_TIMEOUT_MS
+            )
+            status, _, _ = _request(
+                second, "POST", "/api/v1/streams", body={"id": "cam", "url": rtsp.url("/baseline")}
+            )
+            assert status == 201
+            page.wait_for_function(
+                "() => window.__player.state === 'playing'", timeout=PLAY_TIMEOUT_MS
+            )
+            _assert_plays(page, log, "after the stream restart")
+            assert _player_state(page)["attempts"] > after_gateway
     finally:
         page.close()

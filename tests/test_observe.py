@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -177,3 +178,52 @@ async def test_json_logs_carry_ids_and_no_secrets(
     assert any(r["request_id"] == "r-42" and r["stream"] == "cam" for r in records)
     assert any(r["stream"] == "cam" and "live" in r["message"] for r in records)
     assert "hunter2secret" not in "\n".join(lines)
+
+
+async def test_snapshot_of_a_transcoded_stream_and_of_one_with_no_picture(
+    http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer
+) -> None:
+    status, _ = await register(http, gateway.base_url, id="snap-high", url=rtsp.url("/high"))
+    assert status == 201
+    await wait_state(http, gateway.base_url, "snap-high", "live")
+    url = f"{gateway.base_url}/api/v1/streams/snap-high/snapshot.jpg"
+    for _ in range(50):  # the first keyframe of the shared encoder may take a moment
+        async with http.get(url) as resp:
+            if resp.status == 200:
+                assert jpeg_size(await resp.read()) == (640, 480)
+                break
+            assert resp.status == 503
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("no snapshot of the transcoded stream")
+    # An on-demand stream nobody watches has no picture: 503 with a reason, not a hang.
+    body = {"id": "snap-idle", "url": rtsp.url("/small"), "on_demand": True}
+    status, _ = await register(http, gateway.base_url, **body)
+    assert status == 201
+    async with http.get(f"{gateway.base_url}/api/v1/streams/snap-idle/snapshot.jpg") as resp:
+        assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+        assert (await resp.json())["error"]["code"] == "no-picture"
+    for sid in ("snap-high", "snap-idle"):
+        async with http.delete(f"{gateway.base_url}/api/v1/streams/{sid}") as resp:
+            assert resp.status == 204
+
+
+async def test_event_streams_are_bounded_and_end_with_the_gateway(
+    http: aiohttp.ClientSession,
+) -> None:
+    env = {**GENEROUS, "MEDIA_SERVER_LIMITS__EVENT_STREAMS": "2"}
+    with run_gateway(env=env) as gw:
+        url = f"{gw.base_url}/api/v1/events"
+        first = await http.get(url)
+        second = await http.get(url)
+        assert first.status == second.status == 200
+        async with http.get(url) as third:
+            assert third.status == 503
+            assert (await third.json())["error"]["code"] == "capacity"
+        await next_streams(first)
+        began = time.monotonic()
+        gw.proc.send_signal(signal.SIGTERM)
+        assert gw.proc.wait(timeout=10) == 0  # open event streams do not hold it up
+        assert time.monotonic() - began < 10
+        for resp in (first, second):
+            resp.close()

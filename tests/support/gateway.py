@@ -187,6 +187,24 @@ def run_gateway(
 
 
 @contextlib.contextmanager
+def run_gateway_on(
+    port: int,
+    *extra_args: str,
+    env: Mapping[str, str] | None = None,
+    start_timeout: float = START_TIMEOUT,
+) -> Iterator[Gateway]:
+    """A gateway on this very port: a restart in place, as a supervisor would do it."""
+    with tempfile.TemporaryDirectory(prefix="gateway-") as scratch:
+        env = {"MEDIA_SERVER_REGISTRY__PATH": f"{scratch}/registry.sqlite3", **(env or {})}
+        gateway = _spawn(port, extra_args, env)
+        try:
+            gateway.wait_healthy(start_timeout)
+            yield gateway
+        finally:
+            gateway.close()
+
+
+@contextlib.contextmanager
 def _run(
     extra_args: tuple[str, ...], env: Mapping[str, str], start_timeout: float, attempts: int
 ) -> Iterator[Gateway]:
