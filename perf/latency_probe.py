@@ -17,10 +17,8 @@ incomplete, undecodable or carried no readable stamp.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
-import json
 import queue
 import threading
 import time
@@ -33,6 +31,7 @@ from aiortc.rtp import RtpPacket
 from av.video.codeccontext import VideoCodecContext
 
 from perf.cheap_viewer import CheapViewer
+from perf.probe_cli import probe_main
 from tests.support import stamp
 
 DECODERS = {"H264": "h264", "VP8": "vp8"}
@@ -181,16 +180,5 @@ async def run(base_url: str, stream_id: str, warmup: float, window: float) -> di
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("base_url")
-    parser.add_argument("stream")
-    parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--window", type=float, default=10.0)
-    args = parser.parse_args()
-    result = asyncio.run(run(args.base_url, args.stream, args.warmup, args.window))
-    print(json.dumps(result), flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    probe_main(run, __doc__)

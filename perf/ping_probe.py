@@ -13,13 +13,14 @@ Prints one JSON line: the round trips in milliseconds.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import time
 from typing import Any
 
 import aiohttp
+
+from perf.probe_cli import probe_main
 
 INTERVAL = 0.1
 
@@ -50,16 +51,5 @@ async def run(base_url: str, stream_id: str, warmup: float, window: float) -> di
     return {"stream": stream_id, "error": error, "pings_ms": rtts}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("base_url")
-    parser.add_argument("stream")
-    parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--window", type=float, default=10.0)
-    args = parser.parse_args()
-    result = asyncio.run(run(args.base_url, args.stream, args.warmup, args.window))
-    print(json.dumps(result), flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    probe_main(run, __doc__)
