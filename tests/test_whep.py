@@ -7,9 +7,9 @@ import aiohttp
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
+from media_server.api.whep import ice_links
+from media_server.config import IceServer
 from tests.support.gateway import Gateway
-
-pytestmark = pytest.mark.e2e
 
 TRICKLE = "application/trickle-ice-sdpfrag"
 
@@ -21,6 +21,7 @@ def ice(sdp: str) -> tuple[str, str]:
     return ufrag, pwd
 
 
+@pytest.mark.e2e
 async def test_whep_session_resource(http: aiohttp.ClientSession, gateway: Gateway) -> None:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTransceiver("video", direction="recvonly")
@@ -65,3 +66,16 @@ async def test_whep_session_resource(http: aiohttp.ClientSession, gateway: Gatew
         assert (await patch(fragment)).status == 404
     finally:
         await pc.close()
+
+
+def test_configured_ice_servers_become_link_headers() -> None:
+    servers = [
+        IceServer(urls=["stun:stun.example.net:3478"]),
+        IceServer(urls=["turn:turn.example.net:3478?transport=udp"], username="u", credential="p"),
+    ]
+    assert ice_links(servers) == [
+        '<stun:stun.example.net:3478>; rel="ice-server"',
+        '<turn:turn.example.net:3478?transport=udp>; rel="ice-server"; username="u"; '
+        'credential="p"; credential-type="password"',
+    ]
+    assert ice_links([]) == []

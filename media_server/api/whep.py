@@ -1,7 +1,8 @@
 """WHEP (WebRTC-HTTP Egress Protocol): one POST with the offer, DELETE to leave.
 
 As the WHEP draft (and WHIP, RFC 9725, which it follows) says: the answer comes with a
-`Location` for the session and an `ETag` for its ICE session; PATCH with an
+`Location` for the session, an `ETag` for its ICE session and the configured ICE servers
+as `Link` headers; PATCH with an
 `application/trickle-ice-sdpfrag` adds trickled candidates (204), answers 412 when
 `If-Match` names another ICE session and 422 to an ICE restart, which this gateway does
 not do (the player offers again instead); DELETE ends the session with 200.
@@ -17,6 +18,7 @@ from media_server.api.access import client_key, require_viewer
 from media_server.api.context import gateway
 from media_server.api.errors import ApiError
 from media_server.api.streams import get_stream
+from media_server.config import IceServer
 from media_server.webrtc.session import MAX_SDP_BYTES, SignalingError, ViewerSession
 
 routes = web.RouteTableDef()
@@ -56,7 +58,7 @@ async def whep_offer(request: web.Request) -> web.Response:
         raise ApiError(exc.status, exc.code, exc.message, headers) from None
     gw.metrics.signaling_seconds.labels("whep").observe(time.perf_counter() - started)
     location = f"/api/v1/streams/{stream.id}/whep/{session.id}"
-    return web.Response(
+    response = web.Response(
         status=201,
         text=answer,
         content_type="application/sdp",
@@ -67,6 +69,23 @@ async def whep_offer(request: web.Request) -> web.Response:
             "X-Media-Transport": session.transport,
         },
     )
+    for link in ice_links(gw.settings.webrtc.ice_servers):
+        response.headers.add("Link", link)
+    return response
+
+
+def ice_links(servers: list[IceServer]) -> list[str]:
+    """The configured STUN/TURN servers as the draft's `Link: <url>; rel="ice-server"`."""
+    links = []
+    for server in servers:
+        for url in server.urls:
+            link = f'<{url}>; rel="ice-server"'
+            if server.username is not None and server.credential is not None:
+                user = server.username.replace('"', "")
+                secret = server.credential.replace('"', "")
+                link += f'; username="{user}"; credential="{secret}"; credential-type="password"'
+            links.append(link)
+    return links
 
 
 def _etag(session: ViewerSession) -> str:
