@@ -53,6 +53,15 @@ STREAM = {
             "description": "ingress bits/s over the last second or more; null unless live",
         },
         "effective_mode": {"enum": ["passthrough", "transcode", None]},
+        "audio": {"type": "boolean", "description": "false: viewers get the video only"},
+        "audio_codec": {"type": ["string", "null"], "description": "the camera's, e.g. aac"},
+        "audio_sample_rate": {"type": ["integer", "null"]},
+        "audio_channels": {"type": ["integer", "null"]},
+        "audio_mode": {
+            "enum": ["passthrough", "transcode", "off", None],
+            "description": "passthrough: Opus or G.711 as it is; transcode: Opus made once "
+            "per stream; off: no audio for viewers; null: the source has no audio track",
+        },
         "created_at": {"type": "number"},
         "state_since": {"type": "number"},
         "counters": {"type": "object", "additionalProperties": {"type": "integer"}},

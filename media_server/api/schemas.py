@@ -28,6 +28,7 @@ class StreamCreate(BaseModel):
     mode: Mode = "auto"
     on_demand: bool = False
     reconnect: ReconnectPolicy | None = None
+    audio: bool = True
 
     @field_validator("url")
     @classmethod
@@ -37,7 +38,13 @@ class StreamCreate(BaseModel):
     def to_spec(self) -> StreamSpec:
         stream_id = self.id or f"s-{secrets.token_hex(4)}"
         return StreamSpec(
-            stream_id, self.url, self.transport, self.mode, self.on_demand, self.reconnect
+            stream_id,
+            self.url,
+            self.transport,
+            self.mode,
+            self.on_demand,
+            self.reconnect,
+            self.audio,
         )
 
 

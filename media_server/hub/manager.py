@@ -153,6 +153,7 @@ class StreamManager:
                 ingest.read_timeout,
                 self._guard,
                 socket_timeout=self._settings.transports.read_timeout == "socket",
+                audio=spec.audio,
             )
 
         return make_rtsp

@@ -20,6 +20,16 @@ else:
     Packet = av.Packet
 
 EffectiveMode = Literal["passthrough", "transcode"]
+AudioMode = Literal["passthrough", "transcode", "off"]
+
+#: Camera audio codecs (FFmpeg names) browsers play as they are: their WebRTC name and
+#: RTP clock rate. Anything else PyAV decodes is transcoded to Opus, once per stream.
+BROWSER_AUDIO = {
+    "opus": ("opus", 48_000),
+    "pcm_mulaw": ("PCMU", 8_000),
+    "pcm_alaw": ("PCMA", 8_000),
+}
+OPUS = ("opus", 48_000)
 
 
 class StreamState(StrEnum):
@@ -56,4 +66,25 @@ class SourceInfo:
     profile: str | None
     extradata: bytes
     browser_safe: bool
-    has_audio: bool = False
+    audio: AudioInfo | None = None
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio is not None
+
+
+@dataclass(frozen=True, slots=True)
+class AudioInfo:
+    """The camera's audio track, and what viewers get of it."""
+
+    codec: str  # FFmpeg's name: opus, aac, pcm_mulaw, ...
+    sample_rate: int
+    channels: int
+    mode: AudioMode
+
+    @property
+    def webrtc_codec(self) -> tuple[str, int] | None:
+        """(codec name, RTP clock rate) viewers receive, None when audio is off."""
+        if self.mode == "off":
+            return None
+        return BROWSER_AUDIO[self.codec] if self.mode == "passthrough" else OPUS

@@ -37,6 +37,7 @@ class StreamSpec:
     mode: Mode = "auto"
     on_demand: bool = False
     reconnect: ReconnectPolicy | None = None  # None: the configured default
+    audio: bool = True  # False: viewers get the video only
 
     def public(self) -> dict[str, Any]:
         """The registration as the API shows it: credentials redacted."""
@@ -47,6 +48,7 @@ class StreamSpec:
             "mode": self.mode,
             "on_demand": self.on_demand,
             "reconnect": self.reconnect.model_dump() if self.reconnect else None,
+            "audio": self.audio,
         }
 
 
@@ -76,6 +78,8 @@ class Stream:
         self.hub = Hub(
             hub.viewer_queue, hub.gop_cache_units, hub.gop_cache_bytes, hub.viewer_frames
         )
+        # Audio: every unit stands alone, so nothing is cached for new listeners.
+        self.audio_hub = Hub(hub.viewer_queue, 0, 0, 0)
         self.snapshots = Snapshots(self.hub)
         self.worker: IngestWorker | None = None
         self._holders = 0
@@ -148,6 +152,7 @@ class Stream:
         """Stop ingest and end every viewer's track; waits for the thread off the loop."""
         self._cancel_linger()
         self.hub.end_all()
+        self.audio_hub.end_all()
         await self._stop_worker(timeout)
         self._set_state(StreamState.STOPPED, None)
 
@@ -219,6 +224,9 @@ class Stream:
         self.units_out += 1
         self.hub.publish_unit(unit)
 
+    def on_audio(self, unit: AccessUnit) -> None:
+        self.audio_hub.publish_unit(unit)
+
     def on_frame(self, frame: av.VideoFrame) -> None:
         self.frames_out += 1
         self.hub.publish_frame(frame)
@@ -254,6 +262,15 @@ class Stream:
         return self.bitrate if self.state == StreamState.LIVE else None
 
     # -- view -----------------------------------------------------------------------------
+    def _audio_view(self) -> dict[str, Any]:
+        audio = self.info.audio if self.info else None
+        return {
+            "audio_codec": audio.codec if audio else None,
+            "audio_sample_rate": audio.sample_rate if audio else None,
+            "audio_channels": audio.channels if audio else None,
+            "audio_mode": audio.mode if audio else None,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         info = self.info
         counters = self.worker.counters if self.worker else None
@@ -270,6 +287,7 @@ class Stream:
             "fps": (counters.fps if counters and counters.fps else None)
             or (info.fps if info else None),
             "bitrate": round(bitrate) if bitrate is not None else None,
+            **self._audio_view(),
             "effective_mode": self.effective_mode,
             "media_transport": self.media_transport,
             "created_at": self.created_at,
@@ -285,5 +303,7 @@ class Stream:
                 "units_out": self.units_out,
                 "frames_out": self.frames_out,
                 "viewer_dropped": self.hub.dropped,
+                "audio_packets_in": counters.audio_packets if counters else 0,
+                "audio_frames_encoded": counters.audio_frames_encoded if counters else 0,
             },
         }

@@ -13,12 +13,30 @@ from collections.abc import Iterator
 import av
 
 from media_server.codecs import h264
-from media_server.hub.media import Packet, SourceInfo
+from media_server.hub.media import BROWSER_AUDIO, AudioInfo, AudioMode, Packet, SourceInfo
 from media_server.ingest.guard import SourceGuard
 from media_server.ingest.source import PermanentSourceError, SourceError
 from media_server.urls import redact_text
 
 PROTOCOL_WHITELIST = "rtsp,rtsps,rtp,srtp,udp,tcp,tls"
+
+
+def audio_info(stream: av.audio.stream.AudioStream, wanted: bool) -> AudioInfo:
+    """What a camera's audio track is, and whether viewers get it as it is or as Opus."""
+    ctx = stream.codec_context
+    codec = ctx.name
+    mode: AudioMode
+    if not wanted:
+        mode = "off"
+    elif codec in BROWSER_AUDIO:
+        mode = "passthrough"
+    else:
+        try:
+            av.CodecContext.create(codec, "r")
+            mode = "transcode"
+        except (av.FFmpegError, ValueError):
+            mode = "off"  # nothing here decodes it: video only
+    return AudioInfo(codec, ctx.sample_rate or 0, ctx.channels or 0, mode)
 
 
 class RtspSource:
@@ -31,8 +49,10 @@ class RtspSource:
         guard: SourceGuard,
         *,
         socket_timeout: bool = False,
+        audio: bool = True,
     ):
         self._url = url
+        self._audio = audio
         self._socket_timeout = socket_timeout
         self._guard = guard
         self._transport = transport
@@ -71,7 +91,13 @@ class RtspSource:
         extradata = h264.avcc_extradata_to_annexb(bytes(ctx.extradata or b""))
         sps = h264.find_sps(extradata) if ctx.name == "h264" else None
         rate = stream.average_rate or stream.guessed_rate
-        self._packets = container.demux(stream)
+        audio = (
+            audio_info(container.streams.audio[0], self._audio) if container.streams.audio else None
+        )
+        if audio is not None and audio.mode != "off":
+            self._packets = container.demux(stream, container.streams.audio[0])
+        else:
+            self._packets = container.demux(stream)
         return SourceInfo(
             codec=ctx.name,
             width=sps.width if sps else (ctx.width or None),
@@ -80,7 +106,7 @@ class RtspSource:
             profile=sps.profile_name if sps else None,
             extradata=extradata,
             browser_safe=h264.browser_safe(sps),
-            has_audio=bool(container.streams.audio),
+            audio=audio,
         )
 
     def read(self) -> Packet | None:

@@ -48,6 +48,13 @@ class Timeline:
         self._last = out if self._last is None else max(self._last, out)
         return out
 
+    def follow(self, pts: int | None, time_base: float) -> int | None:
+        """Output pts (90 kHz) for another track of the same source (audio), on the offset
+        the video set: both keep the source's relation. None until video has set it."""
+        if pts is None or self._offset is None:
+            return None
+        return int(pts * time_base * CLOCK_RATE) + self._offset
+
     def restart(self) -> None:
         """The source reconnected: its next timestamp has no relation to the last one."""
         self._offset = None

@@ -21,7 +21,15 @@ from av.video.codeccontext import VideoCodecContext
 
 from media_server.codecs import h264
 from media_server.config import Mode, ReconnectPolicy
-from media_server.hub.media import TIME_BASE, AccessUnit, EffectiveMode, SourceInfo, StreamState
+from media_server.hub.media import (
+    TIME_BASE,
+    AccessUnit,
+    EffectiveMode,
+    Packet,
+    SourceInfo,
+    StreamState,
+)
+from media_server.ingest.audio import AudioPath
 from media_server.ingest.backoff import Backoff
 from media_server.ingest.encoder import SharedEncoder
 from media_server.ingest.source import PermanentSourceError, Source, SourceError
@@ -40,6 +48,8 @@ class IngestSink(Protocol):
     def on_unit(self, unit: AccessUnit) -> None: ...
 
     def on_frame(self, frame: av.VideoFrame) -> None: ...
+
+    def on_audio(self, unit: AccessUnit) -> None: ...
 
 
 def choose_mode(requested: Mode, info: SourceInfo) -> EffectiveMode:
@@ -62,6 +72,9 @@ class IngestCounters:
         self.keyframes = 0
         self.frames_decoded = 0
         self.frames_encoded = 0
+        self.audio_packets = 0
+        self.audio_bytes = 0
+        self.audio_frames_encoded = 0
         self.decode_errors = 0
         self.dropped_backlog = 0
         self.reconnects = 0
@@ -186,6 +199,7 @@ class IngestWorker:
         encoder = self._make_encoder() if self._make_encoder else None
         need_key = True
         reordered = False
+        audio = AudioPath(info.audio) if info.audio and info.audio.mode != "off" else None
         last_src_pts: int | None = None
         last_frame_pts: int | None = None
         window_start, window_frames = time.monotonic(), 0
@@ -194,6 +208,10 @@ class IngestWorker:
             packet = source.read()
             if packet is None:
                 return
+            if packet.stream is not None and packet.stream.type == "audio":
+                if audio is not None and mode is not None:  # video leads: it sets the clock
+                    self._audio(audio, packet, timeline)
+                continue
             data = bytes(packet)
             counters.packets += 1
             counters.bytes += len(data)
@@ -278,6 +296,17 @@ class IngestWorker:
                 for unit in encoder.encode(frame, info.fps or counters.fps or 30.0):
                     counters.frames_encoded += 1
                     self._post(self._sink.on_unit, unit)
+
+    def _audio(self, audio: AudioPath, packet: Packet, timeline: Timeline) -> None:
+        counters = self.counters
+        counters.audio_packets += 1
+        counters.audio_bytes += packet.size
+        pts90 = timeline.follow(packet.pts, float(packet.time_base or 0))
+        if pts90 is None or self._congested():
+            return
+        for unit in audio.push(packet, pts90):
+            self._post(self._sink.on_audio, unit)
+        counters.audio_frames_encoded = audio.frames_encoded
 
     @staticmethod
     def _with_sps(info: SourceInfo, data: bytes, reordered: bool) -> SourceInfo:

@@ -40,6 +40,7 @@ def encode_spec(spec: StreamSpec) -> str:
         "mode": spec.mode,
         "on_demand": spec.on_demand,
         "reconnect": spec.reconnect.model_dump() if spec.reconnect else None,
+        "audio": spec.audio,
     }
     return json.dumps(data, separators=(",", ":"))
 
@@ -56,6 +57,7 @@ def decode_spec(text: str) -> StreamSpec:
             mode=data["mode"],
             on_demand=bool(data["on_demand"]),
             reconnect=ReconnectPolicy.model_validate(reconnect) if reconnect else None,
+            audio=bool(data.get("audio", True)),  # rows from before audio existed
         )
     except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as exc:
         raise StoreError(f"a stored stream is malformed: {exc}") from None

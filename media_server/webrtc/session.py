@@ -56,7 +56,27 @@ def _preferred_codecs(transport: str) -> list[RTCRtpCodecCapability]:
     return h264
 
 
-def check_offer(sdp: str) -> None:
+def _audio_codec(offer: SessionDescription, stream: Stream) -> RTCRtpCodecCapability | None:
+    """The audio codec this viewer gets, or None: the stream has no audio for viewers, the
+    offer does not receive audio, or it does not take the codec (then: video only)."""
+    audio = stream.info.audio if stream.info else None
+    wanted = audio.webrtc_codec if audio else None
+    if wanted is None:
+        return None
+    name, rate = wanted
+    mime = f"audio/{name}".lower()
+    for media in offer.media:
+        if media.kind != "audio" or not media.port:
+            continue
+        if media.direction not in (None, "recvonly", "sendrecv"):
+            continue
+        if any(c.mimeType.lower() == mime and c.clockRate == rate for c in media.rtp.codecs):
+            caps = RTCRtpSender.getCapabilities("audio").codecs
+            return next((c for c in caps if c.mimeType.lower() == mime), None)
+    return None
+
+
+def check_offer(sdp: str) -> SessionDescription:
     """Refuse what cannot become a viewer before a peer is built for it."""
     if not isinstance(sdp, str) or not sdp.strip():
         raise SignalingError("invalid-sdp", "the offer has no SDP")
@@ -80,6 +100,7 @@ def check_offer(sdp: str) -> None:
         raise SignalingError("invalid-sdp", "the offer's video section has no ICE credentials")
     if not (video.dtls and video.dtls.fingerprints):
         raise SignalingError("invalid-sdp", "the offer has no DTLS fingerprint")
+    return parsed
 
 
 class ViewerSession:
@@ -104,6 +125,7 @@ class ViewerSession:
         self.close_reason = ""
         self.expiry: asyncio.TimerHandle | None = None
         self.opened_at = time.monotonic()
+        self.audio_track: HubTrack | None = None
 
     def sent(self) -> tuple[int, int]:
         """RTP packets and payload bytes this viewer's senders have sent (aiortc keeps the
@@ -213,7 +235,7 @@ class SessionManager:
                 f"a client may hold {self._limits.sessions_per_client} viewer sessions",
                 429,
             )
-        check_offer(offer_sdp)
+        offer = check_offer(offer_sdp)
         pc = RTCPeerConnection(rtc_configuration(self._settings))
         transport = stream.viewer_transport()
         track = HubTrack(stream.hub, WANTS.get(transport, "any"))
@@ -229,6 +251,11 @@ class SessionManager:
         try:
             transceiver = pc.addTransceiver(track, direction="sendonly")
             transceiver.setCodecPreferences(_preferred_codecs(transport))
+            audio_codec = _audio_codec(offer, stream)
+            if audio_codec is not None:
+                session.audio_track = HubTrack(stream.audio_hub, "units", kind="audio")
+                listening = pc.addTransceiver(session.audio_track, direction="sendonly")
+                listening.setCodecPreferences([audio_codec])
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
                 self._still_open(session)
@@ -306,6 +333,8 @@ class SessionManager:
         self._ended_egress[key] = (before[0] + packets, before[1] + octets)
         session.stream.release()
         session.track.stop()
+        if session.audio_track is not None:
+            session.audio_track.stop()
         await _close_peer(session.pc)
         stream_id = session.stream.id
         log.info(

@@ -21,8 +21,9 @@ from media_server.hub.media import AccessUnit, Packet
 class HubTrack(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, hub: Hub, wants: Wants = "any") -> None:
+    def __init__(self, hub: Hub, wants: Wants = "any", kind: str = "video") -> None:
         super().__init__()
+        self.kind = kind
         self._hub = hub
         self._wants = wants
         self._sub: Subscriber | None = None

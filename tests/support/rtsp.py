@@ -26,7 +26,18 @@ SERVER_SCRIPT = Path(__file__).resolve().with_name("rtsp_server.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
 HOST = "127.0.0.1"
 
-MOUNTS = ("/baseline", "/sdp-only", "/high", "/main-bframes", "/audio-only", "/small", "/clock")
+MOUNTS = (
+    "/baseline",
+    "/sdp-only",
+    "/high",
+    "/main-bframes",
+    "/audio-only",
+    "/small",
+    "/clock",
+    "/av-opus",
+    "/av-aac",
+    "/av-pcmu",
+)
 
 
 class RtspServerError(RuntimeError):

@@ -14,6 +14,8 @@ Mounts (each its own media factory, one pipeline per client unless said otherwis
 * ``/main-bframes`` 320x240@15 H.264 Main profile with B-frames, 1 s GOP
 * ``/audio-only`` Opus audio only, no video track
 * ``/small``      320x240@15 H.264 constrained-baseline, 1 s GOP
+* ``/av-opus``, ``/av-aac``, ``/av-pcmu``  /small's video with a sine tone (440, 660 and
+  880 Hz) as Opus 48 kHz stereo, AAC 44.1 kHz mono and G.711 µ-law 8 kHz
 * ``/clock``      640x480@30 H.264 constrained-baseline, 1 s GOP, each frame stamped
   with its capture time (``stamp.py``); one shared pipeline for all clients, so a
   hundred gateway streams cost the server one encoder
@@ -189,6 +191,23 @@ def _clock_factory() -> Any:
     return factory
 
 
+#: The tones of the audio mounts, so a test can tell which one it hears.
+TONES = {"/av-opus": 440, "/av-aac": 660, "/av-pcmu": 880}
+
+
+def _with_audio(audio: str) -> str:
+    """/small's video and an audio track: a camera with a microphone."""
+    video = _baseline(320, 240, 15, inband=True)[2:-2]  # without the outer "( " and " )"
+    return f"( {video} {audio} )"
+
+
+def _tone(freq: int, rate: int, channels: int) -> str:
+    return (
+        f"audiotestsrc is-live=true wave=sine freq={freq} volume=0.3 "
+        f"! audioconvert ! audioresample ! audio/x-raw,rate={rate},channels={channels}"
+    )
+
+
 MOUNTS: dict[str, str] = {
     "/baseline": _baseline(640, 480, 30, inband=True),
     "/sdp-only": _baseline(640, 480, 30, inband=False),
@@ -196,6 +215,16 @@ MOUNTS: dict[str, str] = {
     "/main-bframes": _main_bframes(),
     "/audio-only": _audio_only(),
     "/small": _baseline(320, 240, 15, inband=True),
+    "/av-opus": _with_audio(
+        f"{_tone(TONES['/av-opus'], 48000, 2)} ! opusenc bitrate=64000 ! rtpopuspay name=pay1 pt=97"
+    ),
+    "/av-aac": _with_audio(
+        f"{_tone(TONES['/av-aac'], 44100, 1)} ! avenc_aac bitrate=64000 "
+        "! rtpmp4gpay name=pay1 pt=97"
+    ),
+    "/av-pcmu": _with_audio(
+        f"{_tone(TONES['/av-pcmu'], 8000, 1)} ! mulawenc ! rtppcmupay name=pay1 pt=0"
+    ),
 }
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
@@ -20,6 +21,8 @@ class Viewer:
     base_url: str
     stream_id: str
     via: str = "ws"
+    #: Offer to receive audio as well (a browser's default), not video only.
+    audio: bool = False
     pc: RTCPeerConnection = field(init=False)
     frames: int = 0
     sizes: set[tuple[int, int]] = field(default_factory=set)
@@ -31,6 +34,10 @@ class Viewer:
     first_frame_at: float | None = None
     whep_location: str | None = None
     answer_sdp: str = ""
+    #: Decoded audio: mono samples (float, -1..1) and their rate, as they arrived.
+    audio_samples: list[np.ndarray[Any, Any]] = field(default_factory=list)
+    audio_rate: int = 0
+    audio_frames: int = 0
     #: Messages the gateway sent after its answer.
     messages: list[dict[str, Any]] = field(default_factory=list)
     _http: aiohttp.ClientSession | None = None
@@ -41,6 +48,8 @@ class Viewer:
         """Negotiate; raises AssertionError with the gateway's error if it refuses."""
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pc.addTransceiver("video", direction="recvonly")
+        if self.audio:
+            self.pc.addTransceiver("audio", direction="recvonly")
         self.pc.on("track", self._on_track)
         self.started = time.monotonic()
         await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -72,6 +81,10 @@ class Viewer:
                 self.messages.append(msg.json())
 
     def _on_track(self, track: Any) -> None:
+        if track.kind == "audio":
+            self._tasks.append(asyncio.ensure_future(self._listen(track)))
+            return
+
         async def consume() -> None:
             with contextlib.suppress(MediaStreamError):
                 while True:
@@ -86,6 +99,35 @@ class Viewer:
                         self.stamps.append(stamp.read(bytes(row)))
 
         self._tasks.append(asyncio.ensure_future(consume()))
+
+    async def _listen(self, track: Any) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                samples = frame.to_ndarray().astype(np.float32) / 32768.0
+                channels = len(frame.layout.channels)
+                # Packed s16: one row, channels interleaved; keep the first channel.
+                self.audio_samples.append(samples.reshape(-1, channels)[:, 0])
+                self.audio_rate = frame.sample_rate
+                self.audio_frames += 1
+
+    def audio_seconds(self) -> float:
+        return sum(len(s) for s in self.audio_samples) / self.audio_rate if self.audio_rate else 0
+
+    def tone(self, last_seconds: float = 1.0) -> tuple[float, float]:
+        """(dominant frequency in Hz, RMS level) of the last audio received."""
+        samples = np.concatenate(self.audio_samples)[-int(last_seconds * self.audio_rate) :]
+        spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+        peak = float(np.fft.rfftfreq(len(samples), 1 / self.audio_rate)[int(spectrum.argmax())])
+        return peak, float(np.sqrt(np.mean(samples**2)))
+
+    async def wait_audio(self, seconds: float, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.audio_seconds() < seconds:
+            assert time.monotonic() < deadline, (
+                f"only {self.audio_seconds():.2f} s of audio from {self.stream_id} in {timeout} s"
+            )
+            await asyncio.sleep(0.05)
 
     async def wait_frames(self, count: int, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout

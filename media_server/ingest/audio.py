@@ -1,0 +1,90 @@
+"""A camera's audio on its way to viewers: as it is, or as Opus made once per stream.
+
+Opus, G.711 µ-law and A-law go out untouched (browsers play them). Anything else PyAV
+decodes (AAC above all) is decoded, resampled to 48 kHz stereo and encoded to Opus in the
+ingest thread, once, however many viewers listen. Timestamps come from the video's
+timeline (`Timeline.follow`), so audio and video keep the relation the camera gave them.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+from av.audio.codeccontext import AudioCodecContext
+
+from media_server.hub.media import CLOCK_RATE, AccessUnit, AudioInfo, Packet
+
+OPUS_RATE = 48_000
+OPUS_FRAME = 960  # 20 ms, what browsers expect
+OPUS_BITRATE = 64_000
+
+
+class AudioPath:
+    def __init__(self, info: AudioInfo) -> None:
+        self.info = info
+        rate = info.webrtc_codec[1] if info.webrtc_codec else OPUS_RATE
+        self._rate = rate
+        self._time_base = Fraction(1, rate)
+        self._resampler: av.AudioResampler | None = None
+        self._encoder: AudioCodecContext | None = None
+        self._next_pts: int | None = None  # transcode: the next encoder input pts
+        self.frames_encoded = 0
+        if info.mode == "transcode":
+            self._resampler = av.AudioResampler(
+                format="s16", layout="stereo", rate=OPUS_RATE, frame_size=OPUS_FRAME
+            )
+            encoder = av.CodecContext.create("libopus", "w")
+            assert isinstance(encoder, AudioCodecContext)
+            encoder.sample_rate = OPUS_RATE
+            encoder.layout = "stereo"
+            encoder.format = "s16"
+            encoder.bit_rate = OPUS_BITRATE
+            encoder.time_base = self._time_base
+            encoder.options = {"application": "lowdelay", "frame_duration": "20"}
+            self._encoder = encoder
+
+    def _out_pts(self, pts90: int) -> int:
+        return pts90 * self._rate // CLOCK_RATE
+
+    def push(self, packet: Packet, pts90: int) -> list[AccessUnit]:
+        """Units for viewers from one audio packet whose source time maps to `pts90`."""
+        if self.info.mode == "passthrough":
+            data = bytes(packet)
+            out = av.Packet(data)
+            out.pts = self._out_pts(pts90)
+            out.time_base = self._time_base
+            return [AccessUnit(out, out.pts, True, len(data))]
+        if self._encoder is None or self._resampler is None:
+            return []
+        units: list[AccessUnit] = []
+        try:
+            frames = packet.decode()
+        except av.FFmpegError:
+            return []  # a damaged packet: the next one decodes again
+        for frame in frames:
+            if not isinstance(frame, av.AudioFrame):
+                continue
+            start = self._out_pts(pts90)
+            # Keep the encoder's input contiguous; re-anchor only on a real jump (> 100 ms).
+            if self._next_pts is None or abs(start - self._next_pts) > OPUS_RATE // 10:
+                self._next_pts = start
+            frame.pts = None
+            for chunk in self._resampler.resample(frame):
+                chunk.pts = self._next_pts
+                chunk.time_base = self._time_base
+                self._next_pts += chunk.samples
+                units += self._encode(chunk)
+        return units
+
+    def _encode(self, frame: av.AudioFrame | None) -> list[AccessUnit]:
+        assert self._encoder is not None
+        units = []
+        for packet in self._encoder.encode(frame):
+            self.frames_encoded += 1
+            data = bytes(packet)
+            out = av.Packet(data)
+            out.pts = packet.pts
+            out.time_base = self._time_base
+            units.append(AccessUnit(out, int(packet.pts or 0), True, len(data)))
+        return units

@@ -1,0 +1,148 @@
+"""Cameras' sound reaches the viewer: Opus and G.711 as they are, AAC as Opus made once.
+
+The RTSP test server's audio mounts carry /small's video and a sine tone of a known
+frequency; a real aiortc viewer decodes both, and the tone it hears must be that one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.support.api import register, wait_state
+from tests.support.gateway import Gateway
+from tests.support.rtsp import RtspServer
+from tests.support.viewer import Viewer
+
+pytestmark = pytest.mark.e2e
+
+TONES = {"/av-opus": 440, "/av-aac": 660, "/av-pcmu": 880}  # as rtsp_server.py sends them
+EXPECTED = {
+    "/av-opus": ("opus", 48000, 2, "passthrough", "opus/48000"),
+    "/av-aac": ("aac", 44100, 1, "transcode", "opus/48000"),
+    "/av-pcmu": ("pcm_mulaw", 8000, 1, "passthrough", "PCMU/8000"),
+}
+
+
+async def audio_stream(
+    http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer, sid: str, mount: str, **kw: Any
+) -> dict[str, Any]:
+    status, body = await register(http, gateway.base_url, id=sid, url=rtsp.url(mount), **kw)
+    assert status == 201, body
+    view = await wait_state(http, gateway.base_url, sid, "live")
+    for _ in range(50):  # the audio track is known once the source is open
+        if view["audio_codec"]:
+            break
+        await asyncio.sleep(0.1)
+        async with http.get(f"{gateway.base_url}/api/v1/streams/{sid}") as resp:
+            view = await resp.json()
+    return view
+
+
+def answered_audio(sdp: str) -> str | None:
+    """The codec the answer's audio section sends, None when it sends no audio."""
+    lines = sdp.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("m=audio"):
+            if line.split()[1] == "0":
+                return None
+            section = lines[i + 1 :]
+            end = next((j for j, rest in enumerate(section) if rest.startswith("m=")), None)
+            section = section[:end]
+            if not any(d in section for d in ("a=sendonly", "a=sendrecv")):
+                return None
+            pt = line.split()[3]
+            rtpmap = next(s for s in section if s.startswith(f"a=rtpmap:{pt} "))
+            return (
+                rtpmap.split()[1].rsplit("/", 1)[0] if rtpmap.count("/") > 1 else rtpmap.split()[1]
+            )
+    return None
+
+
+@pytest.mark.parametrize("mount", sorted(TONES))
+async def test_viewer_hears_the_cameras_tone_with_its_video(
+    http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer, mount: str
+) -> None:
+    sid = f"sound{mount.replace('/', '-')}"
+    view = await audio_stream(http, gateway, rtsp, sid, mount)
+    codec, rate, channels, mode, webrtc = EXPECTED[mount]
+    assert (
+        view["audio_codec"],
+        view["audio_sample_rate"],
+        view["audio_channels"],
+        view["audio_mode"],
+    ) == (codec, rate, channels, mode)
+    viewer = Viewer(gateway.base_url, sid, audio=True)
+    try:
+        await viewer.connect()
+        assert answered_audio(viewer.answer_sdp) == webrtc, viewer.answer_sdp
+        await viewer.wait_frames(20)
+        await viewer.wait_audio(2.0)
+        frequency, level = viewer.tone(1.0)
+        assert abs(frequency - TONES[mount]) < 15, (frequency, level)
+        assert level > 0.05, f"silence (RMS {level:.4f})"
+        assert viewer.sizes == {(320, 240)}
+    finally:
+        await viewer.close()
+        async with http.delete(f"{gateway.base_url}/api/v1/streams/{sid}"):
+            pass
+
+
+async def test_aac_is_encoded_once_however_many_listen(
+    http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer
+) -> None:
+    await audio_stream(http, gateway, rtsp, "once", "/av-aac")
+    url = f"{gateway.base_url}/api/v1/streams/once"
+
+    async def encoded_per_second() -> float:
+        async with http.get(url) as resp:
+            before: int = (await resp.json())["counters"]["audio_frames_encoded"]
+        await asyncio.sleep(2.0)
+        async with http.get(url) as resp:
+            after: int = (await resp.json())["counters"]["audio_frames_encoded"]
+        return (after - before) / 2.0
+
+    listeners = [Viewer(gateway.base_url, "once", audio=True) for _ in range(3)]
+    try:
+        for listener in listeners:
+            await listener.connect()
+        await asyncio.gather(*(listener.wait_audio(1.0) for listener in listeners))
+        rate = await encoded_per_second()
+        # 20 ms Opus frames: 50 a second for the stream, not 150 for three listeners.
+        assert 40 <= rate <= 60, rate
+        for listener in listeners:
+            assert abs(listener.tone(1.0)[0] - TONES["/av-aac"]) < 15
+    finally:
+        await asyncio.gather(*(listener.close() for listener in listeners))
+        async with http.delete(url):
+            pass
+
+
+async def test_video_only_offers_and_audio_off_streams_get_video(
+    http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer
+) -> None:
+    await audio_stream(http, gateway, rtsp, "mute-offer", "/av-opus")
+    video_only = Viewer(gateway.base_url, "mute-offer")  # offers no audio at all
+    try:
+        await video_only.connect()
+        await video_only.wait_frames(20)
+        assert "m=audio" not in video_only.answer_sdp
+    finally:
+        await video_only.close()
+    view = await audio_stream(http, gateway, rtsp, "mute-stream", "/av-opus", audio=False)
+    assert view["audio"] is False and view["audio_mode"] == "off"
+    listener = Viewer(gateway.base_url, "mute-stream", audio=True)
+    try:
+        await listener.connect()
+        await listener.wait_frames(20)
+        assert answered_audio(listener.answer_sdp) is None, listener.answer_sdp
+        await asyncio.sleep(0.5)
+        assert listener.audio_frames == 0
+    finally:
+        await listener.close()
+    for sid in ("mute-offer", "mute-stream"):
+        async with http.delete(f"{gateway.base_url}/api/v1/streams/{sid}"):
+            pass
