@@ -18,20 +18,11 @@ import aiohttp
 import pytest
 
 from tests.support.api import register, wait_state
-from tests.support.gateway import Gateway, run_gateway
+from tests.support.gateway import FAST, Gateway, run_gateway
 from tests.support.rtsp import RtspServer, free_port, start_rtsp_server
 from tests.support.viewer import Viewer, frames_between
 
 pytestmark = pytest.mark.e2e
-
-#: Short timeouts so failures show within seconds.
-FAST = {
-    "MEDIA_SERVER_INGEST__OPEN_TIMEOUT": "2",
-    "MEDIA_SERVER_INGEST__READ_TIMEOUT": "2",
-    "MEDIA_SERVER_INGEST__RECONNECT__STRATEGY": "exponential",
-    "MEDIA_SERVER_INGEST__RECONNECT__INITIAL": "0.2",
-    "MEDIA_SERVER_INGEST__RECONNECT__MAX": "1",
-}
 
 
 @pytest.fixture

@@ -55,6 +55,11 @@ class Timeline:
             return None
         return int(pts * time_base * CLOCK_RATE) + self._offset
 
+    def clock_time(self, pts: int) -> float:
+        """The moment (on the clock given, monotonic by default) an output pts stands for:
+        when its source packet would have arrived had the source no delay of its own."""
+        return self._origin + pts / CLOCK_RATE
+
     def restart(self) -> None:
         """The source reconnected: its next timestamp has no relation to the last one."""
         self._offset = None

@@ -51,6 +51,16 @@ GENEROUS = {
 }
 
 
+#: Short ingest timeouts and quick reconnects, so that camera failures show within seconds.
+FAST = {
+    "MEDIA_SERVER_INGEST__OPEN_TIMEOUT": "2",
+    "MEDIA_SERVER_INGEST__READ_TIMEOUT": "2",
+    "MEDIA_SERVER_INGEST__RECONNECT__STRATEGY": "exponential",
+    "MEDIA_SERVER_INGEST__RECONNECT__INITIAL": "0.2",
+    "MEDIA_SERVER_INGEST__RECONNECT__MAX": "1",
+}
+
+
 class GatewayError(RuntimeError):
     """The gateway could not be started (the message ends with its stderr tail)."""
 

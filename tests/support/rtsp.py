@@ -37,6 +37,8 @@ MOUNTS = (
     "/av-opus",
     "/av-aac",
     "/av-pcmu",
+    "/av-sync",
+    "/av-sync-aac",
 )
 
 

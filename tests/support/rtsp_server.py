@@ -14,6 +14,8 @@ Mounts (each its own media factory, one pipeline per client unless said otherwis
 * ``/main-bframes`` 320x240@15 H.264 Main profile with B-frames, 1 s GOP
 * ``/audio-only`` Opus audio only, no video track
 * ``/small``      320x240@15 H.264 constrained-baseline, 1 s GOP
+* ``/av-sync``, ``/av-sync-aac``  320x240@30 black, one white frame at each whole second,
+  and a 1 kHz beep (Opus, or AAC) starting at that same instant: lip sync, measurable
 * ``/av-opus``, ``/av-aac``, ``/av-pcmu``  /small's video with a sine tone (440, 660 and
   880 Hz) as Opus 48 kHz stereo, AAC 44.1 kHz mono and G.711 µ-law 8 kHz
 * ``/clock``      640x480@30 H.264 constrained-baseline, 1 s GOP, each frame stamped
@@ -28,6 +30,7 @@ Each RTSP client connection is reported on stderr as ``CLIENT open`` and ``CLIEN
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import signal
 import sys
@@ -191,6 +194,111 @@ def _clock_factory() -> Any:
     return factory
 
 
+SYNC_W, SYNC_H, SYNC_FPS, SYNC_RATE = 320, 240, 30, 48_000
+SYNC_CHUNK = SYNC_RATE // 50  # 20 ms of audio per buffer
+SYNC_BEEP = 0.1  # seconds of 1 kHz tone from each whole second on
+
+
+def _sync(audio_encoder: str) -> str:
+    """Video that flashes white for one frame at each whole second, and audio that beeps
+    from that same instant: a test of lip sync measures the distance between the two."""
+    video_caps = f"video/x-raw,format=I420,width={SYNC_W},height={SYNC_H},framerate={SYNC_FPS}/1"
+    audio_caps = f"audio/x-raw,format=S16LE,layout=interleaved,rate={SYNC_RATE},channels=1"
+    live = "is-live=true format=time max-buffers=4 leaky-type=downstream"
+    h264 = "video/x-h264,stream-format=avc,alignment=au,profile=constrained-baseline"
+    return (
+        f'( appsrc name=syncvideo {live} caps="{video_caps}" '
+        f"! {_x264(SYNC_FPS, _ZEROLATENCY)} ! {h264} "
+        "! rtph264pay name=pay0 pt=96 config-interval=-1 "
+        f'appsrc name=syncaudio {live} caps="{audio_caps}" ! audioconvert ! audioresample '
+        f"! {audio_encoder} )"
+    )
+
+
+class SyncPusher(threading.Thread):
+    """Feeds both appsrcs of a sync mount from one clock.
+
+    Buffers carry explicit timestamps: the running time of the instant they depict, not
+    of the moment they were pushed, so push jitter never moves a flash against its beep.
+    Frame n depicts `start + n/30`, audio chunk m `start + m/50`, with `start` on a whole
+    second: every 30th frame and every 50th chunk begin together.
+    """
+
+    def __init__(self, video: Any, audio: Any) -> None:
+        super().__init__(name="sync-pusher", daemon=True)
+        self.video, self.audio = video, audio
+        self.stopped = threading.Event()
+        luma = SYNC_W * SYNC_H
+        chroma = b"\x80" * (luma // 2)
+        self.dark = b"\x10" * luma + chroma
+        self.light = b"\xeb" * luma + chroma
+        beep = int(SYNC_RATE * SYNC_BEEP)
+        self.tone = b"".join(
+            int(12000 * math.sin(2 * math.pi * 1000 * i / SYNC_RATE)).to_bytes(
+                2, "little", signed=True
+            )
+            for i in range(beep)
+        )
+
+    def _running_time(self, element: Any, at: float) -> int:
+        """The pipeline running time (ns) of monotonic instant `at`."""
+        clock = element.get_clock()
+        if clock is None:
+            return -1
+        now = clock.get_time() - element.get_base_time()
+        return int(now - (time.monotonic() - at) * Gst.SECOND)
+
+    def _push(self, element: Any, data: bytes, at: float, duration: float) -> bool:
+        pts = self._running_time(element, at)
+        if pts < 0:
+            return True  # not playing yet
+        buffer = Gst.Buffer.new_wrapped(data)
+        buffer.pts = pts
+        buffer.duration = int(duration * Gst.SECOND)
+        return bool(element.emit("push-buffer", buffer) == Gst.FlowReturn.OK)
+
+    def _chunk(self, m: int) -> bytes:
+        offset = (m * SYNC_CHUNK) % SYNC_RATE  # samples since the last whole second
+        beep = len(self.tone) // 2
+        if offset >= beep:
+            return bytes(SYNC_CHUNK * 2)
+        take = min(SYNC_CHUNK, beep - offset)
+        return self.tone[offset * 2 : (offset + take) * 2] + bytes((SYNC_CHUNK - take) * 2)
+
+    def run(self) -> None:
+        start = math.ceil(time.monotonic()) + 1.0
+        n = m = 0
+        while not self.stopped.is_set():
+            frame_at, chunk_at = start + n / SYNC_FPS, start + m / 50
+            at = min(frame_at, chunk_at)
+            delay = at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if frame_at <= chunk_at:
+                data = self.light if n % SYNC_FPS == 0 else self.dark
+                if not self._push(self.video, data, frame_at, 1 / SYNC_FPS):
+                    return
+                n += 1
+            else:
+                if not self._push(self.audio, self._chunk(m), chunk_at, 1 / 50):
+                    return
+                m += 1
+
+
+def _sync_factory(audio_encoder: str) -> Any:
+    factory = _make_factory(_sync(audio_encoder))
+    factory.set_shared(True)
+
+    def _configure(_factory: Any, media: Any) -> None:
+        bin_ = media.get_element()
+        pusher = SyncPusher(bin_.get_by_name("syncvideo"), bin_.get_by_name("syncaudio"))
+        media.connect("unprepared", lambda _media: pusher.stopped.set())
+        pusher.start()
+
+    factory.connect("media-configure", _configure)
+    return factory
+
+
 #: The tones of the audio mounts, so a test can tell which one it hears.
 TONES = {"/av-opus": 440, "/av-aac": 660, "/av-pcmu": 880}
 
@@ -260,6 +368,12 @@ def main(argv: list[str] | None = None) -> int:
     for mount, launch in MOUNTS.items():
         mounts.add_factory(mount, _make_factory(launch))
     mounts.add_factory("/clock", _clock_factory())
+    mounts.add_factory(
+        "/av-sync", _sync_factory("opusenc bitrate=64000 ! rtpopuspay name=pay1 pt=97")
+    )
+    mounts.add_factory(
+        "/av-sync-aac", _sync_factory("avenc_aac bitrate=64000 ! rtpmp4gpay name=pay1 pt=97")
+    )
 
     loop = GLib.MainLoop()
     try:

@@ -14,6 +14,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from tests.support import stamp
+from tests.support.avsync import SyncMeter
 
 
 @dataclass
@@ -23,6 +24,8 @@ class Viewer:
     via: str = "ws"
     #: Offer to receive audio as well (a browser's default), not video only.
     audio: bool = False
+    #: Lip sync measured as a browser would (the `/av-sync` mount), when given.
+    sync: SyncMeter | None = None
     pc: RTCPeerConnection = field(init=False)
     frames: int = 0
     sizes: set[tuple[int, int]] = field(default_factory=set)
@@ -47,9 +50,13 @@ class Viewer:
     async def connect(self) -> None:
         """Negotiate; raises AssertionError with the gateway's error if it refuses."""
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.pc.addTransceiver("video", direction="recvonly")
+        video = self.pc.addTransceiver("video", direction="recvonly")
+        if self.sync is not None:
+            self.sync.watch("video", video.receiver)
         if self.audio:
-            self.pc.addTransceiver("audio", direction="recvonly")
+            audio = self.pc.addTransceiver("audio", direction="recvonly")
+            if self.sync is not None:
+                self.sync.watch("audio", audio.receiver)
         self.pc.on("track", self._on_track)
         self.started = time.monotonic()
         await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -94,6 +101,8 @@ class Viewer:
                     self.frames += 1
                     self.sizes.add((frame.width, frame.height))
                     self.timeline.append((time.monotonic(), frame.pts))
+                    if self.sync is not None:
+                        self.sync.video(frame)
                     if frame.width >= stamp.WIDTH:
                         row = frame.to_ndarray(format="gray")[stamp.BLOCK // 2]
                         self.stamps.append(stamp.read(bytes(row)))
@@ -107,7 +116,10 @@ class Viewer:
                 samples = frame.to_ndarray().astype(np.float32) / 32768.0
                 channels = len(frame.layout.channels)
                 # Packed s16: one row, channels interleaved; keep the first channel.
-                self.audio_samples.append(samples.reshape(-1, channels)[:, 0])
+                mono = samples.reshape(-1, channels)[:, 0]
+                self.audio_samples.append(mono)
+                if self.sync is not None:
+                    self.sync.audio(frame, mono)
                 self.audio_rate = frame.sample_rate
                 self.audio_frames += 1
 
