@@ -20,11 +20,12 @@ from tests.support.viewer import Viewer
 
 pytestmark = pytest.mark.e2e
 
-TONES = {"/av-opus": 440, "/av-aac": 660, "/av-pcmu": 880}  # as rtsp_server.py sends them
+TONES = {"/av-opus": 440, "/av-aac": 660, "/av-pcmu": 880, "/av-pcma": 550}  # rtsp_server.py
 EXPECTED = {
     "/av-opus": ("opus", 48000, 2, "passthrough", "opus/48000"),
     "/av-aac": ("aac", 44100, 1, "transcode", "opus/48000"),
     "/av-pcmu": ("pcm_mulaw", 8000, 1, "passthrough", "PCMU/8000"),
+    "/av-pcma": ("pcm_alaw", 8000, 1, "passthrough", "PCMA/8000"),
 }
 
 
@@ -196,3 +197,23 @@ async def assert_in_sync(meter: SyncMeter, limit: float, when: str) -> None:
     shown = [round(o * 1000, 1) for o in offsets]
     assert len(offsets) >= 4, f"{when}: {len(meter.flashes)} flashes, {len(meter.beeps)} beeps"
     assert max(abs(o) for o in offsets) < limit, f"{when}: beep - flash in ms: {shown}"
+
+
+async def test_first_viewer_of_an_on_demand_stream_hears_it(
+    http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer
+) -> None:
+    """Its offer arrives before the camera is even open: the answer waits to know."""
+    body = {"id": "ondemand-sound", "url": rtsp.url("/av-opus"), "on_demand": True}
+    status, _ = await register(http, gateway.base_url, **body)
+    assert status == 201
+    await wait_state(http, gateway.base_url, "ondemand-sound", "idle")
+    viewer = Viewer(gateway.base_url, "ondemand-sound", audio=True)
+    try:
+        await viewer.connect()
+        assert answered_audio(viewer.answer_sdp) == "opus/48000", viewer.answer_sdp
+        await viewer.wait_audio(1.0)
+        assert abs(viewer.tone(1.0)[0] - TONES["/av-opus"]) < 15
+    finally:
+        await viewer.close()
+        async with http.delete(f"{gateway.base_url}/api/v1/streams/ondemand-sound"):
+            pass

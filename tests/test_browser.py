@@ -628,3 +628,58 @@ def test_player_comes_back_after_gateway_and_stream_restarts(
             assert _player_state(page)["attempts"] > after_gateway
     finally:
         page.close()
+
+
+AUDIO_JS = """
+async () => {
+  const report = await window.__player.pc.getStats();
+  const byId = {};
+  report.forEach((r) => { byId[r.id] = r; });
+  let out = null;
+  report.forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "audio") {
+      const codec = byId[r.codecId];
+      out = {codec: codec ? codec.mimeType : null, samples: r.totalSamplesReceived || 0,
+             concealed: r.concealedSamples || 0, level: r.audioLevel || 0};
+    }
+  });
+  return out;
+}
+"""
+
+
+@pytest.mark.parametrize("mount", ["/av-opus", "/av-aac"])
+def test_player_plays_the_cameras_sound(
+    gateway: Gateway, rtsp: RtspServer, browser_context: Any, mount: str
+) -> None:
+    sid = f"browser{mount.replace('/', '-')}"
+    status, _, body = _request(
+        gateway, "POST", "/api/v1/streams", body={"id": sid, "url": rtsp.url(mount)}
+    )
+    assert status == 201, body
+    page = browser_context.new_page()
+    log = PageLog(page)
+    try:
+        page.goto(f"{gateway.base_url}/view/{sid}")
+        page.wait_for_function(
+            "() => { const v = document.querySelector('video');"
+            " return v && v.videoWidth === 320 && v.currentTime > 0; }",
+            timeout=PLAY_TIMEOUT_MS,
+        )
+        deadline = time.monotonic() + PLAY_TIMEOUT_MS / 1000
+        audio = page.evaluate(AUDIO_JS)
+        while not (audio and audio["samples"] > 48000) and time.monotonic() < deadline:
+            page.wait_for_timeout(200)  # getStats is async: poll it from here
+            audio = page.evaluate(AUDIO_JS)
+        assert audio and audio["samples"] > 48000, f"{audio}\n{_diagnostics(page, log)}"
+        assert audio["codec"] == "audio/opus", audio  # AAC arrives as Opus made once
+        assert audio["concealed"] < audio["samples"] / 2, audio  # real sound, not filler
+        sound = page.locator("#sound")
+        assert sound.is_visible()
+        sound.click()
+        assert page.evaluate("() => document.querySelector('video').muted") is False
+    except sync_api.TimeoutError:
+        pytest.fail(f"no sound from {mount}\n{_diagnostics(page, log)}")
+    finally:
+        page.close()
+        _request(gateway, "DELETE", f"/api/v1/streams/{sid}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -81,6 +82,7 @@ class Stream:
         # Audio: every unit stands alone, so nothing is cached for new listeners.
         self.audio_hub = Hub(hub.viewer_queue, 0, 0, 0)
         self.snapshots = Snapshots(self.hub)
+        self._info_known = asyncio.Event()
         self.worker: IngestWorker | None = None
         self._holders = 0
         self._viewers_admitted = 0
@@ -207,6 +209,14 @@ class Stream:
 
         self._idling = self._loop.create_task(idle())
 
+    async def wait_info(self, timeout: float) -> SourceInfo | None:
+        """What the source is, waiting up to `timeout` s for a starting stream to find out
+        (a viewer's answer depends on it: whether there is audio, and in which codec)."""
+        if self.info is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._info_known.wait(), timeout)
+        return self.info
+
     # -- IngestSink (called on the loop) -----------------------------------------------
     def on_state(self, state: StreamState, error: str | None) -> None:
         if state == StreamState.RECONNECTING:
@@ -218,6 +228,7 @@ class Stream:
             self.hub.clear_cache()  # what was cached belongs to the other media path
         self.info = info
         self.effective_mode = mode
+        self._info_known.set()
         self.changes.notify()
 
     def on_unit(self, unit: AccessUnit) -> None:

@@ -108,7 +108,9 @@
   function facts(s) {
     return {
       codec: s.codec || "—",
-      profile: s.profile || "",
+      profile: [s.profile, s.audio_codec ? `audio ${s.audio_codec} (${s.audio_mode})` : ""]
+        .filter(Boolean)
+        .join(" · "),
       resolution: s.width && s.height ? `${s.width}×${s.height}` : "—",
       fps: typeof s.fps === "number" && s.fps > 0 ? s.fps.toFixed(1) : "—",
       bitrate:

@@ -39,6 +39,13 @@
   const message = document.getElementById("message");
   const facts = document.getElementById("facts");
   const streamInfo = document.getElementById("stream-info");
+  const sound = document.getElementById("sound");
+  // Autoplay needs a muted start; a click (a user gesture) may then turn the sound on.
+  sound.addEventListener("click", () => {
+    video.muted = !video.muted;
+    sound.textContent = video.muted ? "Sound on" : "Sound off";
+    sound.setAttribute("aria-pressed", String(!video.muted));
+  });
   document.getElementById("title").textContent = streamId || "Stream";
   document.title = `${streamId} · media_server`;
 
@@ -189,11 +196,14 @@
       pc = new RTCPeerConnection({ iceServers: [] });
       player.pc = pc;
       pc.addTransceiver("video", { direction: "recvonly" });
+      pc.addTransceiver("audio", { direction: "recvonly" }); // the camera's sound, if any
 
+      const media = new MediaStream();
       pc.ontrack = (event) => {
         if (!current()) return;
-        const stream = event.streams && event.streams[0] ? event.streams[0] : new MediaStream([event.track]);
-        if (video.srcObject !== stream) video.srcObject = stream;
+        media.addTrack(event.track);
+        if (event.track.kind === "audio") sound.hidden = false;
+        if (video.srcObject !== media) video.srcObject = media;
         video.play().catch(() => {
           /* autoplay is muted; a refusal shows up as no "playing" event */
         });

@@ -70,8 +70,11 @@
     const peer = new RTCPeerConnection();
     pc = peer;
     peer.addTransceiver("video", { direction: "recvonly" });
+    peer.addTransceiver("audio", { direction: "recvonly" });
+    const media = new MediaStream();
     peer.ontrack = (event) => {
-      video.srcObject = event.streams && event.streams[0] ? event.streams[0] : new MediaStream([event.track]);
+      media.addTrack(event.track);
+      if (video.srcObject !== media) video.srcObject = media;
     };
     peer.onconnectionstatechange = () => {
       if (pc !== peer) return;

@@ -56,6 +56,17 @@ def _preferred_codecs(transport: str) -> list[RTCRtpCodecCapability]:
     return h264
 
 
+#: How long an offer waits for a starting stream to tell what it is (seconds).
+INFO_WAIT = 5.0
+
+
+def _receives_audio(offer: SessionDescription) -> bool:
+    return any(
+        m.kind == "audio" and m.port and m.direction in (None, "recvonly", "sendrecv")
+        for m in offer.media
+    )
+
+
 def _audio_codec(offer: SessionDescription, stream: Stream) -> RTCRtpCodecCapability | None:
     """The audio codec this viewer gets, or None: the stream has no audio for viewers, the
     offer does not receive audio, or it does not take the codec (then: video only)."""
@@ -251,6 +262,11 @@ class SessionManager:
         try:
             transceiver = pc.addTransceiver(track, direction="sendonly")
             transceiver.setCodecPreferences(_preferred_codecs(transport))
+            if stream.spec.audio and stream.info is None and _receives_audio(offer):
+                # A starting stream (an on-demand one at its first viewer above all): wait
+                # to learn whether it has sound, or this viewer would never get any.
+                await stream.wait_info(INFO_WAIT)
+                self._still_open(session)
             audio_codec = _audio_codec(offer, stream)
             if audio_codec is not None:
                 session.audio_track = HubTrack(stream.audio_hub, "units", kind="audio")

@@ -37,6 +37,7 @@ MOUNTS = (
     "/av-opus",
     "/av-aac",
     "/av-pcmu",
+    "/av-pcma",
     "/av-sync",
     "/av-sync-aac",
 )

@@ -16,8 +16,9 @@ Mounts (each its own media factory, one pipeline per client unless said otherwis
 * ``/small``      320x240@15 H.264 constrained-baseline, 1 s GOP
 * ``/av-sync``, ``/av-sync-aac``  320x240@30 black, one white frame at each whole second,
   and a 1 kHz beep (Opus, or AAC) starting at that same instant: lip sync, measurable
-* ``/av-opus``, ``/av-aac``, ``/av-pcmu``  /small's video with a sine tone (440, 660 and
-  880 Hz) as Opus 48 kHz stereo, AAC 44.1 kHz mono and G.711 µ-law 8 kHz
+* ``/av-opus``, ``/av-aac``, ``/av-pcmu``, ``/av-pcma``  /small's video with a sine tone
+  (440, 660, 880 and 550 Hz) as Opus 48 kHz stereo, AAC 44.1 kHz mono and G.711 µ-law
+  and A-law 8 kHz
 * ``/clock``      640x480@30 H.264 constrained-baseline, 1 s GOP, each frame stamped
   with its capture time (``stamp.py``); one shared pipeline for all clients, so a
   hundred gateway streams cost the server one encoder
@@ -300,7 +301,7 @@ def _sync_factory(audio_encoder: str) -> Any:
 
 
 #: The tones of the audio mounts, so a test can tell which one it hears.
-TONES = {"/av-opus": 440, "/av-aac": 660, "/av-pcmu": 880}
+TONES = {"/av-opus": 440, "/av-aac": 660, "/av-pcmu": 880, "/av-pcma": 550}
 
 
 def _with_audio(audio: str) -> str:
@@ -332,6 +333,9 @@ MOUNTS: dict[str, str] = {
     ),
     "/av-pcmu": _with_audio(
         f"{_tone(TONES['/av-pcmu'], 8000, 1)} ! mulawenc ! rtppcmupay name=pay1 pt=0"
+    ),
+    "/av-pcma": _with_audio(
+        f"{_tone(TONES['/av-pcma'], 8000, 1)} ! alawenc ! rtppcmapay name=pay1 pt=8"
     ),
 }
 
