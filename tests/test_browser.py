@@ -585,45 +585,39 @@ def test_player_comes_back_after_gateway_and_stream_restarts(
 ) -> None:
     page = browser_context.new_page()
     log = PageLog(page)
+
+    def add_camera(gw: Gateway) -> None:
+        body = {"id": "cam", "url": rtsp.url("/baseline")}
+        assert _request(gw, "POST", "/api/v1/streams", body=body)[0] == 201
+
+    def wait_playing(playing: bool) -> None:
+        test = "===" if playing else "!=="
+        page.wait_for_function(
+            f"() => window.__player.state {test} 'playing'", timeout=PLAY_TIMEOUT_MS
+        )
+
     try:
         with run_gateway(env=GENEROUS) as first:
             port = first.port
-            status, _, _ = _request(
-                first, "POST", "/api/v1/streams", body={"id": "cam", "url": rtsp.url("/baseline")}
-            )
-            assert status == 201
+            add_camera(first)
             page.goto(f"{first.base_url}/view/cam")
             _assert_plays(page, log, "before the restarts")
             before = _player_state(page)["attempts"]
             os.kill(first.pid, signal.SIGKILL)  # the socket drops without a goodbye
             first.proc.wait(timeout=10)
-            page.wait_for_function(
-                "() => window.__player.state !== 'playing'", timeout=PLAY_TIMEOUT_MS
-            )
+            wait_playing(False)
         # The same address again, as a supervisor restarts it (a fresh registry).
         with run_gateway_on(port, env=GENEROUS) as second:
-            status, _, _ = _request(
-                second, "POST", "/api/v1/streams", body={"id": "cam", "url": rtsp.url("/baseline")}
-            )
-            assert status == 201
-            page.wait_for_function(
-                "() => window.__player.state === 'playing'", timeout=PLAY_TIMEOUT_MS
-            )
+            add_camera(second)
+            wait_playing(True)
             _assert_plays(page, log, "after the gateway restart")
             after_gateway = _player_state(page)["attempts"]
             assert after_gateway > before
             # The stream restarts: removed (its viewers hear so) and registered again.
             assert _request(second, "DELETE", "/api/v1/streams/cam")[0] == 204
-            page.wait_for_function(
-                "() => window.__player.state !== 'playing'", timeout=PLAY_TIMEOUT_MS
-            )
-            status, _, _ = _request(
-                second, "POST", "/api/v1/streams", body={"id": "cam", "url": rtsp.url("/baseline")}
-            )
-            assert status == 201
-            page.wait_for_function(
-                "() => window.__player.state === 'playing'", timeout=PLAY_TIMEOUT_MS
-            )
+            wait_playing(False)
+            add_camera(second)
+            wait_playing(True)
             _assert_plays(page, log, "after the stream restart")
             assert _player_state(page)["attempts"] > after_gateway
     finally:
