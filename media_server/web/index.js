@@ -148,14 +148,16 @@
     id.appendChild(link);
     const url = document.createElement("div");
     url.className = "url";
-    id.appendChild(url);
+    const error = document.createElement("div");
+    error.className = "error"; // why a stream is failing or reconnecting, under its name
+    id.append(url, error);
     tr.appendChild(id);
 
     const state = cell("state");
     const badge = document.createElement("span");
     state.appendChild(badge);
     tr.appendChild(state);
-    for (const name of ["codec", "num resolution", "num fps", "num bitrate", "num viewers", "error"]) {
+    for (const name of ["codec", "num resolution", "num fps", "num bitrate", "num viewers"]) {
       tr.appendChild(cell(name));
     }
 
@@ -192,7 +194,7 @@
     tr.querySelector("td.fps").textContent = f.fps;
     tr.querySelector("td.bitrate").textContent = f.bitrate;
     tr.querySelector("td.viewers").textContent = f.viewers;
-    tr.querySelector("td.error").textContent = f.error;
+    tr.querySelector("td.id div.error").textContent = f.error;
     if (s.state === "live") refreshThumb(s.id, tr.querySelector("td.thumb img"));
   }
 
@@ -221,7 +223,7 @@
     const tr = document.createElement("tr");
     const td = cell("empty");
     td.textContent = text;
-    td.colSpan = 10;
+    td.colSpan = 9;
     tr.appendChild(td);
     rows.replaceChildren(tr);
   }
