@@ -154,7 +154,10 @@ class IngestWorker:
             # Linux schedules threads, not processes: with a hundred ingest threads the
             # event loop's thread would get a hundredth of the process's turn whenever
             # the cores are busy. A lower priority for ingest keeps the loop responsive.
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
+            except OSError as exc:  # a sandbox may refuse it: run at the usual priority
+                log.warning("stream %s: ingest niceness not set (%s)", self.name, exc)
         self._post(self._sink.on_state, StreamState.STARTING, None)
         while not self._stop.is_set():
             if not first:
