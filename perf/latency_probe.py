@@ -100,7 +100,7 @@ class FrameClock:
                 self.counts["undecodable"] += 1
                 continue
             for frame in frames:
-                value = stamp.read(bytes(frame.to_ndarray(format="gray")[stamp.BLOCK // 2]))
+                value = stamp.read_picture(frame.to_ndarray(format="gray"))
                 if value is None:
                     self.counts["unstamped"] += 1
                 else:

@@ -15,6 +15,7 @@ from aiohttp import web
 from media_server.api.access import client_key, require
 from media_server.api.context import gateway
 from media_server.api.errors import ApiError
+from media_server.api.streams import stream_list
 from media_server.auth.tokens import READ
 
 routes = web.RouteTableDef()
@@ -50,7 +51,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             version = await changes.wait(sent_version, WAKE)
             if version == sent_version and loop.time() - sent_at < REFRESH:
                 continue
-            body = gw.json.dumps({"streams": [s.to_dict() for s in gw.streams.all()]})
+            body = gw.json.dumps(stream_list(gw))
             await response.write(f"event: streams\nid: {version}\ndata: {body}\n\n".encode())
             sent_version, sent_at = version, loop.time()
     except (ConnectionResetError, ConnectionError):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from media_server.api.access import client_key, require, require_viewer
-from media_server.api.context import gateway
+from media_server.api.context import Gateway, gateway
 from media_server.api.errors import ApiError
 from media_server.api.schemas import StreamCreate, parse, read_json
 from media_server.auth.tokens import ISSUE, READ, WRITE
@@ -61,11 +63,15 @@ async def create_stream(request: web.Request) -> web.Response:
     return response
 
 
+def stream_list(gw: Gateway) -> dict[str, Any]:
+    """The body of GET /api/v1/streams (also each event of /api/v1/events)."""
+    return {"streams": [s.to_dict() for s in gw.streams.all()]}
+
+
 @routes.get("/api/v1/streams")
 async def list_streams(request: web.Request) -> web.Response:
     require(request, READ)
-    streams = gateway(request).streams.all()
-    return web.json_response({"streams": [s.to_dict() for s in streams]})
+    return web.json_response(stream_list(gateway(request)))
 
 
 @routes.get("/api/v1/streams/{stream_id}")

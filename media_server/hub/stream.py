@@ -91,7 +91,7 @@ class Stream:
         #: How often the stream entered each state (a metric; transitions are also logged).
         self.transitions: dict[StreamState, int] = dict.fromkeys(StreamState, 0)
         self._rate_sample = (time.monotonic(), 0)  # (when, ingress bytes) for the bitrate
-        self.bitrate: float | None = None
+        self._bitrate: float | None = None
 
     @property
     def id(self) -> str:
@@ -271,9 +271,9 @@ class Stream:
         if bytes_in < before:  # a new ingest session counts from zero
             self._rate_sample = (now, bytes_in)
         elif now - when >= 1.0:
-            self.bitrate = (bytes_in - before) * 8 / (now - when)
+            self._bitrate = (bytes_in - before) * 8 / (now - when)
             self._rate_sample = (now, bytes_in)
-        return self.bitrate if self.state == StreamState.LIVE else None
+        return self._bitrate if self.state == StreamState.LIVE else None
 
     # -- view -----------------------------------------------------------------------------
     def _audio_view(self) -> dict[str, Any]:

@@ -60,11 +60,13 @@ def _preferred_codecs(transport: str) -> list[RTCRtpCodecCapability]:
 INFO_WAIT = 5.0
 
 
-def _receives_audio(offer: SessionDescription) -> bool:
-    return any(
-        m.kind == "audio" and m.port and m.direction in (None, "recvonly", "sendrecv")
+def _receiving(offer: SessionDescription, kind: str) -> list[Any]:
+    """The offer's sections of `kind` that take media from us (open port, not sendonly)."""
+    return [
+        m
         for m in offer.media
-    )
+        if m.kind == kind and m.port and m.direction in (None, "recvonly", "sendrecv")
+    ]
 
 
 def _audio_codec(offer: SessionDescription, stream: Stream) -> RTCRtpCodecCapability | None:
@@ -76,11 +78,7 @@ def _audio_codec(offer: SessionDescription, stream: Stream) -> RTCRtpCodecCapabi
         return None
     name, rate = wanted
     mime = f"audio/{name}".lower()
-    for media in offer.media:
-        if media.kind != "audio" or not media.port:
-            continue
-        if media.direction not in (None, "recvonly", "sendrecv"):
-            continue
+    for media in _receiving(offer, "audio"):
         if any(c.mimeType.lower() == mime and c.clockRate == rate for c in media.rtp.codecs):
             caps = RTCRtpSender.getCapabilities("audio").codecs
             return next((c for c in caps if c.mimeType.lower() == mime), None)
@@ -102,7 +100,7 @@ def check_offer(sdp: str) -> SessionDescription:
     videos = [m for m in parsed.media if m.kind == "video"]
     if not videos:
         raise SignalingError("no-video", "the offer has no video section to receive the stream")
-    receiving = [m for m in videos if m.direction in (None, "recvonly", "sendrecv") and m.port]
+    receiving = _receiving(parsed, "video")
     if not receiving:
         raise SignalingError("no-video", "the offer's video section does not receive")
     video = receiving[0]
@@ -182,6 +180,14 @@ class ViewerSession:
             raise SignalingError("invalid-candidate", f"candidate refused: {exc}") from None
 
 
+def _count_egress(totals: dict[tuple[str, str], tuple[int, int]], session: ViewerSession) -> None:
+    """Add what `session` has sent to `totals`, keyed by (stream, media transport)."""
+    key = (session.stream.id, session.transport)
+    packets, octets = session.sent()
+    before = totals.get(key, (0, 0))
+    totals[key] = (before[0] + packets, before[1] + octets)
+
+
 class SessionManager:
     """All viewer sessions, admitted within the configured limits."""
 
@@ -208,10 +214,7 @@ class SessionManager:
             del self._ended_egress[key]
         totals = dict(self._ended_egress)
         for session in self._sessions.values():
-            key = (session.stream.id, session.transport)
-            packets, octets = session.sent()
-            before = totals.get(key, (0, 0))
-            totals[key] = (before[0] + packets, before[1] + octets)
+            _count_egress(totals, session)
         return totals
 
     def by_transport(self) -> dict[str, int]:
@@ -262,7 +265,7 @@ class SessionManager:
         try:
             transceiver = pc.addTransceiver(track, direction="sendonly")
             transceiver.setCodecPreferences(_preferred_codecs(transport))
-            if stream.spec.audio and stream.info is None and _receives_audio(offer):
+            if stream.spec.audio and stream.info is None and _receiving(offer, "audio"):
                 # A starting stream (an on-demand one at its first viewer above all): wait
                 # to learn whether it has sound, or this viewer would never get any.
                 await stream.wait_info(INFO_WAIT)
@@ -343,10 +346,7 @@ class SessionManager:
             session.expiry.cancel()  # the timer would keep the whole peer alive until it fires
             session.expiry = None
         self._sessions.pop(session.id, None)
-        key = (session.stream.id, session.transport)
-        packets, octets = session.sent()
-        before = self._ended_egress.get(key, (0, 0))
-        self._ended_egress[key] = (before[0] + packets, before[1] + octets)
+        _count_egress(self._ended_egress, session)
         session.stream.release()
         session.track.stop()
         if session.audio_track is not None:

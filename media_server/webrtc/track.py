@@ -7,7 +7,6 @@ An `av.Packet` goes to aiortc's H.264 packetizer untouched (passthrough); an
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import av
@@ -27,9 +26,9 @@ class HubTrack(MediaStreamTrack):
         self._hub = hub
         self._wants = wants
         self._sub: Subscriber | None = None
-        #: When the first item went to the sender, and who wants to know.
-        self.first_at: float | None = None
+        #: Told when the first item goes to the sender (time to first frame).
         self.on_first: Callable[[], None] | None = None
+        self._fed = False
 
     @property
     def subscriber(self) -> Subscriber | None:
@@ -45,8 +44,8 @@ class HubTrack(MediaStreamTrack):
         except StreamEnded:
             self.stop()
             raise MediaStreamError from None
-        if self.first_at is None:
-            self.first_at = time.monotonic()
+        if not self._fed:
+            self._fed = True
             if self.on_first is not None:
                 self.on_first()
         return item.packet if isinstance(item, AccessUnit) else _own_copy(item)

@@ -15,6 +15,7 @@ only: the RTSP test server runs under Debian's system Python.
 from __future__ import annotations
 
 import time
+from typing import Any, Protocol
 
 BLOCK = 16
 VALUE_BITS = 32
@@ -53,6 +54,19 @@ def read(row: bytes) -> int | None:
         word = (word << 1) | (row[i * BLOCK + BLOCK // 2] >= 128)
     value = word >> CHECK_BITS
     return value if word & 0xFF == _check(value) else None
+
+
+class Rows(Protocol):
+    """A decoded picture's luma plane, row by row (a numpy array, say)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int, /) -> Any: ...
+
+
+def read_picture(luma: Rows) -> int | None:
+    """The value in a decoded picture's luma rows (anything whose rows convert to bytes)."""
+    return read(bytes(luma[BLOCK // 2])) if len(luma) > BLOCK else None
 
 
 def elapsed_us(stamp: int, now: int) -> int:

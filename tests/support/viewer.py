@@ -104,8 +104,7 @@ class Viewer:
                     if self.sync is not None:
                         self.sync.video(frame)
                     if frame.width >= stamp.WIDTH:
-                        row = frame.to_ndarray(format="gray")[stamp.BLOCK // 2]
-                        self.stamps.append(stamp.read(bytes(row)))
+                        self.stamps.append(stamp.read_picture(frame.to_ndarray(format="gray")))
 
         self._tasks.append(asyncio.ensure_future(consume()))
 
