@@ -26,6 +26,8 @@ from media_server.api.middleware import add_headers, request_context
 from media_server.api.ratelimit import RateLimiter
 from media_server.auth.tokens import READ, Authenticator
 from media_server.config import Settings
+from media_server.engine.engine import Engine, EngineConfig
+from media_server.hub.fanout import Hub
 from media_server.hub.manager import StreamManager
 from media_server.ingest.guard import SourceGuard
 from media_server.loopwatch import LoopMonitor
@@ -55,6 +57,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     gw.metrics.unwatch_gc()
     gw.monitor.stop()
     await gw.streams.close(gw.settings.shutdown_timeout / 2)
+    if gw.sessions.engine is not None:
+        await gw.sessions.engine.close()
     await gw.registry.close()
     log.info("stopped")
 
@@ -94,6 +98,27 @@ async def drain(gw: Gateway, interrupted: asyncio.Event) -> None:
         waiter.cancel()
 
 
+def _engine(settings: Settings, streams: StreamManager) -> Engine | None:
+    """The fan-out engine, when configuration gives it to any viewer."""
+    t = settings.transports
+    if t.passthrough != "engine" and not (t.canary == "engine" and t.canary_percent > 0):
+        return None
+
+    def hub(stream_id: str) -> Hub | None:
+        stream = streams.get(stream_id)
+        return stream.hub if stream is not None else None
+
+    config = EngineConfig(
+        send_path=t.engine,
+        lanes=t.engine_lanes,
+        lane_depth=t.engine_lane_depth,
+        history=t.engine_history,
+        gop_units=settings.hub.gop_cache_units,
+        gop_bytes=settings.hub.gop_cache_bytes,
+    )
+    return Engine(config, hub)
+
+
 def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None) -> web.Application:
     loop = loop or asyncio.get_event_loop()
     app = web.Application(
@@ -102,13 +127,15 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
     registry = SqliteRegistry(settings.registry.path)
     guard = SourceGuard(settings.sources.allow, settings.sources.deny)
     limits = settings.limits
+    manager = StreamManager(settings, loop, registry, guard)
+    engine = _engine(settings, manager)
     gw = Gateway(
         settings=settings,
         auth=Authenticator(settings.auth),
         guard=guard,
         registry=registry,
-        streams=StreamManager(settings, loop, registry, guard),
-        sessions=SessionManager(settings.webrtc, limits),
+        streams=manager,
+        sessions=SessionManager(settings.webrtc, limits, engine),
         metrics=Metrics(),
         monitor=LoopMonitor(settings.health.block_threshold, settings.health.window),
         registrations=RateLimiter(
@@ -117,11 +144,12 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
         offers=RateLimiter("offers", limits.offers_per_minute, limits.offers_burst),
         json=json_codec(settings.transports.json_codec),
     )
-    gw.metrics.transports(
-        settings.transports.model_dump(
-            include={"loop", "json_codec", "transcode", "read_timeout", "gc"}
-        )
+    chosen = settings.transports.model_dump(
+        include={"loop", "json_codec", "transcode", "passthrough", "read_timeout", "gc"}
     )
+    if engine is not None:
+        chosen["engine"] = engine.path.name  # the send path it runs, after any fallback
+    gw.metrics.transports(chosen)
     gw.metrics.watch(gw.streams.all, lambda: gw.monitor.lag, gw.sessions.egress)
     gw.sessions.on_first_media.append(
         lambda s, seconds: gw.metrics.first_media_seconds.labels(s.transport).observe(seconds)

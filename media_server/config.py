@@ -152,6 +152,11 @@ class SourcesSettings(_Section):
     deny: list[str] = Field(default_factory=lambda: list(DEFAULT_DENY))
 
 
+#: Which `transports.canary` values apply to which streams.
+PASSTHROUGH_CHOICES = ("aiortc", "engine")
+TRANSCODE_CHOICES = ("per_viewer", "shared")
+
+
 class TransportSettings(_Section):
     """The swappable parts of the media path, chosen by configuration (PHASES.md)."""
 
@@ -161,8 +166,26 @@ class TransportSettings(_Section):
         "shared: the stream encodes H.264 once and all its viewers share it",
     )
     shared_bitrate: int = Field(1_500_000, ge=100_000, le=20_000_000, description="bits/s")
-    canary: Literal["per_viewer", "shared"] | None = Field(
-        None, description="transcode transport given to a share of new viewers"
+    passthrough: Literal["aiortc", "engine"] = Field(
+        "aiortc",
+        description="aiortc: its sender packetizes, protects and sends for every viewer; "
+        "engine: our fan-out engine packetizes once per stream and sends in batches",
+    )
+    engine: Literal["native", "python"] = Field(
+        "native",
+        description="the engine's send path: native (C, libsrtp2, sendmmsg, lanes of threads) "
+        "or pure Python; native falls back to Python when it was not built",
+    )
+    engine_lanes: int = Field(0, ge=0, le=64, description="sending threads, 0: one per core")
+    engine_lane_depth: int = Field(256, ge=8, le=65_536, description="jobs queued per lane")
+    engine_history: int = Field(
+        4096, ge=256, le=65_536, description="packets per stream kept to answer NACKs"
+    )
+    canary: Literal["per_viewer", "shared", "aiortc", "engine"] | None = Field(
+        None,
+        description="transport given to a share of new viewers: a transcode one "
+        "(per_viewer, shared) for transcoded streams, a passthrough one (aiortc, engine) "
+        "for passed-through streams",
     )
     canary_percent: float = Field(0, ge=0, le=100, description="that share, in per cent")
     read_timeout: Literal["interpreter", "socket"] = Field(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Literal
+from typing import Literal, Protocol
 
 import av
 
@@ -87,6 +87,19 @@ class Subscriber:
         return len(self._items)
 
 
+class Tap(Protocol):
+    """Takes every unit as it is published, with no queue of its own: the fan-out engine,
+    which packetizes once and sends to its viewers itself (media_server/engine)."""
+
+    @property
+    def viewers(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+    def on_unit(self, unit: AccessUnit) -> None: ...
+    def on_reset(self) -> None:
+        """The cached GOP no longer leads to what comes next (the source changed)."""
+
+
 class Hub:
     """Fan-out for one stream; lives on the event loop."""
 
@@ -102,15 +115,23 @@ class Hub:
         self._gop_valid = False
         self._last_frame: av.VideoFrame | None = None
         self._subscribers: set[Subscriber] = set()
+        self._taps: list[Tap] = []
         self._ended = False
 
     @property
     def viewers(self) -> int:
-        return len(self._subscribers)
+        return len(self._subscribers) + sum(t.viewers for t in self._taps)
 
     @property
     def dropped(self) -> int:
-        return sum(s.dropped for s in self._subscribers)
+        return sum(s.dropped for s in self._subscribers) + sum(t.dropped for t in self._taps)
+
+    def add_tap(self, tap: Tap) -> None:
+        self._taps.append(tap)
+
+    def remove_tap(self, tap: Tap) -> None:
+        if tap in self._taps:
+            self._taps.remove(tap)
 
     def subscribe(self, wants: Wants = "any") -> Subscriber:
         """Called at a viewer's first read, so a viewer that never reads is never fed."""
@@ -150,6 +171,8 @@ class Hub:
         for sub in self._subscribers:
             if sub.wants != "frames":
                 sub.push(unit, unit.keyframe)
+        for tap in self._taps:
+            tap.on_unit(unit)
 
     def publish_frame(self, frame: av.VideoFrame) -> None:
         self._last_frame = frame
@@ -161,6 +184,8 @@ class Hub:
         """Forget what new viewers would be given first (the source changed)."""
         self._drop_gop()
         self._last_frame = None
+        for tap in self._taps:
+            tap.on_reset()
 
     def _drop_gop(self) -> None:
         self._gop = []

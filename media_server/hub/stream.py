@@ -13,7 +13,14 @@ from typing import Any
 
 import av
 
-from media_server.config import Mode, ReconnectPolicy, Settings, Transport
+from media_server.config import (
+    PASSTHROUGH_CHOICES,
+    TRANSCODE_CHOICES,
+    Mode,
+    ReconnectPolicy,
+    Settings,
+    Transport,
+)
 from media_server.hub.changes import Changes
 from media_server.hub.fanout import Hub
 from media_server.hub.media import AccessUnit, EffectiveMode, SourceInfo, StreamState
@@ -102,7 +109,7 @@ class Stream:
         """The transcode transports this stream feeds: the default, and the canary's."""
         t = self._settings.transports
         chosen: set[str] = {t.transcode}
-        if t.canary and t.canary_percent > 0:
+        if t.canary in TRANSCODE_CHOICES and t.canary_percent > 0:
             chosen.add(t.canary)
         return chosen
 
@@ -112,14 +119,19 @@ class Stream:
     @property
     def media_transport(self) -> str:
         """What carries this stream to most viewers (labels figures in API and harness)."""
-        return self._transport_name(self._settings.transports.transcode)
+        return self._transport_name(canary=False)
 
-    def _transport_name(self, transcode: str) -> str:
+    def _transport_name(self, canary: bool) -> str:
+        """The media transport's name (metric label, `X-Media-Transport`): the configured
+        one for the stream's mode, or the canary when it is one of that mode's."""
+        t = self._settings.transports
         mode = self.effective_mode or self.spec.mode
         if mode == "passthrough":
-            return "passthrough"
+            choice = t.canary if canary and t.canary in PASSTHROUGH_CHOICES else t.passthrough
+            return "engine" if choice == "engine" else "passthrough"
         if mode == "transcode":
-            return "transcode-shared" if transcode == "shared" else "transcode-per-viewer"
+            choice = t.canary if canary and t.canary in TRANSCODE_CHOICES else t.transcode
+            return "transcode-shared" if choice == "shared" else "transcode-per-viewer"
         return "pending"
 
     def viewer_transport(self) -> str:
@@ -130,7 +142,7 @@ class Stream:
         n = self._viewers_admitted
         self._viewers_admitted += 1
         canary = int((n + 1) * share) > int(n * share)
-        return self._transport_name(t.canary if canary and t.canary else t.transcode)
+        return self._transport_name(canary)
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:

@@ -20,6 +20,8 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from media_server.config import LimitsSettings, WebRTCSettings
+from media_server.engine.engine import Engine
+from media_server.engine.sender import EngineSender
 from media_server.hub.fanout import Wants
 from media_server.hub.stream import Stream
 from media_server.webrtc.ice import enable_loopback_candidates, rtc_configuration
@@ -117,7 +119,7 @@ class ViewerSession:
         self,
         stream: Stream,
         pc: RTCPeerConnection,
-        track: HubTrack,
+        track: HubTrack | None,
         via: str,
         client: str,
         transport: str,
@@ -135,11 +137,13 @@ class ViewerSession:
         self.expiry: asyncio.TimerHandle | None = None
         self.opened_at = time.monotonic()
         self.audio_track: HubTrack | None = None
+        #: The fan-out engine in place of aiortc's video sender (transport "engine").
+        self.engine: EngineSender | None = None
 
     def sent(self) -> tuple[int, int]:
         """RTP packets and payload bytes this viewer's senders have sent (aiortc keeps the
         counts for its RTCP sender reports; they are read, never reset)."""
-        packets = octets = 0
+        packets, octets = self.engine.sent() if self.engine is not None else (0, 0)
         for sender in self.pc.getSenders():
             packets += getattr(sender, "_RTCRtpSender__packet_count", 0)
             octets += getattr(sender, "_RTCRtpSender__octet_count", 0)
@@ -191,10 +195,14 @@ def _count_egress(totals: dict[tuple[str, str], tuple[int, int]], session: Viewe
 class SessionManager:
     """All viewer sessions, admitted within the configured limits."""
 
-    def __init__(self, settings: WebRTCSettings, limits: LimitsSettings) -> None:
+    def __init__(
+        self, settings: WebRTCSettings, limits: LimitsSettings, engine: Engine | None = None
+    ) -> None:
         enable_loopback_candidates()
         self._settings = settings
         self._limits = limits
+        #: Serves the viewers whose transport is "engine"; None: nobody is given it.
+        self.engine = engine
         self._sessions: dict[str, ViewerSession] = {}
         self._tasks: set[asyncio.Future[None]] = set()
         self.accepting = True
@@ -250,20 +258,36 @@ class SessionManager:
                 429,
             )
         offer = check_offer(offer_sdp)
+        if self.engine is not None and stream.effective_mode is None:
+            # Whether the engine may serve this viewer depends on the stream's mode.
+            await stream.wait_info(INFO_WAIT)
         pc = RTCPeerConnection(rtc_configuration(self._settings))
         transport = stream.viewer_transport()
-        track = HubTrack(stream.hub, WANTS.get(transport, "any"))
+        if transport == "engine" and self.engine is None:
+            transport = "passthrough"
+        track = None if transport == "engine" else HubTrack(stream.hub, WANTS.get(transport, "any"))
         session = ViewerSession(stream, pc, track, via, client, transport)
 
         def first_media() -> None:
             for callback in self.on_first_media:
                 callback(session, time.monotonic() - session.opened_at)
 
-        track.on_first = first_media
         self._sessions[session.id] = session
         stream.acquire()
         try:
-            transceiver = pc.addTransceiver(track, direction="sendonly")
+            if track is not None:
+                track.on_first = first_media
+                transceiver = pc.addTransceiver(track, direction="sendonly")
+            else:
+                assert self.engine is not None
+                transceiver = pc.addTransceiver("video", direction="sendonly")
+                session.engine = EngineSender(
+                    self.engine,
+                    transceiver.sender,
+                    stream.id,
+                    first_media,
+                    lambda reason: self._close_soon(session, reason),
+                )
             transceiver.setCodecPreferences(_preferred_codecs(transport))
             if stream.spec.audio and stream.info is None and _receiving(offer, "audio"):
                 # A starting stream (an on-demand one at its first viewer above all): wait
@@ -332,9 +356,15 @@ class SessionManager:
     def _expire_unconnected(self, session: ViewerSession) -> None:
         if session.connected_at is None and not session.closed.is_set():
             log.info("viewer %s never connected; releasing it", session.id)
-            task = asyncio.ensure_future(self.close(session, "never connected"))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._close_soon(session, "never connected")
+
+    def _close_soon(self, session: ViewerSession, reason: str) -> None:
+        """Close from a callback that cannot wait for it."""
+        if session.closed.is_set():
+            return
+        task = asyncio.ensure_future(self.close(session, reason))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def close(self, session: ViewerSession, reason: str = "closed") -> None:
         """Release everything a viewer held; safe to call more than once."""
@@ -348,7 +378,8 @@ class SessionManager:
         self._sessions.pop(session.id, None)
         _count_egress(self._ended_egress, session)
         session.stream.release()
-        session.track.stop()
+        if session.track is not None:
+            session.track.stop()
         if session.audio_track is not None:
             session.audio_track.stop()
         await _close_peer(session.pc)

@@ -1,0 +1,145 @@
+"""The gateway's fan-out engine: a feed per stream, lanes, and the RTCP clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from media_server.engine import rtcp
+from media_server.engine.feed import Feed
+from media_server.engine.lanes import Lanes
+from media_server.engine.sendpath import load
+from media_server.engine.viewer import EngineViewer
+from media_server.hub.fanout import Hub
+
+log = logging.getLogger(__name__)
+
+#: Sender reports to every viewer this often (seconds): RTCP's usual interval.
+SR_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    send_path: Literal["native", "python"]
+    lanes: int  # 0: one per core
+    lane_depth: int
+    history: int  # packets per stream NACKs can be answered from
+    gop_units: int
+    gop_bytes: int
+
+
+@dataclass
+class EngineStats:
+    viewers: int = 0
+    packets: int = 0
+    octets: int = 0
+    dropped: int = 0
+    retransmits: int = 0
+    nacks: int = 0
+    plis: int = 0
+    restarts: int = 0
+
+
+class Engine:
+    def __init__(self, config: EngineConfig, hubs: Callable[[str], Hub | None]) -> None:
+        self.path = load(config.send_path)
+        count = (config.lanes or os.cpu_count() or 1) if self.path.threaded else 0
+        self.lanes = Lanes(count, config.lane_depth)
+        self._config = config
+        self._hubs = hubs
+        self._feeds: dict[str, Feed] = {}
+        self._viewers: dict[EngineViewer, str] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._ended = EngineStats()  # what viewers that left had done
+        #: First sequence number for a new viewer (tests start near the 16-bit wrap).
+        self.initial_seq: Callable[[], int] = lambda: random.getrandbits(16)
+        log.info("engine: %s send path, %d lane(s)", self.path.name, self.lanes.count)
+
+    def add(self, stream_id: str, viewer: EngineViewer) -> None:
+        feed = self._feeds.get(stream_id)
+        if feed is None:
+            hub = self._hubs(stream_id)
+            if hub is None:
+                if viewer.on_lost is not None:
+                    viewer.on_lost("stream removed")
+                return
+            c = self._config
+            feed = Feed(hub, self.path, self.lanes, c.history, c.gop_units, c.gop_bytes)
+            self._feeds[stream_id] = feed
+        self._viewers[viewer] = stream_id
+        feed.add(viewer)
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    def remove(self, stream_id: str, viewer: EngineViewer) -> None:
+        if self._viewers.pop(viewer, None) is None:
+            return
+        self.lanes.release(viewer.lane)
+        self._count(self._ended, viewer)
+        feed = self._feeds.get(stream_id)
+        if feed is not None:
+            feed.remove(viewer)
+            if not feed.viewers:  # nobody left: stop packetizing for nobody
+                self._ended.restarts += feed.restarts
+                feed.close()
+                del self._feeds[stream_id]
+
+    def rtcp(self, stream_id: str, viewer: EngineViewer, packet: Any) -> None:
+        feed = self._feeds.get(stream_id)
+        if feed is not None and viewer in self._viewers:
+            rtcp.handle(viewer, feed, packet)
+
+    def stats(self) -> EngineStats:
+        """Totals since start, for /metrics (counters only grow)."""
+        s = EngineStats(
+            viewers=len(self._viewers),
+            packets=self._ended.packets,
+            octets=self._ended.octets,
+            dropped=self._ended.dropped,
+            retransmits=self._ended.retransmits,
+            nacks=self._ended.nacks,
+            plis=self._ended.plis,
+            restarts=self._ended.restarts + sum(f.restarts for f in self._feeds.values()),
+        )
+        for viewer in self._viewers:
+            self._count(s, viewer)
+        return s
+
+    @staticmethod
+    def _count(into: EngineStats, viewer: EngineViewer) -> None:
+        packets, octets, dropped, retransmits, errors, *_ = viewer.tx.sender_info()
+        into.packets += packets
+        into.octets += octets
+        into.dropped += dropped + errors
+        into.retransmits += retransmits
+        into.nacks += viewer.nacks
+        into.plis += viewer.plis
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(SR_INTERVAL)
+            for viewer in list(self._viewers):
+                reason = viewer.route_lost()
+                if reason is not None:
+                    log.info("engine: a viewer's route is gone (%s)", reason)
+                    viewer.tx.close()
+                    if viewer.on_lost is not None:
+                        viewer.on_lost(reason)
+                    continue
+                viewer.tx.send_rtcp(rtcp.sender_report(viewer))
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        for feed in self._feeds.values():
+            feed.close()
+        self._feeds.clear()
+        await asyncio.get_running_loop().run_in_executor(None, self.lanes.close)

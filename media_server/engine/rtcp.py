@@ -1,0 +1,101 @@
+"""RTCP for engine viewers: sender reports out; NACK, PLI/FIR and receiver reports in.
+
+The engine sends all RTCP for the video SSRC itself (one SRTCP index per SSRC in the
+viewer's SRTP session: aiortc must not send for it too). Incoming RTCP still arrives through
+aiortc's RTP router, which hands packets for our SSRC to `handle`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiortc.rtp import (
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
+    RtcpSrPacket,
+)
+
+from media_server.engine.feed import Feed
+from media_server.engine.pysend import ntp_now
+from media_server.engine.viewer import EngineViewer
+from media_server.hub.media import CLOCK_RATE
+
+log = logging.getLogger(__name__)
+
+
+def sender_report(viewer: EngineViewer) -> bytes:
+    """SR (+ SDES CNAME) mapping now, in NTP time, to the RTP clock: the last packet's
+    timestamp carried forward by the time since it left (RFC 3550 6.4.1)."""
+    packets, octets, _, _, _, last_ts, last_ntp, _ = viewer.tx.sender_info()
+    now = ntp_now()
+    rtp_now = last_ts
+    if last_ntp:
+        rtp_now = (last_ts + ((now - last_ntp) * CLOCK_RATE >> 32)) & 0xFFFFFFFF
+    info = RtcpSenderInfo(
+        ntp_timestamp=now,
+        rtp_timestamp=rtp_now,
+        packet_count=packets & 0xFFFFFFFF,
+        octet_count=octets & 0xFFFFFFFF,
+    )
+    data = bytes(RtcpSrPacket(ssrc=viewer.ssrc, sender_info=info))
+    if viewer.cname:
+        item = RtcpSourceInfo(ssrc=viewer.ssrc, items=[(1, viewer.cname.encode())])
+        data += bytes(RtcpSdesPacket(chunks=[item]))
+    lsr = (now >> 16) & 0xFFFFFFFF
+    viewer.last_sr[lsr] = time.monotonic()
+    while len(viewer.last_sr) > 8:
+        del viewer.last_sr[next(iter(viewer.last_sr))]
+    return data
+
+
+def handle(viewer: EngineViewer, feed: Feed, packet: object) -> None:
+    if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
+        for report in packet.reports:
+            if report.ssrc == viewer.ssrc:
+                _receiver_report(
+                    viewer,
+                    report.fraction_lost,
+                    report.packets_lost,
+                    report.jitter,
+                    report.lsr,
+                    report.dlsr,
+                )
+    elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+        viewer.nacks += 1
+        for seq in packet.lost:
+            viewer.nacked_packets += 1
+            _retransmit(viewer, feed, seq)
+    elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+        viewer.plis += 1
+        feed.replay(viewer)
+
+
+def _receiver_report(
+    viewer: EngineViewer, fraction: int, lost: int, jitter: int, lsr: int, dlsr: int
+) -> None:
+    viewer.fraction_lost = fraction
+    viewer.packets_lost = lost
+    viewer.jitter = jitter
+    sent_at = viewer.last_sr.get(lsr)
+    if sent_at is not None and lsr:
+        rtt = time.monotonic() - sent_at - dlsr / 65536
+        if rtt >= 0:
+            viewer.rtt = rtt if viewer.rtt is None else 0.85 * viewer.rtt + 0.15 * rtt
+
+
+def _retransmit(viewer: EngineViewer, feed: Feed, seq: int) -> None:
+    sent = viewer.tx.lookup(seq)
+    found = feed.history.find(sent[0]) if sent is not None else None
+    if sent is None or found is None:
+        return  # too old: the viewer's decoder will ask for a keyframe
+    unit, position = found
+    marker = position == len(unit.payloads) - 1
+    viewer.tx.retransmit(seq, unit.payloads[position], sent[1], marker)

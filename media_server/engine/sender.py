@@ -1,0 +1,179 @@
+"""Plugs one viewer into the engine in place of aiortc's RTP and RTCP tasks for its video.
+
+aiortc calls `sender.send(parameters)` once DTLS is connected; here that call derives the
+viewer's SRTP keys from the same DTLS session (as `RTCDtlsTransport._setup_srtp` does),
+finds the socket and address ICE selected, and hands the viewer to the engine instead of
+starting aiortc's own send loop. RTCP for our SSRC keeps arriving through aiortc's router.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiortc import RTCRtpSender
+from aiortc.codecs import is_rtx
+from aiortc.rtcrtpparameters import RTCRtpSendParameters
+from aiortc.rtp import RtcpByePacket
+from aiortc.stats import RTCOutboundRtpStreamStats, RTCStatsReport
+
+from media_server.engine.viewer import EngineViewer
+
+if TYPE_CHECKING:
+    from media_server.engine.engine import Engine
+
+log = logging.getLogger(__name__)
+
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+
+
+class EngineError(Exception):
+    """The viewer cannot be served by the engine (no keys, no route, not H.264)."""
+
+
+def srtp_keys(dtls: Any) -> tuple[int, bytes]:
+    """(libsrtp profile, our transmit key and salt) from the viewer's DTLS session."""
+    selected = dtls._ssl.get_selected_srtp_profile()
+    profile = next((p for p in dtls._srtp_profiles if p.openssl_profile == selected), None)
+    if profile is None:
+        raise EngineError("DTLS negotiated no SRTP profile")
+    material = dtls._ssl.export_keying_material(
+        b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length)
+    )
+    key: bytes = profile.get_key_and_salt(material, 1 if dtls._role == "server" else 0)
+    return int(profile.libsrtp_profile), key
+
+
+def selected_route(dtls: Any) -> tuple[Any, Any, int, str, int]:
+    """(ICE connection, selected pair, socket descriptor, remote host, remote port)."""
+    connection = dtls.transport._connection
+    pair = connection._nominated.get(1)
+    if pair is None or pair.protocol.transport is None:
+        raise EngineError("ICE has no selected pair")
+    sock = pair.protocol.transport.get_extra_info("socket")
+    host, port = pair.remote_addr[:2]
+    return connection, pair, sock.fileno(), host, port
+
+
+class EngineSender:
+    """Takes the place of an `RTCRtpSender`'s send, stop, RTCP handling and stats."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        sender: RTCRtpSender,
+        stream_id: str,
+        on_first: Callable[[], None],
+        on_lost: Callable[[str], None],
+    ) -> None:
+        self._engine = engine
+        self._sender = sender
+        self._stream_id = stream_id
+        self._on_first = on_first
+        self._on_lost = on_lost
+        self.viewer: EngineViewer | None = None
+        self._registered = False
+        sender.send = self.send  # type: ignore[method-assign]
+        sender.stop = self.stop  # type: ignore[method-assign]
+        sender._handle_rtcp_packet = self.handle_rtcp  # type: ignore[method-assign]
+        sender.getStats = self.get_stats  # type: ignore[method-assign]
+
+    def sent(self) -> tuple[int, int]:
+        if self.viewer is None:
+            return 0, 0
+        packets, octets, *_ = self.viewer.tx.sender_info()
+        return packets, octets
+
+    async def send(self, parameters: RTCRtpSendParameters) -> None:
+        if self.viewer is not None:
+            return
+        try:
+            self.viewer = self._attach(parameters)
+        except EngineError as exc:
+            log.warning("engine cannot serve a viewer of %s: %s", self._stream_id, exc)
+            self._on_lost(str(exc))
+            return
+        self._engine.add(self._stream_id, self.viewer)
+
+    def _attach(self, parameters: RTCRtpSendParameters) -> EngineViewer:
+        codec = parameters.codecs[0]
+        if codec.mimeType.lower() != "video/h264":
+            raise EngineError(f"the viewer takes {codec.mimeType}, the engine sends H.264")
+        rtx = next(
+            (
+                c.payloadType
+                for c in parameters.codecs
+                if is_rtx(c) and c.parameters.get("apt") == codec.payloadType
+            ),
+            -1,
+        )
+        ids = {ext.uri: ext.id for ext in parameters.headerExtensions}
+        dtls = self._sender.transport
+        profile, key = srtp_keys(dtls)
+        connection, pair, fd, host, port = selected_route(dtls)
+        tx = self._engine.path.viewer(
+            fd=fd,
+            host=host,
+            port=port,
+            profile=profile,
+            key=key,
+            ssrc=self._sender._ssrc,
+            payload_type=codec.payloadType,
+            seq=self._engine.initial_seq(),
+            ts_offset=random.getrandbits(32),
+            mid_id=ids.get(MID_URI, 0),
+            mid=(parameters.muxId or "").encode(),
+            abs_send_time_id=ids.get(ABS_SEND_TIME_URI, 0),
+            rtx_ssrc=self._sender._rtx_ssrc,
+            rtx_payload_type=rtx,
+            rtx_seq=random.getrandbits(16),
+        )
+        dtls._register_rtp_sender(self._sender, parameters)
+        self._registered = True
+        return EngineViewer(
+            tx=tx,
+            lane=self._engine.lanes.assign(),
+            ssrc=self._sender._ssrc,
+            cname=parameters.rtcp.cname,
+            pair=pair,
+            connection=connection,
+            on_first=self._on_first,
+            on_lost=self._on_lost,
+        )
+
+    async def stop(self) -> None:
+        viewer, self.viewer = self.viewer, None
+        if viewer is not None:
+            self._engine.remove(self._stream_id, viewer)
+            viewer.tx.send_rtcp(bytes(RtcpByePacket(sources=[viewer.ssrc])))
+            viewer.tx.close()
+        if self._registered:
+            self._registered = False
+            self._sender.transport._unregister_rtp_sender(self._sender)
+
+    async def handle_rtcp(self, packet: Any) -> None:
+        if self.viewer is not None:
+            self._engine.rtcp(self._stream_id, self.viewer, packet)
+
+    async def get_stats(self) -> RTCStatsReport:
+        from aiortc import clock
+
+        report = RTCStatsReport()
+        packets, octets = self.sent()
+        report.add(
+            RTCOutboundRtpStreamStats(
+                timestamp=clock.current_datetime(),
+                type="outbound-rtp",
+                id=f"outbound-rtp_{id(self)}",
+                ssrc=self._sender._ssrc,
+                kind="video",
+                transportId=self._sender.transport._stats_id,
+                packetsSent=packets,
+                bytesSent=octets,
+                trackId=self._sender._track_id,
+            )
+        )
+        return report

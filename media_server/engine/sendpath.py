@@ -1,0 +1,53 @@
+"""Which send path the engine runs: the native one when it was built, else pure Python."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+log = logging.getLogger(__name__)
+
+
+class TxViewer(Protocol):
+    """One viewer's send state (`_fanout.Viewer` or `pysend.Viewer`)."""
+
+    @property
+    def closed(self) -> bool: ...
+    def retransmit(self, seq: int, payload: bytes, timestamp: int, marker: bool, /) -> bool: ...
+    def send_rtcp(self, data: bytes, /) -> bool: ...
+    def lookup(self, seq: int, /) -> tuple[int, int] | None: ...
+    def sender_info(self) -> tuple[int, int, int, int, int, int, int, int]: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SendPath:
+    name: Literal["native", "python"]
+    viewer: Callable[..., TxViewer]
+    send_unit: Callable[[tuple[Any, ...], tuple[bytes, ...], int, int], int]
+    #: Whether sending releases the GIL, so lanes of threads can send on several cores.
+    threaded: bool
+
+
+def native_available() -> bool:
+    try:
+        from media_server.engine import _fanout  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def load(wanted: Literal["native", "python"]) -> SendPath:
+    """The send path asked for; native falls back to Python (logged) when not built."""
+    if wanted == "native":
+        try:
+            from media_server.engine import _fanout
+        except ImportError as exc:
+            log.warning("engine: native send path not built (%s); using pure Python", exc)
+        else:
+            return SendPath("native", _fanout.Viewer, _fanout.send_unit, True)
+    from media_server.engine import pysend
+
+    return SendPath("python", pysend.Viewer, pysend.send_unit, False)
