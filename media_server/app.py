@@ -113,6 +113,7 @@ def _engine(settings: Settings, streams: StreamManager) -> Engine | None:
         lanes=t.engine_lanes,
         lane_depth=t.engine_lane_depth,
         history=t.engine_history,
+        start=t.engine_start,
         gop_units=settings.hub.gop_cache_units,
         gop_bytes=settings.hub.gop_cache_bytes,
     )
@@ -151,6 +152,8 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
         chosen["engine"] = engine.path.name  # the send path it runs, after any fallback
     gw.metrics.transports(chosen)
     gw.metrics.watch(gw.streams.all, lambda: gw.monitor.lag, gw.sessions.egress)
+    if engine is not None:
+        gw.metrics.watch_engine(engine)
     gw.sessions.on_first_media.append(
         lambda s, seconds: gw.metrics.first_media_seconds.labels(s.transport).observe(seconds)
     )

@@ -181,6 +181,11 @@ class TransportSettings(_Section):
     engine_history: int = Field(
         4096, ge=256, le=65_536, description="packets per stream kept to answer NACKs"
     )
+    engine_start: Literal["random", "near-wrap"] = Field(
+        "random",
+        description="each engine viewer's first RTP sequence number and timestamp: random "
+        "(RFC 3550), or near-wrap: both wrap within seconds (tests of long runs)",
+    )
     canary: Literal["per_viewer", "shared", "aiortc", "engine"] | None = Field(
         None,
         description="transport given to a share of new viewers: a transcode one "

@@ -22,6 +22,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from media_server.engine.engine import Engine
 from media_server.hub.media import StreamState
 from media_server.hub.stream import Stream
 
@@ -29,6 +30,34 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 Egress = Callable[[set[str]], dict[tuple[str, str], tuple[int, int]]]
+
+
+class _EngineCollector(Collector):
+    """The fan-out engine's RTCP work and losses, summed over its viewers at scrape time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        s = self._engine.stats()
+        yield GaugeMetricFamily(
+            "media_server_engine_viewers", "Viewers the fan-out engine sends to", s.viewers
+        )
+        yield GaugeMetricFamily(
+            "media_server_engine_lane_backlog",
+            "Send jobs waiting in the engine's lanes",
+            self._engine.lanes.backlog(),
+        )
+        counters = {
+            "nacks": ("NACK messages received from viewers", s.nacks),
+            "retransmits": ("Packets retransmitted for NACKs", s.retransmits),
+            "plis": ("Picture loss indications (PLI/FIR) received", s.plis),
+            "replays": ("GOP replays sent to answer a picture loss", s.replays),
+            "send_dropped": ("Packets the socket refused (slow viewer)", s.dropped),
+            "restarts": ("Viewers sent back to a keyframe because their lane was full", s.restarts),
+        }
+        for name, (text, value) in counters.items():
+            yield CounterMetricFamily(f"media_server_engine_{name}", text, value)
 
 
 class _StreamCollector(Collector):
@@ -183,6 +212,9 @@ class Metrics:
         egress: Egress,
     ) -> None:
         self.registry.register(_StreamCollector(streams, loop_lag, egress))
+
+    def watch_engine(self, engine: Engine) -> None:
+        self.registry.register(_EngineCollector(engine))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

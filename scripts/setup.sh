@@ -43,6 +43,14 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   fi
 fi
 
+# The fan-out engine's native part is compiled from source against Debian's libsrtp2.
+apt_install gcc libc6-dev libsrtp2-dev
+if ! "$VENV/bin/python" -c 'import os, sysconfig
+raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'
+then
+  apt_install python3-dev
+fi
+
 if [[ $WITH_TESTS -eq 1 ]]; then
   # The RTSP test server runs on Debian's /usr/bin/python3, for which python3-gi is built.
   apt_install python3 python3-gi python3-gst-1.0 gir1.2-gstreamer-1.0 \
@@ -54,8 +62,8 @@ if [[ $WITH_TESTS -eq 1 ]]; then
   apt_install prometheus
 fi
 
-# Reinstall only when pyproject.toml changed (a test install covers the plain one).
-hash=$(sha256sum pyproject.toml | cut -c1-16)
+# Reinstall only when the build changed (a test install covers the plain one).
+hash=$(cat pyproject.toml setup.py media_server/engine/_fanout.c | sha256sum | cut -c1-16)
 if [[ "$(cat "$VENV/.installed-test" 2>/dev/null)" == "$hash" ]] \
   || { [[ $WITH_TESTS -eq 0 ]] && [[ "$(cat "$VENV/.installed" 2>/dev/null)" == "$hash" ]]; }; then
   exit 0

@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 #: Sender reports to every viewer this often (seconds): RTCP's usual interval.
 SR_INTERVAL = 1.0
+#: `near-wrap`: sequence numbers wrap after this many packets, timestamps after 3 s.
+NEAR_WRAP_PACKETS = 300
+NEAR_WRAP_TICKS = 3 * 90_000
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class EngineConfig:
     history: int  # packets per stream NACKs can be answered from
     gop_units: int
     gop_bytes: int
+    start: Literal["random", "near-wrap"] = "random"
 
 
 @dataclass
@@ -43,6 +47,7 @@ class EngineStats:
     retransmits: int = 0
     nacks: int = 0
     plis: int = 0
+    replays: int = 0
     restarts: int = 0
 
 
@@ -57,25 +62,40 @@ class Engine:
         self._viewers: dict[EngineViewer, str] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._ended = EngineStats()  # what viewers that left had done
-        #: First sequence number for a new viewer (tests start near the 16-bit wrap).
-        self.initial_seq: Callable[[], int] = lambda: random.getrandbits(16)
         log.info("engine: %s send path, %d lane(s)", self.path.name, self.lanes.count)
 
-    def add(self, stream_id: str, viewer: EngineViewer) -> None:
+    def start(self, stream_id: str) -> tuple[int, int]:
+        """A new viewer's first sequence number and timestamp offset (the stream's feed is
+        made now, so a near-wrap start is counted from what the viewer will be sent first).
+        Raises LookupError for a stream that is gone."""
+        feed = self._feed(stream_id)
+        if self._config.start == "near-wrap":
+            first = feed.first_timestamp()
+            return 0x10000 - NEAR_WRAP_PACKETS, (-NEAR_WRAP_TICKS - first) & 0xFFFFFFFF
+        return random.getrandbits(16), random.getrandbits(32)
+
+    def _feed(self, stream_id: str) -> Feed:
         feed = self._feeds.get(stream_id)
         if feed is None:
             hub = self._hubs(stream_id)
             if hub is None:
-                if viewer.on_lost is not None:
-                    viewer.on_lost("stream removed")
-                return
+                raise LookupError(stream_id)
             c = self._config
             feed = Feed(hub, self.path, self.lanes, c.history, c.gop_units, c.gop_bytes)
             self._feeds[stream_id] = feed
+            if self._ticker is None:
+                self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        return feed
+
+    def add(self, stream_id: str, viewer: EngineViewer) -> None:
+        try:
+            feed = self._feed(stream_id)
+        except LookupError:
+            if viewer.on_lost is not None:
+                viewer.on_lost("stream removed")
+            return
         self._viewers[viewer] = stream_id
         feed.add(viewer)
-        if self._ticker is None:
-            self._ticker = asyncio.get_running_loop().create_task(self._tick())
 
     def remove(self, stream_id: str, viewer: EngineViewer) -> None:
         if self._viewers.pop(viewer, None) is None:
@@ -85,10 +105,15 @@ class Engine:
         feed = self._feeds.get(stream_id)
         if feed is not None:
             feed.remove(viewer)
-            if not feed.viewers:  # nobody left: stop packetizing for nobody
-                self._ended.restarts += feed.restarts
-                feed.close()
-                del self._feeds[stream_id]
+            self._drop_idle(stream_id)
+
+    def _drop_idle(self, stream_id: str) -> None:
+        """Nobody left: stop packetizing for nobody."""
+        feed = self._feeds[stream_id]
+        if not feed.viewers:
+            self._ended.restarts += feed.restarts
+            feed.close()
+            del self._feeds[stream_id]
 
     def rtcp(self, stream_id: str, viewer: EngineViewer, packet: Any) -> None:
         feed = self._feeds.get(stream_id)
@@ -105,6 +130,7 @@ class Engine:
             retransmits=self._ended.retransmits,
             nacks=self._ended.nacks,
             plis=self._ended.plis,
+            replays=self._ended.replays,
             restarts=self._ended.restarts + sum(f.restarts for f in self._feeds.values()),
         )
         for viewer in self._viewers:
@@ -120,10 +146,13 @@ class Engine:
         into.retransmits += retransmits
         into.nacks += viewer.nacks
         into.plis += viewer.plis
+        into.replays += viewer.replays
 
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(SR_INTERVAL)
+            for stream_id in list(self._feeds):  # made for a viewer that never came
+                self._drop_idle(stream_id)
             for viewer in list(self._viewers):
                 reason = viewer.route_lost()
                 if reason is not None:

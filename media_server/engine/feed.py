@@ -106,6 +106,12 @@ class Feed:
         self._waiting.discard(viewer)
         self._groups = None
 
+    def first_timestamp(self) -> int:
+        """The timestamp a viewer joining now is sent first (its GOP's, or the latest)."""
+        if self._gop:
+            return self._gop[0].timestamp
+        return self._last.timestamp if self._last is not None else 0
+
     def close(self) -> None:
         self._hub.remove_tap(self)
         self.history.clear()

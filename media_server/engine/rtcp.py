@@ -75,7 +75,7 @@ def handle(viewer: EngineViewer, feed: Feed, packet: object) -> None:
             _retransmit(viewer, feed, seq)
     elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
         viewer.plis += 1
-        feed.replay(viewer)
+        viewer.replays += feed.replay(viewer)
 
 
 def _receiver_report(

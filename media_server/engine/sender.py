@@ -19,6 +19,7 @@ from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtp import RtcpByePacket
 from aiortc.stats import RTCOutboundRtpStreamStats, RTCStatsReport
 
+from media_server.engine.sendpath import TxViewer
 from media_server.engine.viewer import EngineViewer
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ class EngineSender:
         self._on_first = on_first
         self._on_lost = on_lost
         self.viewer: EngineViewer | None = None
+        self._tx: TxViewer | None = None  # kept after stop: its counts stay readable
         self._registered = False
         sender.send = self.send  # type: ignore[method-assign]
         sender.stop = self.stop  # type: ignore[method-assign]
@@ -82,9 +84,9 @@ class EngineSender:
         sender.getStats = self.get_stats  # type: ignore[method-assign]
 
     def sent(self) -> tuple[int, int]:
-        if self.viewer is None:
+        if self._tx is None:
             return 0, 0
-        packets, octets, *_ = self.viewer.tx.sender_info()
+        packets, octets, *_ = self._tx.sender_info()
         return packets, octets
 
     async def send(self, parameters: RTCRtpSendParameters) -> None:
@@ -92,6 +94,7 @@ class EngineSender:
             return
         try:
             self.viewer = self._attach(parameters)
+            self._tx = self.viewer.tx
         except EngineError as exc:
             log.warning("engine cannot serve a viewer of %s: %s", self._stream_id, exc)
             self._on_lost(str(exc))
@@ -113,6 +116,10 @@ class EngineSender:
         ids = {ext.uri: ext.id for ext in parameters.headerExtensions}
         dtls = self._sender.transport
         profile, key = srtp_keys(dtls)
+        try:
+            seq, ts_offset = self._engine.start(self._stream_id)
+        except LookupError:
+            raise EngineError("the stream was removed") from None
         connection, pair, fd, host, port = selected_route(dtls)
         tx = self._engine.path.viewer(
             fd=fd,
@@ -122,8 +129,8 @@ class EngineSender:
             key=key,
             ssrc=self._sender._ssrc,
             payload_type=codec.payloadType,
-            seq=self._engine.initial_seq(),
-            ts_offset=random.getrandbits(32),
+            seq=seq,
+            ts_offset=ts_offset,
             mid_id=ids.get(MID_URI, 0),
             mid=(parameters.muxId or "").encode(),
             abs_send_time_id=ids.get(ABS_SEND_TIME_URI, 0),

@@ -51,7 +51,7 @@ class History:
     def add(self, unit: Packetized) -> None:
         self._units.append(unit)
         self._packets += len(unit.payloads)
-        while self._packets - len(self._units[0].payloads) >= self._capacity:
+        while self._packets > self._capacity and len(self._units) > 1:
             self._packets -= len(self._units.popleft().payloads)
 
     def find(self, index: int) -> tuple[Packetized, int] | None:

@@ -33,6 +33,7 @@ class EngineViewer:
     nacks: int = 0
     nacked_packets: int = 0
     plis: int = 0
+    replays: int = 0
 
     def route_lost(self) -> str | None:
         """Why the engine may no longer send to this viewer, or None."""

@@ -29,3 +29,17 @@ async def wait_state(
             return last
         await asyncio.sleep(0.1)
     raise AssertionError(f"stream {stream_id} never reached {states}: {last}")
+
+
+async def metric(http: aiohttp.ClientSession, base_url: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include `labels` (0 when none)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with http.get(f"{base_url}/metrics") as resp:
+        text = await resp.text()
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                total += sample.value
+    return total

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,9 @@ class Viewer:
     audio_frames: int = 0
     #: Messages the gateway sent after its answer.
     messages: list[dict[str, Any]] = field(default_factory=list)
+    #: Rewrites of the offer sent and the answer applied (a relay in between, say).
+    rewrite_offer: Callable[[str], str] | None = None
+    rewrite_answer: Callable[[str], str] | None = None
     _http: aiohttp.ClientSession | None = None
     _ws: aiohttp.ClientWebSocketResponse | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -61,6 +65,8 @@ class Viewer:
         self.started = time.monotonic()
         await self.pc.setLocalDescription(await self.pc.createOffer())
         offer = self.pc.localDescription.sdp
+        if self.rewrite_offer is not None:
+            offer = self.rewrite_offer(offer)
         self._http = aiohttp.ClientSession()
         if self.via == "whep":
             url = f"{self.base_url}/api/v1/streams/{self.stream_id}/whep"
@@ -80,7 +86,10 @@ class Viewer:
             self.answer_sdp = msg["sdp"]
             # Keep reading, as a browser does: that answers the gateway's heartbeat pings.
             self._tasks.append(asyncio.ensure_future(self._read_socket(self._ws)))
-        await self.pc.setRemoteDescription(RTCSessionDescription(self.answer_sdp, "answer"))
+        answer = self.answer_sdp
+        if self.rewrite_answer is not None:
+            answer = self.rewrite_answer(answer)
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
 
     async def _read_socket(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:
