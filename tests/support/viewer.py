@@ -38,6 +38,8 @@ class Viewer:
     first_frame_at: float | None = None
     whep_location: str | None = None
     answer_sdp: str = ""
+    #: The media transport the gateway says serves us (WS answer, WHEP header).
+    media_transport: str | None = None
     #: Decoded audio: mono samples (float, -1..1) and their rate, as they arrived.
     audio_samples: list[np.ndarray[Any, Any]] = field(default_factory=list)
     audio_rate: int = 0
@@ -77,6 +79,7 @@ class Viewer:
                 assert resp.status == 201, f"WHEP answered {resp.status}: {body}"
                 assert resp.content_type == "application/sdp"
                 self.whep_location = resp.headers["Location"]
+                self.media_transport = resp.headers.get("X-Media-Transport")
                 self.answer_sdp = body
         else:
             self._ws = await self._http.ws_connect(f"{self.base_url}/ws/{self.stream_id}")
@@ -84,12 +87,29 @@ class Viewer:
             msg = await self._ws.receive_json(timeout=15)
             assert msg.get("type") == "answer", f"gateway answered {msg}"
             self.answer_sdp = msg["sdp"]
+            self.media_transport = msg.get("media_transport")
             # Keep reading, as a browser does: that answers the gateway's heartbeat pings.
             self._tasks.append(asyncio.ensure_future(self._read_socket(self._ws)))
         answer = self.answer_sdp
         if self.rewrite_answer is not None:
             answer = self.rewrite_answer(answer)
         await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+
+    def record_rtp(self) -> list[tuple[float, int, int, bytes]]:
+        """From now on, note (arrival, sequence number, timestamp, first payload bytes) of
+        every video RTP packet as aiortc decrypted it."""
+        seen: list[tuple[float, int, int, bytes]] = []
+        receiver = self.pc.getReceivers()[0]
+        handle = receiver._handle_rtp_packet
+
+        async def record(packet: Any, arrival_time_ms: int) -> None:
+            seen.append(
+                (time.monotonic(), packet.sequence_number, packet.timestamp, packet.payload[:2])
+            )
+            await handle(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = record  # type: ignore[method-assign]
+        return seen
 
     async def _read_socket(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:
