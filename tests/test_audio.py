@@ -156,16 +156,20 @@ async def test_video_only_offers_and_audio_off_streams_get_video(
 SYNC_LIMITS = {"/av-sync": 0.020, "/av-sync-aac": 0.080}
 
 
-@pytest.mark.parametrize("mount", sorted(SYNC_LIMITS))
+@pytest.mark.parametrize(
+    ("mount", "video"), [("/av-sync", "aiortc"), ("/av-sync-aac", "aiortc"), ("/av-sync", "engine")]
+)
 async def test_lip_sync_holds_and_survives_a_camera_reconnect(
-    http: aiohttp.ClientSession, mount: str
+    http: aiohttp.ClientSession, mount: str, video: str
 ) -> None:
     """Measured as a browser syncs: each track's RTP time through its sender reports.
 
     The camera flashes and beeps at the same instants; the beep must stay within the
     limit of its flash, before and after the camera restarts under a connected viewer.
+    With the fan-out engine sending the video, its sender reports are the ones measured.
     """
-    with start_rtsp_server() as camera, run_gateway("--no-demo", env=FAST) as gw:
+    env = {**FAST, "MEDIA_SERVER_TRANSPORTS__PASSTHROUGH": video}
+    with start_rtsp_server() as camera, run_gateway("--no-demo", env=env) as gw:
         port = camera.port
         status, _ = await register(http, gw.base_url, id="sync", url=camera.url(mount))
         assert status == 201
@@ -174,6 +178,7 @@ async def test_lip_sync_holds_and_survives_a_camera_reconnect(
         viewer = Viewer(gw.base_url, "sync", audio=True, sync=meter)
         try:
             await viewer.connect()
+            assert viewer.media_transport == ("engine" if video == "engine" else "passthrough")
             await assert_in_sync(meter, SYNC_LIMITS[mount], "before the camera restarts")
             camera.proc.kill()  # no TEARDOWN: the gateway finds out by itself
             camera.proc.wait()
