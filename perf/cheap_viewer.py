@@ -4,8 +4,12 @@ aiortc's receiver queues each complete frame for a decoder thread; here that thr
 counts the frames, so a viewer costs little CPU and the gateway, not the client, is what
 the harness measures. One process runs several viewers and prints one JSON line each.
 
+`--mode counter` is cheaper still, for hundreds of viewers on the gateway's own machine:
+ICE and DTLS as before, but RTP packets are counted as they arrive (sequence numbers and
+marker bits are in the clear) and never decrypted, reassembled or answered with RTCP.
+
     python -m perf.cheap_viewer BASE_URL STREAM[,STREAM...] --count K --offset I \\
-        --warmup W --window T
+        --warmup W --window T [--mode receiver|counter]
 """
 
 from __future__ import annotations
@@ -47,13 +51,65 @@ aiortc.rtcrtpreceiver.decoder_worker = counting_worker  # type: ignore[assignmen
 DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 
 
+class Tally:
+    """RTP packets counted from their clear headers: no decryption, no jitter buffer."""
+
+    def __init__(self) -> None:
+        self.packets = 0
+        self.payload_bytes = 0
+        self.frames = 0
+        self.first_frame: float | None = None
+        self._first_seq: int | None = None
+        self._highest = 0  # extended sequence number
+
+    def add(self, data: bytes) -> None:
+        seq = int.from_bytes(data[2:4], "big")
+        if self._first_seq is None:
+            self._first_seq = self._highest = seq
+        else:
+            delta = (seq - self._highest) & 0xFFFF
+            if delta < 0x8000:
+                self._highest += delta
+        self.packets += 1
+        self.payload_bytes += len(data) - 12 - 10  # header and SRTP tag; extensions included
+        if data[1] & 0x80:  # the marker bit ends a frame
+            self.frames += 1
+            if self.first_frame is None:
+                self.first_frame = time.monotonic()
+
+    @property
+    def lost(self) -> int:
+        if self._first_seq is None:
+            return 0
+        return max(0, self._highest - self._first_seq + 1 - self.packets)
+
+
+def count_rtp(ice_transport: Any, tally: Tally) -> None:
+    """Take RTP out of what the ICE transport hands DTLS, counting it; the rest goes on."""
+    recv = ice_transport._recv
+
+    async def without_rtp() -> bytes:
+        while True:
+            data: bytes = await recv()
+            if 127 < data[0] < 192 and not 192 <= data[1] <= 223:  # RTP, not RTCP
+                tally.add(data)
+                continue
+            return data
+
+    ice_transport._recv = without_rtp
+
+
 class CheapViewer:
-    def __init__(self, base_url: str, stream_id: str) -> None:
+    def __init__(self, base_url: str, stream_id: str, mode: str = "receiver") -> None:
         self.base_url = base_url
         self.stream_id = stream_id
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         transceiver = self.pc.addTransceiver("video", direction="recvonly")
         self.key = id(getattr(transceiver.receiver, DECODER_QUEUE))
+        self.tally: Tally | None = None
+        if mode == "counter":
+            self.tally = Tally()
+            count_rtp(transceiver.receiver.transport.transport, self.tally)
         self.started = 0.0
         self.signaling_s: float | None = None
         self.error: str | None = None
@@ -73,6 +129,14 @@ class CheapViewer:
         await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
 
     async def counters(self) -> dict[str, int]:
+        if self.tally is not None:
+            t = self.tally
+            return {
+                "packets": t.packets,
+                "lost": t.lost,
+                "frames": t.frames,
+                "payload_bytes": t.payload_bytes,
+            }
         stats = {"packets": 0, "lost": 0}
         for item in (await self.pc.getStats()).values():
             if getattr(item, "type", "") == "inbound-rtp":
@@ -82,14 +146,22 @@ class CheapViewer:
         return stats
 
     def first_frame_s(self) -> float | None:
-        first = FIRST_FRAME.get(self.key)
+        first = self.tally.first_frame if self.tally is not None else FIRST_FRAME.get(self.key)
         return None if first is None else first - self.started
 
 
 async def run(
-    base_url: str, streams: list[str], count: int, offset: int, warmup: float, window: float
+    base_url: str,
+    streams: list[str],
+    count: int,
+    offset: int,
+    warmup: float,
+    window: float,
+    mode: str = "receiver",
 ) -> None:
-    viewers = [CheapViewer(base_url, streams[(offset + i) % len(streams)]) for i in range(count)]
+    viewers = [
+        CheapViewer(base_url, streams[(offset + i) % len(streams)], mode) for i in range(count)
+    ]
     async with aiohttp.ClientSession() as http:
         results = await asyncio.gather(*(v.connect(http) for v in viewers), return_exceptions=True)
         for viewer, result in zip(viewers, results, strict=True):
@@ -122,9 +194,12 @@ def main() -> None:
     parser.add_argument("--offset", type=int, default=0, help="first stream index, round robin")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--window", type=float, default=10.0)
+    parser.add_argument("--mode", choices=["receiver", "counter"], default="receiver")
     args = parser.parse_args()
     streams = args.streams.split(",")
-    asyncio.run(run(args.base_url, streams, args.count, args.offset, args.warmup, args.window))
+    asyncio.run(
+        run(args.base_url, streams, args.count, args.offset, args.warmup, args.window, args.mode)
+    )
 
 
 if __name__ == "__main__":

@@ -52,6 +52,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
+#: Thread names (media_server.procstat.name_thread) grouped for the CPU breakdown.
+THREAD_GROUPS = (("engine-lane", "lanes"), ("ingest", "ingest"))
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds by thread group: the engine's lanes, ingest, and the rest (the event
+    loop's thread, aiortc's and the interpreter's helpers)."""
+    out = {"lanes": 0.0, "ingest": 0.0, "loop+other": 0.0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        group = next((g for prefix, g in THREAD_GROUPS if name.startswith(prefix)), "loop+other")
+        out[group] += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return out
+
+
 def host_busy_seconds() -> float:
     """CPU seconds the whole machine spent busy (all cores), from /proc/stat."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -167,6 +186,8 @@ def measure(
                     str(count),
                     "--offset",
                     str(remaining),
+                    "--mode",
+                    args.viewer,
                     *timing,
                 )
             )
@@ -187,6 +208,7 @@ def measure(
             )
             profiler.start()
         cpu_start, wall_start = cpu_seconds(gw.pid), time.monotonic()
+        threads_start = thread_cpu_seconds(gw.pid)
         host_start = host_busy_seconds()
         before = scrape(gw, GC, DROPS)
         lags, rss = [], []
@@ -196,6 +218,10 @@ def measure(
             rss.append(rss_mb(gw.pid))
         elapsed = time.monotonic() - wall_start
         cpu = (cpu_seconds(gw.pid) - cpu_start) / elapsed * 100
+        threads = {
+            group: (seconds - threads_start.get(group, 0.0)) / elapsed * 100
+            for group, seconds in thread_cpu_seconds(gw.pid).items()
+        }
         host_cpu = (host_busy_seconds() - host_start) / elapsed * 100
         after = scrape(gw, GC, DROPS)
         gc_ms_per_s = (after[GC] - before[GC]) / elapsed * 1000
@@ -207,6 +233,9 @@ def measure(
         probed = [line for proc in probes for line in _results(proc, timeout)]
     run = summarize(profile, viewers, cpu, max(rss, default=0.0), lags)
     run["host_cpu_percent"] = host_cpu  # everything: gateway, viewers, RTSP server
+    run["cpu_percent_lanes"] = threads["lanes"]
+    run["cpu_percent_ingest"] = threads["ingest"]
+    run["cpu_percent_loop_other"] = threads["loop+other"]
     run["gc_pause_ms_per_s"] = gc_ms_per_s
     run["hub_drops_per_s"] = drops_per_s  # units or frames skipped for slow viewers
     run["transports"] = labels  # what produced these figures, as the gateway reports it
@@ -278,6 +307,7 @@ def summarize(
         "loop_lag_max_ms": max(lags, default=0.0) * ms,
         "us_cpu_per_packet": (cpu / 100 * 1e6 / (packets / window)) if packets else None,
         "egress_packets_per_core_per_s": packets / window / (cpu / 100) if cpu else None,
+        "cpu_percent_per_viewer": cpu / len(ok) if ok else None,
     }
 
 
@@ -293,7 +323,12 @@ COLUMNS = [
     Column("egress_payload_bits_per_s", "Mbit/s", "{:.2f}", 1e-6),
     Column("cpu_percent", "CPU %", "{:.1f}"),
     Column("host_cpu_percent", "host CPU %", "{:.0f}"),
+    Column("cpu_percent_loop_other", "loop+other %", "{:.1f}"),
+    Column("cpu_percent_lanes", "lanes %", "{:.1f}"),
+    Column("cpu_percent_ingest", "ingest %", "{:.1f}"),
     Column("us_cpu_per_packet", "µs/pkt", "{:.1f}"),
+    Column("egress_packets_per_core_per_s", "pkt/s per core", "{:.0f}"),
+    Column("cpu_percent_per_viewer", "CPU %/viewer", "{:.3f}"),
     Column("rss_mb", "RSS MB", "{:.0f}"),
     Column("fps_per_viewer_mean", "fps", "{:.1f}"),
     Column("packets_lost", "lost", "{:.0f}"),
@@ -442,6 +477,13 @@ def main(argv: list[str] | None = None) -> int:
         "--py-spy",
         choices=["all", "gil"],
         help="a py-spy profile of each run into --out: all threads, or the GIL holder only",
+    )
+    parser.add_argument(
+        "--viewer",
+        choices=["receiver", "counter"],
+        default="receiver",
+        help="cheap viewers' kind: aiortc's receiver without a decoder, or counting RTP "
+        "headers without decrypting (hundreds of viewers on this machine)",
     )
     parser.add_argument("--phase", default="phase1", help="targets to check (targets.toml)")
     parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results" / "latest")

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from media_server.procstat import name_thread
+
 log = logging.getLogger(__name__)
 
 Job = tuple[Callable[..., Any], tuple[Any, ...]]
@@ -25,7 +27,7 @@ class Lanes:
         """`count` threads; 0 runs every job at once on the caller's thread."""
         self._queues: list[queue.Queue[Job | None]] = [queue.Queue(depth) for _ in range(count)]
         self._threads = [
-            threading.Thread(target=self._run, args=(q,), name=f"engine-lane-{i}", daemon=True)
+            threading.Thread(target=self._run, args=(q, i), name=f"engine-lane-{i}", daemon=True)
             for i, q in enumerate(self._queues)
         ]
         self._load = [0] * max(count, 1)
@@ -74,7 +76,8 @@ class Lanes:
             thread.join(timeout=2)
 
     @staticmethod
-    def _run(jobs: queue.Queue[Job | None]) -> None:
+    def _run(jobs: queue.Queue[Job | None], index: int) -> None:
+        name_thread(f"engine-lane-{index}")
         while True:
             job = jobs.get()
             if job is None:

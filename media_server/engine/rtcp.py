@@ -8,6 +8,7 @@ aiortc's RTP router, which hands packets for our SSRC to `handle`.
 from __future__ import annotations
 
 import logging
+import struct
 import time
 
 from aiortc.rtp import (
@@ -17,9 +18,6 @@ from aiortc.rtp import (
     RtcpPsfbPacket,
     RtcpRrPacket,
     RtcpRtpfbPacket,
-    RtcpSdesPacket,
-    RtcpSenderInfo,
-    RtcpSourceInfo,
     RtcpSrPacket,
 )
 
@@ -39,21 +37,27 @@ def sender_report(viewer: EngineViewer) -> bytes:
     rtp_now = last_ts
     if last_ntp:
         rtp_now = (last_ts + ((now - last_ntp) * CLOCK_RATE >> 32)) & 0xFFFFFFFF
-    info = RtcpSenderInfo(
-        ntp_timestamp=now,
-        rtp_timestamp=rtp_now,
-        packet_count=packets & 0xFFFFFFFF,
-        octet_count=octets & 0xFFFFFFFF,
+    # Packed by hand: aiortc's packet classes cost more than the rest of the tick.
+    data = SR.pack(
+        0x80, 200, 6, viewer.ssrc, now, rtp_now, packets & 0xFFFFFFFF, octets & 0xFFFFFFFF
     )
-    data = bytes(RtcpSrPacket(ssrc=viewer.ssrc, sender_info=info))
     if viewer.cname:
-        item = RtcpSourceInfo(ssrc=viewer.ssrc, items=[(1, viewer.cname.encode())])
-        data += bytes(RtcpSdesPacket(chunks=[item]))
+        data += _sdes(viewer.ssrc, viewer.cname.encode()[:255])
     lsr = (now >> 16) & 0xFFFFFFFF
     viewer.last_sr[lsr] = time.monotonic()
     while len(viewer.last_sr) > 8:
         del viewer.last_sr[next(iter(viewer.last_sr))]
     return data
+
+
+SR = struct.Struct("!BBHIQIII")  # header, SSRC, NTP, RTP, packets, octets (RFC 3550 6.4.1)
+
+
+def _sdes(ssrc: int, cname: bytes) -> bytes:
+    """SDES with one chunk: our SSRC's CNAME, null-terminated and padded to 32 bits."""
+    chunk = struct.pack("!IBB", ssrc, 1, len(cname)) + cname
+    chunk += b"\0" * (4 - len(chunk) % 4)
+    return struct.pack("!BBH", 0x81, 202, len(chunk) // 4) + chunk
 
 
 def handle(viewer: EngineViewer, feed: Feed, packet: object) -> None:

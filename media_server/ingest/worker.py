@@ -34,6 +34,7 @@ from media_server.ingest.backoff import Backoff
 from media_server.ingest.encoder import SharedEncoder
 from media_server.ingest.source import PermanentSourceError, Source, SourceError
 from media_server.ingest.timeline import Timeline
+from media_server.procstat import name_thread
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ class IngestWorker:
         error: str | None = None
         last_error: str | None = None
         first = True
+        name_thread(f"ingest-{self.name}")
         if self._nice:
             # Linux schedules threads, not processes: with a hundred ingest threads the
             # event loop's thread would get a hundredth of the process's turn whenever

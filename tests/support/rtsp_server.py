@@ -22,6 +22,7 @@ Mounts (each its own media factory, one pipeline per client unless said otherwis
 * ``/clock``      640x480@30 H.264 constrained-baseline, 1 s GOP, each frame stamped
   with its capture time (``stamp.py``); one shared pipeline for all clients, so a
   hundred gateway streams cost the server one encoder
+* ``/clock-hd``   the same at 3 Mbit/s (a camera's main stream: about 10 packets a frame)
 
 RTP over UDP and RTP over TCP (interleaved) are both offered. Prints exactly one
 line ``READY <port>`` on stdout once listening, then runs until SIGTERM/SIGINT.
@@ -59,13 +60,13 @@ def _video_src(width: int, height: int, fps: int) -> str:
     )
 
 
-def _x264(gop: int, extra: str) -> str:
+def _x264(gop: int, extra: str, bitrate: int = 800) -> str:
     # repeat-headers=0: x264 would otherwise put SPS/PPS (and a version SEI) in
     # front of every IDR even in avc mode. Whether SPS/PPS appear in-band is then
     # decided solely by rtph264pay's config-interval. aud=false: no AU delimiters,
     # like most IP cameras.
     return (
-        f"x264enc {extra} threads=1 bitrate=800 key-int-max={gop} aud=false "
+        f"x264enc {extra} threads=1 bitrate={bitrate} key-int-max={gop} aud=false "
         f"option-string=repeat-headers=0"
     )
 
@@ -121,7 +122,7 @@ def _audio_only() -> str:
 CLOCK_WIDTH, CLOCK_HEIGHT, CLOCK_FPS = stamp.WIDTH, 480, 30
 
 
-def _clock() -> str:
+def _clock(bitrate: int) -> str:
     size = f"width={CLOCK_WIDTH},height={CLOCK_HEIGHT}"
     raw = f"video/x-raw,format=I420,{size},framerate={CLOCK_FPS}/1"
     # A live appsrc that never queues more than one frame: a frame is encoded right after
@@ -131,7 +132,7 @@ def _clock() -> str:
         "max-buffers=1 leaky-type=downstream"
     )
     caps = "video/x-h264,stream-format=avc,alignment=au,profile=constrained-baseline"
-    enc = _x264(CLOCK_FPS, _ZEROLATENCY)
+    enc = _x264(CLOCK_FPS, _ZEROLATENCY, bitrate)
     return f"( {src} ! {enc} ! {caps} ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
 
 
@@ -143,11 +144,17 @@ class ClockPusher(threading.Thread):
     """
 
     SCROLL = 4
+    #: Rows that change unpredictably each frame when busy (a camera's moving scene).
+    BUSY_ROWS = (160, 320)
 
-    def __init__(self, appsrc: Any) -> None:
+    def __init__(self, appsrc: Any, busy: bool = False) -> None:
         super().__init__(name="clock-pusher", daemon=True)
         self.appsrc = appsrc
         self.stopped = threading.Event()
+        noise = random.Random(5)
+        first, last = self.BUSY_ROWS
+        size = (last - first) * CLOCK_WIDTH
+        self.noise = [noise.randbytes(size) for _ in range(16)] if busy else []
         luma = CLOCK_WIDTH * CLOCK_HEIGHT
         self.frame = bytearray(b"\x80" * (luma + luma // 2))
         pick = random.Random(8554)
@@ -162,6 +169,9 @@ class ClockPusher(threading.Thread):
         shift = (n * self.SCROLL) % width
         for y, row in enumerate(self.texture):
             frame[y * width : (y + 1) * width] = row[shift:] + row[:shift]
+        if self.noise:
+            first, last = self.BUSY_ROWS
+            frame[first * width : last * width] = self.noise[n % len(self.noise)]
         frame[: len(stamp.band(0))] = stamp.band(stamp.now_us())
         return bytes(frame)
 
@@ -182,12 +192,12 @@ class ClockPusher(threading.Thread):
                 due = time.monotonic()  # fell behind: never burst to catch up
 
 
-def _clock_factory() -> Any:
-    factory = _make_factory(_clock())
+def _clock_factory(bitrate: int = 800) -> Any:
+    factory = _make_factory(_clock(bitrate))
     factory.set_shared(True)
 
     def _configure(_factory: Any, media: Any) -> None:
-        pusher = ClockPusher(media.get_element().get_by_name("clock"))
+        pusher = ClockPusher(media.get_element().get_by_name("clock"), busy=bitrate > 800)
         media.connect("unprepared", lambda _media: pusher.stopped.set())
         pusher.start()
 
@@ -372,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     for mount, launch in MOUNTS.items():
         mounts.add_factory(mount, _make_factory(launch))
     mounts.add_factory("/clock", _clock_factory())
+    # A camera's main stream: the same stamped picture at 3 Mbit/s, about 10 packets a frame.
+    mounts.add_factory("/clock-hd", _clock_factory(3000))
     mounts.add_factory(
         "/av-sync", _sync_factory("opusenc bitrate=64000 ! rtpopuspay name=pay1 pt=97")
     )
