@@ -111,6 +111,7 @@ def _engine(settings: Settings, streams: StreamManager) -> Engine | None:
     config = EngineConfig(
         send_path=t.engine,
         lanes=t.engine_lanes,
+        gso=t.engine_gso,
         lane_depth=t.engine_lane_depth,
         history=t.engine_history,
         start=t.engine_start,

@@ -177,6 +177,11 @@ class TransportSettings(_Section):
         "or pure Python; native falls back to Python when it was not built",
     )
     engine_lanes: int = Field(0, ge=0, le=64, description="sending threads, 0: one per core")
+    engine_gso: bool = Field(
+        True,
+        description="native send path: runs of equal-sized packets to a viewer go out as one "
+        "UDP GSO send where the kernel and route allow it (else one datagram each)",
+    )
     engine_lane_depth: int = Field(256, ge=8, le=65_536, description="jobs queued per lane")
     engine_history: int = Field(
         4096, ge=256, le=65_536, description="packets per stream kept to answer NACKs"

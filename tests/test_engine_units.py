@@ -28,7 +28,7 @@ from aiortc.rtp import (
 )
 from pylibsrtp import Policy, Session
 
-from media_server.engine import rtcp, sendpath
+from media_server.engine import _fanout, rtcp, sendpath
 from media_server.engine.feed import Feed
 from media_server.engine.lanes import Lanes
 from media_server.engine.pysend import ntp_now
@@ -106,26 +106,28 @@ def udp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     tx.close()
 
 
+VIEWER: dict[str, Any] = {
+    "host": "127.0.0.1",
+    "profile": PROFILE,
+    "key": KEY,
+    "ssrc": 0x11223344,
+    "payload_type": 102,
+    "seq": 10,
+    "ts_offset": 0,
+    "mid_id": 1,
+    "mid": b"0",
+    "abs_send_time_id": 3,
+    "rtx_ssrc": 0x55667788,
+    "rtx_payload_type": -1,
+    "rtx_seq": 7,
+}
+
+
 def make_viewer(
     path: SendPath, tx: socket.socket, rx: socket.socket, seq: int, ts_offset: int, rtx: bool
 ) -> TxViewer:
-    return path.viewer(
-        fd=tx.fileno(),
-        host="127.0.0.1",
-        port=rx.getsockname()[1],
-        profile=PROFILE,
-        key=KEY,
-        ssrc=0x11223344,
-        payload_type=102,
-        seq=seq,
-        ts_offset=ts_offset,
-        mid_id=1,
-        mid=b"0",
-        abs_send_time_id=3,
-        rtx_ssrc=0x55667788,
-        rtx_payload_type=103 if rtx else -1,
-        rtx_seq=7,
-    )
+    given = {"fd": tx.fileno(), "port": rx.getsockname()[1], "seq": seq, "ts_offset": ts_offset}
+    return path.viewer(**{**VIEWER, **given, "rtx_payload_type": 103 if rtx else -1})
 
 
 def receiver() -> Session:
@@ -334,3 +336,23 @@ def test_a_lane_that_falls_behind_sends_its_viewers_back_to_a_keyframe() -> None
     feed.on_unit(unit(12 * 3000, True))
     assert viewer in feed._live
     lanes.close()
+
+
+@pytest.mark.parametrize("gso", [True, False])
+def test_runs_of_equal_packets_leave_as_separate_datagrams_in_order(
+    gso: bool, udp_pair: tuple[socket.socket, socket.socket]
+) -> None:
+    """With UDP GSO the kernel cuts each run (balanced FU-A fragments and a shorter last
+    one) into datagrams: the viewer must see exactly the packets, in order."""
+    rx, tx = udp_pair
+    viewer = _fanout.Viewer(
+        **{**VIEWER, "fd": tx.fileno(), "port": rx.getsockname()[1], "gso": gso}
+    )
+    sizes = [30, 1201, 1201, 1200, 1200, 1200, 700, 90, 90]
+    payloads = tuple(bytes([i]) * size for i, size in enumerate(sizes))
+    assert _fanout.send_unit((viewer,), payloads, 0, 0) == len(sizes)
+    decrypt = receiver()
+    got = [parse(decrypt.unprotect(rx.recv(2048))) for _ in sizes]
+    assert [p["payload"] for p in got] == list(payloads)
+    assert [p["seq"] for p in got] == list(range(10, 10 + len(sizes)))
+    assert viewer.gso == gso  # loopback takes GSO: it was never turned off

@@ -16,6 +16,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <pthread.h>
 #include <srtp2/srtp.h>
 #include <stdint.h>
@@ -29,6 +30,14 @@
 #define MAX_PAYLOAD 1500 /* an RTP payload never exceeds a datagram */
 #define BATCH 64         /* packets per sendmmsg */
 #define HEADER_ROOM (12 + MAX_EXT + 2)
+#define GSO_SEGMENTS 64   /* the kernel's UDP_MAX_SEGMENTS */
+#define GSO_BYTES 65000   /* one GSO message stays under 64 KiB */
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
 #define PACKET_ROOM (HEADER_ROOM + MAX_PAYLOAD + SRTP_MAX_TRAILER_LEN)
 
 typedef struct {
@@ -55,7 +64,8 @@ typedef struct {
     int ext_len;      /* 0: no extensions */
     int abs_offset;   /* where abs-send-time's 3 bytes go in ext, -1 none */
     int closed;
-    unsigned long long packets, octets, dropped, retransmits, send_errors;
+    int gso; /* UDP GSO for runs of equal-sized packets; off after the route refuses it */
+    unsigned long long packets, octets, dropped, retransmits, send_errors, syscalls;
     uint32_t last_ts;
     uint64_t last_ntp;
     int last_errno;
@@ -133,15 +143,15 @@ static void viewer_release(Viewer *v) {
 static int Viewer_init(Viewer *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"fd", "host", "port", "profile", "key", "ssrc", "payload_type",
                              "seq", "ts_offset", "mid_id", "mid", "abs_send_time_id",
-                             "rtx_ssrc", "rtx_payload_type", "rtx_seq", NULL};
-    int fd, port, profile, payload_type, seq, mid_id, abs_id, rtx_pt, rtx_seq;
+                             "rtx_ssrc", "rtx_payload_type", "rtx_seq", "gso", NULL};
+    int fd, port, profile, payload_type, seq, mid_id, abs_id, rtx_pt, rtx_seq, gso = 1;
     const char *host;
     Py_buffer key, mid;
     unsigned int ssrc, ts_offset, rtx_ssrc;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "isiiy*IiiIiy*iIii", kwlist, &fd, &host,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "isiiy*IiiIiy*iIii|p", kwlist, &fd, &host,
                                      &port, &profile, &key, &ssrc, &payload_type, &seq,
                                      &ts_offset, &mid_id, &mid, &abs_id, &rtx_ssrc, &rtx_pt,
-                                     &rtx_seq))
+                                     &rtx_seq, &gso))
         return -1;
     int ok = -1;
     self->fd = -1;
@@ -225,7 +235,9 @@ static int Viewer_init(Viewer *self, PyObject *args, PyObject *kwds) {
     self->rtx_payload_type = rtx_pt;
     self->rtx_ssrc = rtx_ssrc;
     self->rtx_seq = (uint16_t)rtx_seq;
+    self->gso = gso;
     self->packets = self->octets = self->dropped = self->retransmits = self->send_errors = 0;
+    self->syscalls = 0;
     self->last_ts = 0;
     self->last_ntp = 0;
     self->last_errno = 0;
@@ -246,23 +258,74 @@ static void Viewer_dealloc(Viewer *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* Protect and send what is in msgs[0..n); count what went and what did not. */
-static void send_batch(Viewer *v, struct mmsghdr *msgs, unsigned int n) {
-    unsigned int done = 0;
-    while (done < n) {
-        int sent = sendmmsg(v->fd, msgs + done, n - done, MSG_DONTWAIT);
+typedef struct {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+} Control;
+
+/* Send the protected packets iovs[0..n) to the viewer: one sendmmsg; with GSO, each run of
+ * equal-sized packets (and one shorter packet after it) is one message the kernel cuts into
+ * datagrams, so the stack is walked once per run instead of once per packet. Returns the
+ * packets that did not go. */
+static unsigned int flush(Viewer *v, struct iovec *iovs, unsigned int n, struct mmsghdr *msgs,
+                          Control *ctrl, unsigned int *segs) {
+    unsigned int m = 0;
+    for (unsigned int i = 0; i < n; m++) {
+        unsigned int k = 1;
+        size_t size = iovs[i].iov_len, total = size;
+        if (v->gso) {
+            while (i + k < n && k < GSO_SEGMENTS && iovs[i + k].iov_len == size &&
+                   total + size <= GSO_BYTES) {
+                total += size;
+                k++;
+            }
+            if (i + k < n && k < GSO_SEGMENTS && iovs[i + k].iov_len < size &&
+                total + iovs[i + k].iov_len <= GSO_BYTES)
+                k++; /* the last segment may be shorter */
+        }
+        struct msghdr *h = &msgs[m].msg_hdr;
+        memset(h, 0, sizeof(*h));
+        h->msg_name = &v->addr;
+        h->msg_namelen = v->addrlen;
+        h->msg_iov = &iovs[i];
+        h->msg_iovlen = k;
+        if (k > 1) {
+            h->msg_control = ctrl[m].buf;
+            h->msg_controllen = sizeof(ctrl[m].buf);
+            struct cmsghdr *c = CMSG_FIRSTHDR(h);
+            c->cmsg_level = SOL_UDP;
+            c->cmsg_type = UDP_SEGMENT;
+            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+            uint16_t gso_size = (uint16_t)size;
+            memcpy(CMSG_DATA(c), &gso_size, sizeof(gso_size));
+        }
+        segs[m] = k;
+        i += k;
+    }
+    unsigned int done = 0, done_packets = 0;
+    while (done < m) {
+        int sent = sendmmsg(v->fd, msgs + done, m - done, MSG_DONTWAIT);
         if (sent < 0) {
             if (errno == EINTR) continue;
+            if (v->gso && segs[done] > 1 &&
+                (errno == EIO || errno == EINVAL || errno == ENOPROTOOPT || errno == EOPNOTSUPP)) {
+                /* This route cannot segment: the rest, and all later sends, without GSO. */
+                v->gso = 0;
+                return flush(v, iovs + done_packets, n - done_packets, msgs, ctrl, segs);
+            }
             v->last_errno = errno;
+            unsigned int left = n - done_packets;
             /* A full send buffer (a slow viewer) loses these packets; NACK may repair. */
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
-                v->dropped += n - done;
+                v->dropped += left;
             else
-                v->send_errors += n - done;
-            return;
+                v->send_errors += left;
+            return left;
         }
+        v->syscalls++;
+        for (int j = 0; j < sent; j++) done_packets += segs[done + j];
         done += (unsigned int)sent;
     }
+    return 0;
 }
 
 typedef struct {
@@ -273,7 +336,8 @@ typedef struct {
 /* One access unit to one viewer. Caller holds the lock; the GIL is released. */
 static unsigned int send_unit_to(Viewer *v, const Payload *payloads, Py_ssize_t count,
                                  uint32_t timestamp, int64_t first_index, uint8_t *room,
-                                 struct mmsghdr *msgs, struct iovec *iovs) {
+                                 struct mmsghdr *msgs, struct iovec *iovs, Control *ctrl,
+                                 unsigned int *segs) {
     if (v->closed) return 0;
     uint64_t ntp = ntp_now();
     uint32_t abs_send_time = (uint32_t)((ntp >> 14) & 0x00ffffff);
@@ -290,25 +354,17 @@ static unsigned int send_unit_to(Viewer *v, const Payload *payloads, Py_ssize_t 
         slot->seq = seq;
         slot->timestamp = timestamp;
         slot->index = first_index + i;
-        if (srtp_protect(v->srtp, buf, &len) != srtp_err_status_ok) {
+        if (srtp_protect(v->srtp, buf, &len) == srtp_err_status_ok) {
+            iovs[queued].iov_base = buf;
+            iovs[queued].iov_len = (size_t)len;
+            v->packets++;
+            v->octets += (unsigned long long)payloads[i].len;
+            queued++;
+        } else {
             v->send_errors++;
-            continue;
         }
-        iovs[queued].iov_base = buf;
-        iovs[queued].iov_len = (size_t)len;
-        memset(&msgs[queued].msg_hdr, 0, sizeof(struct msghdr));
-        msgs[queued].msg_hdr.msg_name = &v->addr;
-        msgs[queued].msg_hdr.msg_namelen = v->addrlen;
-        msgs[queued].msg_hdr.msg_iov = &iovs[queued];
-        msgs[queued].msg_hdr.msg_iovlen = 1;
-        v->packets++;
-        v->octets += (unsigned long long)payloads[i].len;
-        queued++;
-        if (queued == BATCH || i == count - 1) {
-            unsigned long long before = v->dropped + v->send_errors;
-            send_batch(v, msgs, queued);
-            unsigned long long lost = v->dropped + v->send_errors - before;
-            sent_total += queued - (unsigned int)lost;
+        if (queued && (queued == BATCH || i == count - 1)) {
+            sent_total += queued - flush(v, iovs, queued, msgs, ctrl, segs);
             queued = 0;
         }
     }
@@ -342,11 +398,15 @@ static PyObject *fanout_send_unit(PyObject *module, PyObject *args) {
     uint8_t *room = PyMem_RawMalloc(room_count * PACKET_ROOM);
     struct mmsghdr *msgs = PyMem_RawMalloc(sizeof(struct mmsghdr) * room_count);
     struct iovec *iovs = PyMem_RawMalloc(sizeof(struct iovec) * room_count);
-    if (!payloads || !room || !msgs || !iovs) {
+    Control *ctrl = PyMem_RawMalloc(sizeof(Control) * room_count);
+    unsigned int *segs = PyMem_RawMalloc(sizeof(unsigned int) * room_count);
+    if (!payloads || !room || !msgs || !iovs || !ctrl || !segs) {
         PyMem_RawFree(payloads);
         PyMem_RawFree(room);
         PyMem_RawFree(msgs);
         PyMem_RawFree(iovs);
+        PyMem_RawFree(ctrl);
+        PyMem_RawFree(segs);
         return PyErr_NoMemory();
     }
     for (Py_ssize_t i = 0; i < np; i++) {
@@ -356,6 +416,8 @@ static PyObject *fanout_send_unit(PyObject *module, PyObject *args) {
             PyMem_RawFree(room);
             PyMem_RawFree(msgs);
             PyMem_RawFree(iovs);
+            PyMem_RawFree(ctrl);
+            PyMem_RawFree(segs);
             PyErr_SetString(PyExc_ValueError, "payloads must be bytes of at most 1500");
             return NULL;
         }
@@ -369,7 +431,8 @@ static PyObject *fanout_send_unit(PyObject *module, PyObject *args) {
         Viewer *v = (Viewer *)PyTuple_GET_ITEM(viewers_arg, i);
         if (v->closed) continue;
         pthread_mutex_lock(&v->lock);
-        total += send_unit_to(v, payloads, np, timestamp, first_index, room, msgs, iovs);
+        total += send_unit_to(v, payloads, np, timestamp, first_index, room, msgs, iovs, ctrl,
+                              segs);
         pthread_mutex_unlock(&v->lock);
     }
     Py_END_ALLOW_THREADS
@@ -377,6 +440,8 @@ static PyObject *fanout_send_unit(PyObject *module, PyObject *args) {
     PyMem_RawFree(room);
     PyMem_RawFree(msgs);
     PyMem_RawFree(iovs);
+    PyMem_RawFree(ctrl);
+    PyMem_RawFree(segs);
     return PyLong_FromUnsignedLongLong(total);
 }
 
@@ -479,6 +544,12 @@ static PyObject *Viewer_closed(Viewer *self, void *closure) {
     return PyBool_FromLong(self->closed);
 }
 
+static PyObject *Viewer_gso(Viewer *self, void *closure) { return PyBool_FromLong(self->gso); }
+
+static PyObject *Viewer_syscalls(Viewer *self, void *closure) {
+    return PyLong_FromUnsignedLongLong(self->syscalls);
+}
+
 static PyMethodDef Viewer_methods[] = {
     {"retransmit", (PyCFunction)Viewer_retransmit, METH_VARARGS,
      "retransmit(seq, payload, timestamp, marker): resend a packet (as RTX if negotiated)"},
@@ -491,8 +562,11 @@ static PyMethodDef Viewer_methods[] = {
     {"close", (PyCFunction)Viewer_close, METH_NOARGS, "stop sending; release keys and socket"},
     {NULL}};
 
-static PyGetSetDef Viewer_getset[] = {{"closed", (getter)Viewer_closed, NULL, NULL, NULL},
-                                      {NULL}};
+static PyGetSetDef Viewer_getset[] = {
+    {"closed", (getter)Viewer_closed, NULL, NULL, NULL},
+    {"gso", (getter)Viewer_gso, NULL, "whether runs of packets go out as one GSO send", NULL},
+    {"syscalls", (getter)Viewer_syscalls, NULL, "sendmmsg calls made for this viewer", NULL},
+    {NULL}};
 
 static PyTypeObject ViewerType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "media_server.engine._fanout.Viewer",

@@ -2,6 +2,8 @@ LIBSRTP_VERSION: int
 
 class Viewer:
     closed: bool
+    gso: bool
+    syscalls: int
     def __init__(
         self,
         *,
@@ -20,6 +22,7 @@ class Viewer:
         rtx_ssrc: int,
         rtx_payload_type: int,
         rtx_seq: int,
+        gso: bool = True,
     ) -> None: ...
     def retransmit(self, seq: int, payload: bytes, timestamp: int, marker: bool, /) -> bool: ...
     def send_rtcp(self, data: bytes, /) -> bool: ...

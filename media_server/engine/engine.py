@@ -35,6 +35,7 @@ class EngineConfig:
     history: int  # packets per stream NACKs can be answered from
     gop_units: int
     gop_bytes: int
+    gso: bool = True
     start: Literal["random", "near-wrap"] = "random"
 
 
@@ -57,6 +58,7 @@ class Engine:
         count = (config.lanes or os.cpu_count() or 1) if self.path.threaded else 0
         self.lanes = Lanes(count, config.lane_depth)
         self._config = config
+        self.gso = config.gso
         self._hubs = hubs
         self._feeds: dict[str, Feed] = {}
         self._viewers: dict[EngineViewer, str] = {}

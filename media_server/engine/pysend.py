@@ -47,7 +47,9 @@ class Viewer:
         rtx_ssrc: int,
         rtx_payload_type: int,
         rtx_seq: int,
+        gso: bool = False,
     ) -> None:
+        """`gso` is accepted for the native path's sake: one sendto per packet here."""
         policy = Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile)
         policy.allow_repeat_tx = True  # retransmissions without RTX repeat a number
         self._srtp = Session(policy)

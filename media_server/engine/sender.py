@@ -137,6 +137,7 @@ class EngineSender:
             rtx_ssrc=self._sender._rtx_ssrc,
             rtx_payload_type=rtx,
             rtx_seq=random.getrandbits(16),
+            gso=self._engine.gso,
         )
         dtls._register_rtp_sender(self._sender, parameters)
         self._registered = True
