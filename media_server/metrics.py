@@ -23,7 +23,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from media_server.engine.engine import Engine
-from media_server.hub.media import StreamState
+from media_server.engine.viewer import EngineViewer
+from media_server.hub.media import CLOCK_RATE, StreamState
 from media_server.hub.stream import Stream
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -215,6 +216,32 @@ class Metrics:
 
     def watch_engine(self, engine: Engine) -> None:
         self.registry.register(_EngineCollector(engine))
+        rtt = Histogram(
+            "media_server_engine_viewer_rtt_seconds",
+            "Round trips from engine viewers' receiver reports (answers to our sender reports)",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=self.registry,
+        )
+        loss = Histogram(
+            "media_server_engine_viewer_loss_ratio",
+            "Fraction of packets lost, as each receiver report of an engine viewer gives it",
+            buckets=(0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+            registry=self.registry,
+        )
+        jitter = Histogram(
+            "media_server_engine_viewer_jitter_seconds",
+            "Interarrival jitter in engine viewers' receiver reports",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+            registry=self.registry,
+        )
+
+        def observe(viewer: EngineViewer) -> None:
+            if viewer.rtt is not None:
+                rtt.observe(viewer.rtt)
+            loss.observe(viewer.fraction_lost / 256)
+            jitter.observe(viewer.jitter / CLOCK_RATE)
+
+        engine.on_report.append(observe)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -248,3 +248,33 @@ async def test_a_camera_reconnect_under_the_engine(http: aiohttp.ClientSession) 
             assert all(b > a for a, b in itertools.pairwise(line)), "time went backwards"
         finally:
             await viewer.close()
+
+
+async def test_the_engine_as_a_canary_for_a_share_of_passthrough_viewers(
+    http: aiohttp.ClientSession, rtsp: RtspServer
+) -> None:
+    """aiortc by default, the engine for exactly half of new passthrough viewers; a
+    transcoded stream's viewers are not its to take."""
+    env = {
+        **GENEROUS,
+        "MEDIA_SERVER_TRANSPORTS__CANARY": "engine",
+        "MEDIA_SERVER_TRANSPORTS__CANARY_PERCENT": "50",
+    }
+    with run_gateway("--no-demo", env=env) as gw:
+        await live(http, gw, "pass", rtsp.url("/small"))
+        status, _ = await register(
+            http, gw.base_url, id="enc", url=rtsp.url("/small"), mode="transcode"
+        )
+        assert status == 201
+        await wait_state(http, gw.base_url, "enc", "live")
+        viewers = [Viewer(gw.base_url, "pass", "whep" if i % 2 else "ws") for i in range(4)]
+        viewers.append(Viewer(gw.base_url, "enc"))
+        try:
+            for viewer in viewers:
+                await viewer.connect()
+            await asyncio.gather(*(v.wait_frames(15) for v in viewers))
+        finally:
+            await asyncio.gather(*(v.close() for v in viewers))
+        given = sorted(str(v.media_transport) for v in viewers[:4])
+        assert given == ["engine", "engine", "passthrough", "passthrough"]
+        assert viewers[4].media_transport == "transcode-shared"

@@ -64,6 +64,8 @@ class Engine:
         self._viewers: dict[EngineViewer, str] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._ended = EngineStats()  # what viewers that left had done
+        #: Told of each receiver report a viewer sends (loss, jitter, round trip).
+        self.on_report: list[Callable[[EngineViewer], None]] = []
         log.info("engine: %s send path, %d lane(s)", self.path.name, self.lanes.count)
 
     def start(self, stream_id: str) -> tuple[int, int]:
@@ -119,8 +121,9 @@ class Engine:
 
     def rtcp(self, stream_id: str, viewer: EngineViewer, packet: Any) -> None:
         feed = self._feeds.get(stream_id)
-        if feed is not None and viewer in self._viewers:
-            rtcp.handle(viewer, feed, packet)
+        if feed is not None and viewer in self._viewers and rtcp.handle(viewer, feed, packet):
+            for callback in self.on_report:
+                callback(viewer)
 
     def stats(self) -> EngineStats:
         """Totals since start, for /metrics (counters only grow)."""

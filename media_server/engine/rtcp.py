@@ -60,10 +60,13 @@ def _sdes(ssrc: int, cname: bytes) -> bytes:
     return struct.pack("!BBH", 0x81, 202, len(chunk) // 4) + chunk
 
 
-def handle(viewer: EngineViewer, feed: Feed, packet: object) -> None:
+def handle(viewer: EngineViewer, feed: Feed, packet: object) -> bool:
+    """Act on one RTCP packet from the viewer; True when it carried a receiver report."""
+    reported = False
     if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
         for report in packet.reports:
             if report.ssrc == viewer.ssrc:
+                reported = True
                 _receiver_report(
                     viewer,
                     report.fraction_lost,
@@ -80,6 +83,7 @@ def handle(viewer: EngineViewer, feed: Feed, packet: object) -> None:
     elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
         viewer.plis += 1
         viewer.replays += feed.replay(viewer)
+    return reported
 
 
 def _receiver_report(

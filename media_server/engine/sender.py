@@ -17,7 +17,11 @@ from aiortc import RTCRtpSender
 from aiortc.codecs import is_rtx
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtp import RtcpByePacket
-from aiortc.stats import RTCOutboundRtpStreamStats, RTCStatsReport
+from aiortc.stats import (
+    RTCOutboundRtpStreamStats,
+    RTCRemoteInboundRtpStreamStats,
+    RTCStatsReport,
+)
 
 from media_server.engine.sendpath import TxViewer
 from media_server.engine.viewer import EngineViewer
@@ -184,4 +188,21 @@ class EngineSender:
                 trackId=self._sender._track_id,
             )
         )
+        viewer = self.viewer
+        if viewer is not None:  # what the viewer's receiver reports said
+            report.add(
+                RTCRemoteInboundRtpStreamStats(
+                    timestamp=clock.current_datetime(),
+                    type="remote-inbound-rtp",
+                    id=f"remote-inbound-rtp_{id(self)}",
+                    ssrc=viewer.ssrc,
+                    kind="video",
+                    transportId=self._sender.transport._stats_id,
+                    packetsReceived=max(0, packets - viewer.packets_lost),
+                    packetsLost=viewer.packets_lost,
+                    jitter=viewer.jitter,
+                    roundTripTime=viewer.rtt or 0.0,
+                    fractionLost=viewer.fraction_lost,
+                )
+            )
         return report
