@@ -85,8 +85,12 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+#: Seconds a scrape of /metrics may take.
+SCRAPE_TIMEOUT = 5.0
+
+
 def _metrics(gw: Gateway) -> str:
-    with urllib.request.urlopen(gw.url("/metrics"), timeout=5) as response:
+    with urllib.request.urlopen(gw.url("/metrics"), timeout=SCRAPE_TIMEOUT) as response:
         text: str = response.read().decode()
     return text
 
@@ -101,9 +105,14 @@ def transports(gw: Gateway) -> dict[str, str]:
     return {}
 
 
-def scrape(gw: Gateway, *names: str) -> dict[str, float]:
-    """Sums of the named metrics (all their label sets) from the gateway's /metrics."""
-    text = _metrics(gw)
+def scrape(gw: Gateway, *names: str) -> dict[str, float] | None:
+    """Sums of the named metrics (all their label sets) from the gateway's /metrics, or
+    None when it does not answer within the timeout (an overloaded loop: a finding, not a
+    reason to stop the run)."""
+    try:
+        text = _metrics(gw)
+    except OSError:  # timeouts included
+        return None
     sums = dict.fromkeys(names, 0.0)
     for line in text.splitlines():
         name = line.split("{", 1)[0].split(" ", 1)[0]
@@ -211,10 +220,15 @@ def measure(
         threads_start = thread_cpu_seconds(gw.pid)
         host_start = host_busy_seconds()
         before = scrape(gw, GC, DROPS)
-        lags, rss = [], []
+        lags, rss, unanswered = [], [], 0
         while time.monotonic() - wall_start < args.seconds:
             time.sleep(1)
-            lags.append(scrape(gw, LAG)[LAG])
+            lag = scrape(gw, LAG)
+            if lag is None:
+                unanswered += 1
+                lags.append(SCRAPE_TIMEOUT)  # the loop was late by at least that
+            else:
+                lags.append(lag[LAG])
             rss.append(rss_mb(gw.pid))
         elapsed = time.monotonic() - wall_start
         cpu = (cpu_seconds(gw.pid) - cpu_start) / elapsed * 100
@@ -224,8 +238,10 @@ def measure(
         }
         host_cpu = (host_busy_seconds() - host_start) / elapsed * 100
         after = scrape(gw, GC, DROPS)
-        gc_ms_per_s = (after[GC] - before[GC]) / elapsed * 1000
-        drops_per_s = (after[DROPS] - before[DROPS]) / elapsed
+        gc_ms_per_s = drops_per_s = None
+        if before is not None and after is not None:
+            gc_ms_per_s = (after[GC] - before[GC]) / elapsed * 1000
+            drops_per_s = (after[DROPS] - before[DROPS]) / elapsed
         if profiler is not None:
             profiler.join()
         timeout = args.seconds + args.warmup + 60
@@ -236,6 +252,7 @@ def measure(
     run["cpu_percent_lanes"] = threads["lanes"]
     run["cpu_percent_ingest"] = threads["ingest"]
     run["cpu_percent_loop_other"] = threads["loop+other"]
+    run["metrics_unanswered"] = unanswered  # scrapes of /metrics that timed out
     run["gc_pause_ms_per_s"] = gc_ms_per_s
     run["hub_drops_per_s"] = drops_per_s  # units or frames skipped for slow viewers
     run["transports"] = labels  # what produced these figures, as the gateway reports it
@@ -448,6 +465,16 @@ def chart(runs: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _save(args: argparse.Namespace, command: str, runs: list[dict[str, Any]]) -> None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.json").write_text(
+        json.dumps(
+            {"command": command, "args": vars(args) | {"out": str(args.out)}, "runs": runs},
+            indent=1,
+        )
+    )
+
+
 def _counts(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
 
@@ -504,14 +531,9 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"round {round_no + 1}: {profile}, {load} ...", file=sys.stderr)
                         spec = catalogue[profile]
                         runs.append(measure(profile, spec, rtsp, args, streams, per_stream))
-    args.out.mkdir(parents=True, exist_ok=True)
+                        _save(args, command, runs)  # a long run that stops keeps its figures
+    _save(args, command, runs)
     report = markdown(command, runs, args.phase)
-    (args.out / "report.json").write_text(
-        json.dumps(
-            {"command": command, "args": vars(args) | {"out": str(args.out)}, "runs": runs},
-            indent=1,
-        )
-    )
     (args.out / "report.md").write_text(report)
     chart(runs, args.out / "chart.png")
     print(report)

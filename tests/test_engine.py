@@ -257,6 +257,7 @@ async def test_the_engine_as_a_canary_for_a_share_of_passthrough_viewers(
     transcoded stream's viewers are not its to take."""
     env = {
         **GENEROUS,
+        "MEDIA_SERVER_TRANSPORTS__PASSTHROUGH": "aiortc",
         "MEDIA_SERVER_TRANSPORTS__CANARY": "engine",
         "MEDIA_SERVER_TRANSPORTS__CANARY_PERCENT": "50",
     }

@@ -4,9 +4,11 @@ NACK answers, sender reports, and a stream's feed of viewers."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +31,7 @@ from aiortc.rtp import (
 from pylibsrtp import Policy, Session
 
 from media_server.engine import _fanout, rtcp, sendpath
+from media_server.engine.engine import Engine, EngineConfig
 from media_server.engine.feed import Feed
 from media_server.engine.lanes import Lanes
 from media_server.engine.pysend import ntp_now
@@ -356,3 +359,50 @@ def test_runs_of_equal_packets_leave_as_separate_datagrams_in_order(
     assert [p["payload"] for p in got] == list(payloads)
     assert [p["seq"] for p in got] == list(range(10, 10 + len(sizes)))
     assert viewer.gso == gso  # loopback takes GSO: it was never turned off
+
+
+def test_without_the_native_part_the_engine_falls_back_to_python(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "media_server.engine._fanout", None)  # import fails
+    assert not sendpath.native_available()
+    assert sendpath.load("native").name == "python"
+
+
+class Pair:
+    """What aioice's nominated pair is to the engine: an identity."""
+
+
+async def test_a_viewer_whose_ice_pair_changes_is_closed_and_its_session_told(
+    udp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    rx, tx = udp_pair
+    hub = Hub(viewer_queue=64, gop_units=64, gop_bytes=1 << 20)
+    config = EngineConfig("python", 0, 8, 1024, 64, 1 << 20)
+    engine = Engine(config, lambda stream_id: hub)
+    seq, offset = engine.start("s")
+    first = Pair()
+    connection = type("Connection", (), {"_nominated": {1: first}})()
+    lost: list[str] = []
+    viewer = EngineViewer(
+        tx=make_viewer(engine.path, tx, rx, seq, offset, rtx=False),
+        lane=engine.lanes.assign(),
+        ssrc=0x11223344,
+        cname="gw",
+        pair=first,
+        connection=connection,
+        on_lost=lost.append,
+    )
+    engine.add("s", viewer)
+    try:
+        await asyncio.sleep(1.3)  # a tick: the route holds, a sender report goes out
+        assert not lost and not viewer.tx.closed
+        rx.settimeout(0)
+        report = RtcpPacket.parse(receiver().unprotect_rtcp(rx.recv(2048)))
+        assert isinstance(report[0], RtcpSrPacket)
+        connection._nominated[1] = Pair()  # ICE now sends elsewhere
+        await asyncio.sleep(1.2)
+        assert lost == ["ICE selected another pair"] and viewer.tx.closed
+    finally:
+        engine.remove(viewer)
+        await engine.close()

@@ -60,8 +60,9 @@ class Engine:
         self._config = config
         self.gso = config.gso
         self._hubs = hubs
-        self._feeds: dict[str, Feed] = {}
-        self._viewers: dict[EngineViewer, str] = {}
+        self._feeds: dict[str, Feed] = {}  # the current feed of each stream
+        self._viewers: dict[EngineViewer, Feed] = {}  # each viewer's own (a stream
+        # removed and registered again under its id gets a new hub, and a new feed)
         self._ticker: asyncio.Task[None] | None = None
         self._ended = EngineStats()  # what viewers that left had done
         #: Told of each receiver report a viewer sends (loss, jitter, round trip).
@@ -79,11 +80,11 @@ class Engine:
         return random.getrandbits(16), random.getrandbits(32)
 
     def _feed(self, stream_id: str) -> Feed:
+        hub = self._hubs(stream_id)
+        if hub is None:
+            raise LookupError(stream_id)
         feed = self._feeds.get(stream_id)
-        if feed is None:
-            hub = self._hubs(stream_id)
-            if hub is None:
-                raise LookupError(stream_id)
+        if feed is None or feed.hub is not hub:
             c = self._config
             feed = Feed(hub, self.path, self.lanes, c.history, c.gop_units, c.gop_bytes)
             self._feeds[stream_id] = feed
@@ -95,33 +96,34 @@ class Engine:
         try:
             feed = self._feed(stream_id)
         except LookupError:
+            self.lanes.release(viewer.lane)
             if viewer.on_lost is not None:
                 viewer.on_lost("stream removed")
             return
-        self._viewers[viewer] = stream_id
+        self._viewers[viewer] = feed
         feed.add(viewer)
 
-    def remove(self, stream_id: str, viewer: EngineViewer) -> None:
-        if self._viewers.pop(viewer, None) is None:
+    def remove(self, viewer: EngineViewer) -> None:
+        feed = self._viewers.pop(viewer, None)
+        if feed is None:
             return
         self.lanes.release(viewer.lane)
         self._count(self._ended, viewer)
-        feed = self._feeds.get(stream_id)
-        if feed is not None:
-            feed.remove(viewer)
-            self._drop_idle(stream_id)
-
-    def _drop_idle(self, stream_id: str) -> None:
-        """Nobody left: stop packetizing for nobody."""
-        feed = self._feeds[stream_id]
+        feed.remove(viewer)
         if not feed.viewers:
-            self._ended.restarts += feed.restarts
-            feed.close()
-            del self._feeds[stream_id]
+            self._close_feed(feed)
 
-    def rtcp(self, stream_id: str, viewer: EngineViewer, packet: Any) -> None:
-        feed = self._feeds.get(stream_id)
-        if feed is not None and viewer in self._viewers and rtcp.handle(viewer, feed, packet):
+    def _close_feed(self, feed: Feed) -> None:
+        """Nobody left: stop packetizing for nobody."""
+        self._ended.restarts += feed.restarts
+        feed.close()
+        for stream_id, current in list(self._feeds.items()):
+            if current is feed:
+                del self._feeds[stream_id]
+
+    def rtcp(self, viewer: EngineViewer, packet: Any) -> None:
+        feed = self._viewers.get(viewer)
+        if feed is not None and rtcp.handle(viewer, feed, packet):
             for callback in self.on_report:
                 callback(viewer)
 
@@ -136,7 +138,7 @@ class Engine:
             nacks=self._ended.nacks,
             plis=self._ended.plis,
             replays=self._ended.replays,
-            restarts=self._ended.restarts + sum(f.restarts for f in self._feeds.values()),
+            restarts=self._ended.restarts + sum(f.restarts for f in set(self._viewers.values())),
         )
         for viewer in self._viewers:
             self._count(s, viewer)
@@ -156,8 +158,9 @@ class Engine:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(SR_INTERVAL)
-            for stream_id in list(self._feeds):  # made for a viewer that never came
-                self._drop_idle(stream_id)
+            for feed in list(self._feeds.values()):  # made for a viewer that never came
+                if not feed.viewers:
+                    self._close_feed(feed)
             for viewer in list(self._viewers):
                 reason = viewer.route_lost()
                 if reason is not None:
@@ -173,7 +176,7 @@ class Engine:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
-        for feed in self._feeds.values():
+        for feed in {*self._feeds.values(), *self._viewers.values()}:
             feed.close()
         self._feeds.clear()
         await asyncio.get_running_loop().run_in_executor(None, self.lanes.close)

@@ -34,7 +34,7 @@ class Feed:
         gop_units: int,
         gop_bytes: int,
     ) -> None:
-        self._hub = hub
+        self.hub = hub
         self._path = path
         self._lanes = lanes
         self._packetizer = Packetizer()
@@ -113,7 +113,7 @@ class Feed:
         return self._last.timestamp if self._last is not None else 0
 
     def close(self) -> None:
-        self._hub.remove_tap(self)
+        self.hub.remove_tap(self)
         self.history.clear()
         self.on_reset()
 

@@ -159,7 +159,7 @@ class EngineSender:
     async def stop(self) -> None:
         viewer, self.viewer = self.viewer, None
         if viewer is not None:
-            self._engine.remove(self._stream_id, viewer)
+            self._engine.remove(viewer)
             viewer.tx.send_rtcp(bytes(RtcpByePacket(sources=[viewer.ssrc])))
             viewer.tx.close()
         if self._registered:
@@ -168,7 +168,7 @@ class EngineSender:
 
     async def handle_rtcp(self, packet: Any) -> None:
         if self.viewer is not None:
-            self._engine.rtcp(self._stream_id, self.viewer, packet)
+            self._engine.rtcp(self.viewer, packet)
 
     async def get_stats(self) -> RTCStatsReport:
         from aiortc import clock

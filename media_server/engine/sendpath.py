@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,9 +32,12 @@ class SendPath:
     threaded: bool
 
 
+NATIVE = "media_server.engine._fanout"
+
+
 def native_available() -> bool:
     try:
-        from media_server.engine import _fanout  # noqa: F401
+        importlib.import_module(NATIVE)
     except ImportError:
         return False
     return True
@@ -43,11 +47,11 @@ def load(wanted: Literal["native", "python"]) -> SendPath:
     """The send path asked for; native falls back to Python (logged) when not built."""
     if wanted == "native":
         try:
-            from media_server.engine import _fanout
+            native = importlib.import_module(NATIVE)
         except ImportError as exc:
             log.warning("engine: native send path not built (%s); using pure Python", exc)
         else:
-            return SendPath("native", _fanout.Viewer, _fanout.send_unit, True)
+            return SendPath("native", native.Viewer, native.send_unit, True)
     from media_server.engine import pysend
 
     return SendPath("python", pysend.Viewer, pysend.send_unit, False)
