@@ -113,6 +113,7 @@ def _engine(settings: Settings, streams: StreamManager) -> Engine | None:
         lanes=t.engine_lanes,
         gso=t.engine_gso,
         lane_depth=t.engine_lane_depth,
+        lane_max_lag=t.engine_lane_max_lag,
         history=t.engine_history,
         start=t.engine_start,
         gop_units=settings.hub.gop_cache_units,

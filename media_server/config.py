@@ -167,7 +167,7 @@ class TransportSettings(_Section):
     )
     shared_bitrate: int = Field(1_500_000, ge=100_000, le=20_000_000, description="bits/s")
     passthrough: Literal["aiortc", "engine"] = Field(
-        "aiortc",
+        "engine",  # measured side by side in PHASES.md: x0.24-0.40 CPU per packet
         description="aiortc: its sender packetizes, protects and sends for every viewer; "
         "engine: our fan-out engine packetizes once per stream and sends in batches",
     )
@@ -182,7 +182,14 @@ class TransportSettings(_Section):
         description="native send path: runs of equal-sized packets to a viewer go out as one "
         "UDP GSO send where the kernel and route allow it (else one datagram each)",
     )
-    engine_lane_depth: int = Field(256, ge=8, le=65_536, description="jobs queued per lane")
+    engine_lane_depth: int = Field(1024, ge=8, le=65_536, description="jobs queued per lane")
+    engine_lane_max_lag: float = Field(
+        0.25,
+        gt=0,
+        le=5,
+        description="seconds a send may wait in its lane; later ones are skipped and their "
+        "viewers restart at the next keyframe (a late frame only adds delay)",
+    )
     engine_history: int = Field(
         4096, ge=256, le=65_536, description="packets per stream kept to answer NACKs"
     )

@@ -122,6 +122,7 @@ def scrape(gw: Gateway, *names: str) -> dict[str, float] | None:
 
 
 LAG = "media_server_event_loop_lag_seconds"
+BACKLOG = "media_server_engine_lane_backlog"
 GC = "media_server_gc_pause_seconds_total"
 DROPS = "media_server_viewer_dropped_items_total"
 
@@ -220,15 +221,16 @@ def measure(
         threads_start = thread_cpu_seconds(gw.pid)
         host_start = host_busy_seconds()
         before = scrape(gw, GC, DROPS)
-        lags, rss, unanswered = [], [], 0
+        lags, rss, backlogs, unanswered = [], [], [], 0
         while time.monotonic() - wall_start < args.seconds:
             time.sleep(1)
-            lag = scrape(gw, LAG)
-            if lag is None:
+            sample = scrape(gw, LAG, BACKLOG)
+            if sample is None:
                 unanswered += 1
                 lags.append(SCRAPE_TIMEOUT)  # the loop was late by at least that
             else:
-                lags.append(lag[LAG])
+                lags.append(sample[LAG])
+                backlogs.append(sample[BACKLOG])
             rss.append(rss_mb(gw.pid))
         elapsed = time.monotonic() - wall_start
         cpu = (cpu_seconds(gw.pid) - cpu_start) / elapsed * 100
@@ -253,6 +255,7 @@ def measure(
     run["cpu_percent_ingest"] = threads["ingest"]
     run["cpu_percent_loop_other"] = threads["loop+other"]
     run["metrics_unanswered"] = unanswered  # scrapes of /metrics that timed out
+    run["lane_backlog_max"] = max(backlogs, default=0.0)  # engine sends waiting in lanes
     run["gc_pause_ms_per_s"] = gc_ms_per_s
     run["hub_drops_per_s"] = drops_per_s  # units or frames skipped for slow viewers
     run["transports"] = labels  # what produced these figures, as the gateway reports it
@@ -359,6 +362,7 @@ COLUMNS = [
     Column("ping_p50_ms", "ping p50 ms", "{:.2f}"),
     Column("ping_p99_ms", "ping p99 ms", "{:.2f}"),
     Column("loop_lag_max_ms", "lag max ms", "{:.1f}"),
+    Column("lane_backlog_max", "lane backlog max", "{:.0f}"),
     Column("gc_pause_ms_per_s", "GC ms/s", "{:.2f}"),
 ]
 #: What a run is keyed by: a profile at a load.

@@ -525,7 +525,7 @@ def test_player_shows_its_stats_overlay(gateway: Gateway, browser_context: Any) 
             name: page.inner_text(f"#stats dd[data-stat={name}]")
             for name in ("fps", "packets", "jitter", "transport", "codec")
         }
-        assert stat["transport"] == "passthrough" and stat["codec"] == "H264", stat
+        assert stat["transport"] == "engine" and stat["codec"] == "H264", stat
         assert stat["packets"].isdigit() and stat["jitter"].endswith("ms"), stat
         page.screenshot(path=str(PLAYER_SCREENSHOT))
         page.click("#stats-toggle")
@@ -692,26 +692,28 @@ async () => {
 """
 
 
-def test_chromium_decodes_what_the_fanout_engine_sends(browser_context: Any) -> None:
-    """Chromium's own SRTP and SRTCP take the engine's packets and sender reports."""
-    env = {**GENEROUS, "MEDIA_SERVER_TRANSPORTS__PASSTHROUGH": "engine"}
-    with run_gateway(env=env) as gw:
-        page = browser_context.new_page()
-        log = PageLog(page)
-        try:
-            page.goto(f"{gw.base_url}/view/demo")
-            details = _assert_plays(page, log, gw.describe(20))
-            stats = page.evaluate(STATS_JS)
-            video = [s for s in stats["inbound"] if s["kind"] == "video"]
-            assert video and video[0]["framesDecoded"] >= 45, details
-            assert video[0]["codec"].lower().startswith("video/h264"), details
-            assert video[0]["keyFramesDecoded"] >= 1, details
-            # Sender reports arrived and were decrypted: Chromium reports what they said.
-            page.wait_for_timeout(1500)
-            remote = page.evaluate(REMOTE_OUTBOUND_JS)
-            assert remote and remote[0]["packetsSent"] > 0 and remote[0]["reportsSent"] >= 1
-            with urllib.request.urlopen(f"{gw.base_url}/metrics") as resp:
-                text = resp.read().decode()
-            assert 'media_server_egress_packets_total{stream="demo",transport="engine"}' in text
-        finally:
-            page.close()
+def test_chromium_decodes_what_the_fanout_engine_sends(
+    gateway: Gateway, browser_context: Any
+) -> None:
+    """The engine is the passthrough default: Chromium's own SRTP and SRTCP take its
+    packets and its sender reports."""
+    page = browser_context.new_page()
+    log = PageLog(page)
+    try:
+        page.goto(f"{gateway.base_url}/view/demo")
+        details = _assert_plays(page, log)
+        stats = page.evaluate(STATS_JS)
+        video = [s for s in stats["inbound"] if s["kind"] == "video"]
+        assert video and video[0]["framesDecoded"] >= 45, details
+        assert video[0]["codec"].lower().startswith("video/h264"), details
+        assert video[0]["keyFramesDecoded"] >= 1, details
+        # Sender reports arrived and were decrypted: Chromium reports what they said.
+        page.wait_for_timeout(1500)
+        remote = page.evaluate(REMOTE_OUTBOUND_JS)
+        assert remote and remote[0]["packetsSent"] > 0 and remote[0]["reportsSent"] >= 1
+        with urllib.request.urlopen(f"{gateway.base_url}/metrics") as resp:
+            text = resp.read().decode()
+        assert 'media_server_egress_packets_total{stream="demo",transport="engine"}' in text
+        assert 'engine="native"' in text  # media_server_transport_info: the C send path
+    finally:
+        page.close()

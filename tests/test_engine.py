@@ -18,7 +18,7 @@ from tests.support.api import metric, register, wait_state
 from tests.support.gateway import FAST, GENEROUS, Gateway, run_gateway
 from tests.support.relay import LossyRelay
 from tests.support.rtsp import RtspServer, start_rtsp_server
-from tests.support.viewer import Viewer, frames_between
+from tests.support.viewer import Viewer, frames_between, unwrap
 
 pytestmark = pytest.mark.e2e
 
@@ -38,15 +38,6 @@ async def live(http: aiohttp.ClientSession, gw: Gateway, sid: str, url: str) -> 
     status, body = await register(http, gw.base_url, id=sid, url=url, mode="passthrough")
     assert status == 201, body
     await wait_state(http, gw.base_url, sid, "live")
-
-
-def unwrap(timestamps: list[int]) -> list[int]:
-    """RTP timestamps are 32-bit and start anywhere: unwrap them into a growing line."""
-    out = [timestamps[0]]
-    for ts in timestamps[1:]:
-        step = (ts - out[-1]) % 2**32
-        out.append(out[-1] + (step - 2**32 if step >= 2**31 else step))
-    return out
 
 
 @pytest.mark.parametrize("send_path", ["native", "python"])

@@ -327,7 +327,7 @@ def test_a_lane_that_falls_behind_sends_its_viewers_back_to_a_keyframe() -> None
     feed._lanes = lanes
     viewer = engine_viewer("v")  # type: ignore[arg-type]
     blocker = threading.Event()
-    lanes.submit(0, blocker.wait)  # the lane's thread is stuck
+    lanes.submit(0, None, blocker.wait)  # the lane's thread is stuck
     feed.add(viewer)  # two GOP units queued
     for i in range(2, 12):
         feed.on_unit(unit(i * 3000, False))
@@ -406,3 +406,26 @@ async def test_a_viewer_whose_ice_pair_changes_is_closed_and_its_session_told(
     finally:
         engine.remove(viewer)
         await engine.close()
+
+
+def test_a_send_that_waited_too_long_in_its_lane_is_skipped_and_its_owner_told() -> None:
+    lanes = Lanes(1, 64, max_lag=0.05)
+    blocker = threading.Event()
+    ran: list[str] = []
+    try:
+        lanes.submit(0, "other", blocker.wait)
+        lanes.submit(0, "feed", ran.append, "late")
+        time.sleep(0.15)  # the second job is now older than max_lag
+        blocker.set()
+        while lanes.backlog():
+            time.sleep(0.01)
+        time.sleep(0.05)
+        assert ran == [] and lanes.dropped_jobs == 1
+        assert lanes.behind(0, "feed") and not lanes.behind(0, "feed")  # told once
+        assert not lanes.behind(0, "other")
+        lanes.submit(0, "feed", ran.append, "fresh")
+        while not ran:
+            time.sleep(0.01)
+        assert ran == ["fresh"]
+    finally:
+        lanes.close()

@@ -20,7 +20,7 @@ import pytest
 from tests.support.api import register, wait_state
 from tests.support.gateway import FAST, Gateway, run_gateway
 from tests.support.rtsp import RtspServer, free_port, start_rtsp_server
-from tests.support.viewer import Viewer, frames_between
+from tests.support.viewer import Viewer, frames_between, unwrap
 
 pytestmark = pytest.mark.e2e
 
@@ -36,15 +36,6 @@ def camera() -> Iterator[RtspServer]:
 def fast_gateway() -> Iterator[Gateway]:
     with run_gateway("--no-demo", env=FAST) as gw:
         yield gw
-
-
-def unwrap(timestamps: list[int]) -> list[int]:
-    """RTP timestamps are 32-bit and start anywhere: unwrap them into a growing line."""
-    out = [timestamps[0]]
-    for ts in timestamps[1:]:
-        step = (ts - out[-1]) % 2**32
-        out.append(out[-1] + (step - 2**32 if step >= 2**31 else step))
-    return out
 
 
 async def test_viewer_survives_camera_restart(

@@ -38,7 +38,7 @@ async def test_whep_session_resource(http: aiohttp.ClientSession, gateway: Gatew
             location = resp.headers["Location"]
             etag = resp.headers["ETag"]
             assert resp.headers["Accept-Patch"] == TRICKLE
-            assert resp.headers["X-Media-Transport"] == "passthrough"
+            assert resp.headers["X-Media-Transport"] == "engine"  # the passthrough default
         session = gateway.base_url + location
         ufrag, pwd = ice(offer)
         fragment = f"a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\na=mid:0\r\na=end-of-candidates\r\n"

@@ -140,7 +140,20 @@ static void viewer_release(Viewer *v) {
     v->fd = -1;
 }
 
+static PyObject *Viewer_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    Viewer *self = (Viewer *)type->tp_alloc(type, 0);
+    if (self) {
+        self->closed = 1; /* nothing to send with until __init__ succeeds */
+        self->fd = -1;
+    }
+    return (PyObject *)self;
+}
+
 static int Viewer_init(Viewer *self, PyObject *args, PyObject *kwds) {
+    if (self->srtp) {
+        PyErr_SetString(PyExc_RuntimeError, "Viewer is already initialised");
+        return -1;
+    }
     static char *kwlist[] = {"fd", "host", "port", "profile", "key", "ssrc", "payload_type",
                              "seq", "ts_offset", "mid_id", "mid", "abs_send_time_id",
                              "rtx_ssrc", "rtx_payload_type", "rtx_seq", "gso", NULL};
@@ -393,6 +406,7 @@ static PyObject *fanout_send_unit(PyObject *module, PyObject *args) {
             return NULL;
         }
     }
+    PyObject *result = NULL;
     Payload *payloads = PyMem_RawMalloc(sizeof(Payload) * np);
     size_t room_count = np < BATCH ? (size_t)np : BATCH;
     uint8_t *room = PyMem_RawMalloc(room_count * PACKET_ROOM);
@@ -401,25 +415,14 @@ static PyObject *fanout_send_unit(PyObject *module, PyObject *args) {
     Control *ctrl = PyMem_RawMalloc(sizeof(Control) * room_count);
     unsigned int *segs = PyMem_RawMalloc(sizeof(unsigned int) * room_count);
     if (!payloads || !room || !msgs || !iovs || !ctrl || !segs) {
-        PyMem_RawFree(payloads);
-        PyMem_RawFree(room);
-        PyMem_RawFree(msgs);
-        PyMem_RawFree(iovs);
-        PyMem_RawFree(ctrl);
-        PyMem_RawFree(segs);
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        goto done;
     }
     for (Py_ssize_t i = 0; i < np; i++) {
         PyObject *p = PyTuple_GET_ITEM(payloads_arg, i);
         if (!PyBytes_Check(p) || PyBytes_GET_SIZE(p) > MAX_PAYLOAD) {
-            PyMem_RawFree(payloads);
-            PyMem_RawFree(room);
-            PyMem_RawFree(msgs);
-            PyMem_RawFree(iovs);
-            PyMem_RawFree(ctrl);
-            PyMem_RawFree(segs);
             PyErr_SetString(PyExc_ValueError, "payloads must be bytes of at most 1500");
-            return NULL;
+            goto done;
         }
         payloads[i].data = (const uint8_t *)PyBytes_AS_STRING(p);
         payloads[i].len = PyBytes_GET_SIZE(p);
@@ -436,13 +439,15 @@ static PyObject *fanout_send_unit(PyObject *module, PyObject *args) {
         pthread_mutex_unlock(&v->lock);
     }
     Py_END_ALLOW_THREADS
+    result = PyLong_FromUnsignedLongLong(total);
+done:
     PyMem_RawFree(payloads);
     PyMem_RawFree(room);
     PyMem_RawFree(msgs);
     PyMem_RawFree(iovs);
     PyMem_RawFree(ctrl);
     PyMem_RawFree(segs);
-    return PyLong_FromUnsignedLongLong(total);
+    return result;
 }
 
 static PyObject *Viewer_retransmit(Viewer *self, PyObject *args) {
@@ -573,7 +578,7 @@ static PyTypeObject ViewerType = {
     .tp_doc = "One viewer's SRTP session, socket and RTP header state.",
     .tp_basicsize = sizeof(Viewer),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_new = PyType_GenericNew,
+    .tp_new = Viewer_new,
     .tp_init = (initproc)Viewer_init,
     .tp_dealloc = (destructor)Viewer_dealloc,
     .tp_methods = Viewer_methods,

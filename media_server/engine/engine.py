@@ -36,6 +36,7 @@ class EngineConfig:
     gop_units: int
     gop_bytes: int
     gso: bool = True
+    lane_max_lag: float = 0.25
     start: Literal["random", "near-wrap"] = "random"
 
 
@@ -56,7 +57,7 @@ class Engine:
     def __init__(self, config: EngineConfig, hubs: Callable[[str], Hub | None]) -> None:
         self.path = load(config.send_path)
         count = (config.lanes or os.cpu_count() or 1) if self.path.threaded else 0
-        self.lanes = Lanes(count, config.lane_depth)
+        self.lanes = Lanes(count, config.lane_depth, config.lane_max_lag)
         self._config = config
         self.gso = config.gso
         self._hubs = hubs

@@ -77,11 +77,14 @@ class Feed:
             self._live |= self._waiting
             self._waiting.clear()
             self._groups = None
-        for lane, group in self._lane_groups().items():
-            if not self._lanes.submit(
-                lane, self._path.send_unit, group, packed.payloads, packed.timestamp, packed.first
-            ):
+        for lane in {v.lane for v in self._live}:
+            if self._lanes.behind(lane, self):
                 self._restart_lane(lane)
+        for lane, group in self._lane_groups().items():
+            send = self._path.send_unit
+            self._lanes.submit(
+                lane, self, send, group, packed.payloads, packed.timestamp, packed.first
+            )
         for viewer in self._live:
             if not viewer.fed:
                 self._fed(viewer)
@@ -143,10 +146,10 @@ class Feed:
                 self.on_reset()  # too long to replay: new viewers wait for a keyframe
 
     def _submit_one(self, viewer: EngineViewer, unit: Packetized, timestamp: int) -> None:
-        if not self._lanes.submit(
-            viewer.lane, self._path.send_unit, (viewer.tx,), unit.payloads, timestamp, unit.first
-        ):
-            self._restart_lane(viewer.lane)
+        send = self._path.send_unit
+        self._lanes.submit(
+            viewer.lane, self, send, (viewer.tx,), unit.payloads, timestamp, unit.first
+        )
 
     def _lane_groups(self) -> dict[int, tuple[object, ...]]:
         if self._groups is None:
@@ -157,7 +160,8 @@ class Feed:
         return self._groups
 
     def _restart_lane(self, lane: int) -> None:
-        """The lane lost a job: its viewers miss a unit, so they restart at a keyframe."""
+        """The lane lost a job of ours (late or refused): its viewers missed a unit, so
+        they restart at the next keyframe."""
         behind = {v for v in self._live if v.lane == lane}
         self.restarts += len(behind)
         self._live -= behind

@@ -2,8 +2,9 @@
 
 A viewer's packets must leave in order, so it stays in one lane; a stream's viewers are
 spread over the lanes, so one stream's fan-out uses every core (the send path releases the
-GIL). Each lane's queue is bounded: a lane that falls behind loses jobs, and their viewers
-are told to start again from a keyframe, so a slow lane never holds the event loop.
+GIL). A lane never holds anything up: a job that waited longer than `max_lag` is skipped
+(sending it late would only add delay), and a full queue refuses new ones. Either way the
+job's owner (a stream's feed) learns it and sends those viewers back to a keyframe.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,16 +21,20 @@ from media_server.procstat import name_thread
 
 log = logging.getLogger(__name__)
 
-Job = tuple[Callable[..., Any], tuple[Any, ...]]
+#: fn, its arguments, who submitted it, when.
+Job = tuple[Callable[..., Any], tuple[Any, ...], object, float]
 
 
 class Lanes:
-    def __init__(self, count: int, depth: int) -> None:
+    def __init__(self, count: int, depth: int, max_lag: float = 0.25) -> None:
         """`count` threads; 0 runs every job at once on the caller's thread."""
         self._queues: list[queue.Queue[Job | None]] = [queue.Queue(depth) for _ in range(count)]
+        self._max_lag = max_lag
+        #: Per lane, the owners whose jobs were skipped or refused since they last asked.
+        self._behind: list[set[object]] = [set() for _ in range(max(count, 1))]
         self._threads = [
-            threading.Thread(target=self._run, args=(q, i), name=f"engine-lane-{i}", daemon=True)
-            for i, q in enumerate(self._queues)
+            threading.Thread(target=self._run, args=(i,), name=f"engine-lane-{i}", daemon=True)
+            for i in range(count)
         ]
         self._load = [0] * max(count, 1)
         self.dropped_jobs = 0
@@ -48,17 +54,23 @@ class Lanes:
     def release(self, lane: int) -> None:
         self._load[lane] -= 1
 
-    def submit(self, lane: int, fn: Callable[..., Any], *args: Any) -> bool:
-        """Run `fn(*args)` in `lane` after what it already holds; False if the lane is full."""
+    def submit(self, lane: int, owner: object, fn: Callable[..., Any], *args: Any) -> None:
+        """Run `fn(*args)` in `lane` after what it already holds (at once without threads)."""
         if not self._queues:
             fn(*args)
-            return True
+            return
         try:
-            self._queues[lane].put_nowait((fn, args))
+            self._queues[lane].put_nowait((fn, args, owner, time.monotonic()))
         except queue.Full:
-            self.dropped_jobs += 1
-            return False
-        return True
+            self._lost(lane, owner)
+
+    def behind(self, lane: int, owner: object) -> bool:
+        """Whether a job of `owner` in `lane` was lost since the last time it asked."""
+        lost = self._behind[lane]
+        if owner in lost:
+            lost.discard(owner)
+            return True
+        return False
 
     def backlog(self) -> int:
         return sum(q.qsize() for q in self._queues)
@@ -75,14 +87,21 @@ class Lanes:
         for thread in self._threads:
             thread.join(timeout=2)
 
-    @staticmethod
-    def _run(jobs: queue.Queue[Job | None], index: int) -> None:
+    def _lost(self, lane: int, owner: object) -> None:
+        self.dropped_jobs += 1
+        self._behind[lane].add(owner)  # one bytecode under the GIL: safe from any thread
+
+    def _run(self, index: int) -> None:
         name_thread(f"engine-lane-{index}")
+        jobs = self._queues[index]
         while True:
             job = jobs.get()
             if job is None:
                 return
-            fn, args = job
+            fn, args, owner, queued = job
+            if time.monotonic() - queued > self._max_lag:
+                self._lost(index, owner)
+                continue
             try:
                 fn(*args)
             except Exception:

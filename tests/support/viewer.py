@@ -206,6 +206,15 @@ async def watch(
     return viewer
 
 
+def unwrap(timestamps: list[int]) -> list[int]:
+    """RTP timestamps are 32-bit and start anywhere: unwrap them into a growing line."""
+    out = [timestamps[0]]
+    for ts in timestamps[1:]:
+        step = (ts - out[-1]) % 2**32
+        out.append(out[-1] + (step - 2**32 if step >= 2**31 else step))
+    return out
+
+
 def frames_between(viewer: Viewer, start: float, end: float) -> int:
     return sum(1 for at, _ in viewer.timeline if start <= at < end)
 
