@@ -73,21 +73,18 @@ class Feed:
             if 0 < step < 90_000:
                 self._interval = step
         self._last = packed
+        joining: set[EngineViewer] = set()
         if packed.keyframe and self._waiting:
-            self._live |= self._waiting
-            self._waiting.clear()
+            joining, self._waiting = self._waiting, set()
+            self._live |= joining
             self._groups = None
-        for lane in {v.lane for v in self._live}:
+        for lane in list(self._lane_groups()):
             if self._lanes.behind(lane, self):
                 self._restart_lane(lane)
         for lane, group in self._lane_groups().items():
-            send = self._path.send_unit
-            self._lanes.submit(
-                lane, self, send, group, packed.payloads, packed.timestamp, packed.first
-            )
-        for viewer in self._live:
-            if not viewer.fed:
-                self._fed(viewer)
+            self._submit(lane, group, packed, packed.timestamp)
+        for viewer in joining & self._live:  # the rest were fed before, or restart now
+            self._fed(viewer)
 
     def on_reset(self) -> None:
         self._gop = []
@@ -146,10 +143,11 @@ class Feed:
                 self.on_reset()  # too long to replay: new viewers wait for a keyframe
 
     def _submit_one(self, viewer: EngineViewer, unit: Packetized, timestamp: int) -> None:
+        self._submit(viewer.lane, (viewer.tx,), unit, timestamp)
+
+    def _submit(self, lane: int, txs: tuple[object, ...], unit: Packetized, ts: int) -> None:
         send = self._path.send_unit
-        self._lanes.submit(
-            viewer.lane, self, send, (viewer.tx,), unit.payloads, timestamp, unit.first
-        )
+        self._lanes.submit(lane, self, send, txs, unit.payloads, ts, unit.first)
 
     def _lane_groups(self) -> dict[int, tuple[object, ...]]:
         if self._groups is None:
@@ -170,7 +168,6 @@ class Feed:
 
     @staticmethod
     def _fed(viewer: EngineViewer) -> None:
-        viewer.fed = True
         if viewer.on_first is not None:
             viewer.on_first()
             viewer.on_first = None

@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aiortc import RTCRtpSender
+from aiortc import RTCRtpSender, clock
 from aiortc.codecs import is_rtx
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtp import RtcpByePacket
@@ -171,8 +171,6 @@ class EngineSender:
             self._engine.rtcp(self.viewer, packet)
 
     async def get_stats(self) -> RTCStatsReport:
-        from aiortc import clock
-
         report = RTCStatsReport()
         packets, octets = self.sent()
         report.add(

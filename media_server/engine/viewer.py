@@ -22,7 +22,6 @@ class EngineViewer:
     on_first: Callable[[], None] | None = None
     #: Asks the viewer's session to close (its route or keys went away).
     on_lost: Callable[[str], None] | None = None
-    fed: bool = False
     last_replay: float = float("-inf")
     # From receiver reports: RFC 3550 figures, and round-trip time from our sender reports.
     fraction_lost: int = 0
