@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from fractions import Fraction
-from typing import Any
+from typing import Any, Literal
 
 import av
 import numpy as np
@@ -370,18 +370,27 @@ def test_without_the_native_part_the_engine_falls_back_to_python(
 
 
 class Pair:
-    """What aioice's nominated pair is to the engine: an identity."""
+    """What the engine reads of an aioice candidate pair: its socket and remote address."""
+
+    def __init__(self, sock: socket.socket, to: socket.socket) -> None:
+        self.protocol = type("Protocol", (), {})()
+        self.protocol.transport = type("Transport", (), {"get_extra_info": lambda _, k: sock})()
+        self.remote_addr = to.getsockname()
 
 
-async def test_a_viewer_whose_ice_pair_changes_is_closed_and_its_session_told(
-    udp_pair: tuple[socket.socket, socket.socket],
+@pytest.mark.parametrize("name", PATHS)
+async def test_a_viewer_follows_ice_to_another_pair_and_is_closed_when_none_is_left(
+    name: Literal["native", "python"], udp_pair: tuple[socket.socket, socket.socket]
 ) -> None:
+    """Browsers may nominate a second pair after the first: the engine sends there."""
     rx, tx = udp_pair
+    rx2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx2.bind(("127.0.0.1", 0))
     hub = Hub(viewer_queue=64, gop_units=64, gop_bytes=1 << 20)
-    config = EngineConfig("python", 0, 8, 1024, 64, 1 << 20)
+    config = EngineConfig(name, 0, 8, 1024, 64, 1 << 20)
     engine = Engine(config, lambda stream_id: hub)
     seq, offset = engine.start("s")
-    first = Pair()
+    first = Pair(tx, rx)
     connection = type("Connection", (), {"_nominated": {1: first}})()
     lost: list[str] = []
     viewer = EngineViewer(
@@ -394,18 +403,23 @@ async def test_a_viewer_whose_ice_pair_changes_is_closed_and_its_session_told(
         on_lost=lost.append,
     )
     engine.add("s", viewer)
+    decrypt = receiver()
     try:
         await asyncio.sleep(1.3)  # a tick: the route holds, a sender report goes out
-        assert not lost and not viewer.tx.closed
         rx.settimeout(0)
-        report = RtcpPacket.parse(receiver().unprotect_rtcp(rx.recv(2048)))
-        assert isinstance(report[0], RtcpSrPacket)
-        connection._nominated[1] = Pair()  # ICE now sends elsewhere
+        assert isinstance(RtcpPacket.parse(decrypt.unprotect_rtcp(rx.recv(2048)))[0], RtcpSrPacket)
+        connection._nominated[1] = Pair(tx, rx2)  # ICE now sends elsewhere
         await asyncio.sleep(1.2)
-        assert lost == ["ICE selected another pair"] and viewer.tx.closed
+        assert not lost and not viewer.tx.closed
+        rx2.settimeout(0)
+        assert isinstance(RtcpPacket.parse(decrypt.unprotect_rtcp(rx2.recv(2048)))[0], RtcpSrPacket)
+        del connection._nominated[1]  # ICE gave up
+        await asyncio.sleep(1.2)
+        assert lost == ["ICE has no selected pair"] and viewer.tx.closed
     finally:
         engine.remove(viewer)
         await engine.close()
+        rx2.close()
 
 
 def test_a_send_that_waited_too_long_in_its_lane_is_skipped_and_its_owner_told() -> None:

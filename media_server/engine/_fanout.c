@@ -537,6 +537,31 @@ static PyObject *Viewer_sender_info(Viewer *self, PyObject *unused) {
     return r;
 }
 
+static PyObject *Viewer_retarget(Viewer *self, PyObject *args) {
+    int fd, port;
+    const char *host;
+    if (!PyArg_ParseTuple(args, "isi", &fd, &host, &port)) return NULL;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    if (parse_address(host, port, &addr, &addrlen) < 0) {
+        PyErr_Format(PyExc_ValueError, "not an IP address: %s", host);
+        return NULL;
+    }
+    int copy = dup(fd);
+    if (copy < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    pthread_mutex_lock(&self->lock);
+    if (self->closed) {
+        close(copy);
+    } else {
+        close(self->fd);
+        self->fd = copy;
+        self->addr = addr;
+        self->addrlen = addrlen;
+    }
+    pthread_mutex_unlock(&self->lock);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Viewer_close(Viewer *self, PyObject *unused) {
     if (self->closed) Py_RETURN_NONE;
     pthread_mutex_lock(&self->lock);
@@ -564,6 +589,8 @@ static PyMethodDef Viewer_methods[] = {
      "lookup(seq): (stream packet index, timestamp) sent with this sequence number, or None"},
     {"sender_info", (PyCFunction)Viewer_sender_info, METH_NOARGS,
      "(packets, octets, dropped, retransmits, errors, last_ts, last_ntp, next_seq)"},
+    {"retarget", (PyCFunction)Viewer_retarget, METH_VARARGS,
+     "retarget(fd, host, port): send on another socket, to another address (ICE moved)"},
     {"close", (PyCFunction)Viewer_close, METH_NOARGS, "stop sending; release keys and socket"},
     {NULL}};
 

@@ -163,7 +163,7 @@ class Engine:
                 if not feed.viewers:
                     self._close_feed(feed)
             for viewer in list(self._viewers):
-                reason = viewer.route_lost()
+                reason = viewer.follow_route()
                 if reason is not None:
                     log.info("engine: a viewer's route is gone (%s)", reason)
                     viewer.tx.close()

@@ -159,6 +159,14 @@ class Viewer:
             self._seq,
         )
 
+    def retarget(self, fd: int, host: str, port: int) -> None:
+        if self.closed:
+            return
+        old, self._sock = self._sock, socket.socket(fileno=os.dup(fd))
+        self._sock.setblocking(False)
+        self._addr = (host, port)
+        old.close()
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True

@@ -24,7 +24,7 @@ from aiortc.stats import (
 )
 
 from media_server.engine.sendpath import TxViewer
-from media_server.engine.viewer import EngineViewer
+from media_server.engine.viewer import EngineViewer, route_of
 
 if TYPE_CHECKING:
     from media_server.engine.engine import Engine
@@ -58,9 +58,7 @@ def selected_route(dtls: Any) -> tuple[Any, Any, int, str, int]:
     pair = connection._nominated.get(1)
     if pair is None or pair.protocol.transport is None:
         raise EngineError("ICE has no selected pair")
-    sock = pair.protocol.transport.get_extra_info("socket")
-    host, port = pair.remote_addr[:2]
-    return connection, pair, sock.fileno(), host, port
+    return (connection, pair, *route_of(pair))
 
 
 class EngineSender:

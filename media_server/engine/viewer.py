@@ -15,7 +15,7 @@ class EngineViewer:
     lane: int
     ssrc: int
     cname: str | None
-    #: The ICE pair the engine sends on; another one nominated means the viewer is lost.
+    #: The ICE pair the engine sends on (it follows when ICE nominates another).
     pair: Any
     connection: Any
     #: Told once, when the viewer's first media is handed to its lane.
@@ -34,8 +34,21 @@ class EngineViewer:
     plis: int = 0
     replays: int = 0
 
-    def route_lost(self) -> str | None:
-        """Why the engine may no longer send to this viewer, or None."""
-        if self.connection._nominated.get(1) is not self.pair:
-            return "ICE selected another pair"
+    def follow_route(self) -> str | None:
+        """Send where ICE sends now: a browser may nominate another pair after the first.
+        Returns why the viewer cannot be sent to any more, or None."""
+        pair = self.connection._nominated.get(1)
+        if pair is self.pair:
+            return None
+        if pair is None or pair.protocol.transport is None:
+            return "ICE has no selected pair"
+        self.tx.retarget(*route_of(pair))
+        self.pair = pair
         return None
+
+
+def route_of(pair: Any) -> tuple[int, str, int]:
+    """(socket descriptor, remote host, remote port) of an aioice candidate pair."""
+    sock = pair.protocol.transport.get_extra_info("socket")
+    host, port = pair.remote_addr[:2]
+    return sock.fileno(), host, port
