@@ -10,6 +10,7 @@ from aiohttp import WSCloseCode, web
 
 from media_server.api import (
     admin,
+    cluster,
     events,
     health,
     openapi,
@@ -25,6 +26,7 @@ from media_server.api.errors import error_middleware
 from media_server.api.middleware import add_headers, request_context
 from media_server.api.ratelimit import RateLimiter
 from media_server.auth.tokens import READ, Authenticator
+from media_server.cluster.node import ClusterNode, node_id
 from media_server.config import Settings
 from media_server.engine.engine import Engine, EngineConfig
 from media_server.hub.fanout import Hub
@@ -32,6 +34,8 @@ from media_server.hub.manager import StreamManager
 from media_server.ingest.guard import SourceGuard
 from media_server.loopwatch import LoopMonitor
 from media_server.metrics import CONTENT_TYPE, Metrics
+from media_server.store.redis import RedisRegistry
+from media_server.store.registry import Registry
 from media_server.store.sqlite import SqliteRegistry
 from media_server.transports.jsoncodec import json_codec
 from media_server.webrtc.session import SessionManager
@@ -48,15 +52,21 @@ async def metrics_handler(request: web.Request) -> web.Response:
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Start-up before serving, and the last step of a stop."""
     gw = app[GATEWAY]
-    gw.streams.restore(gw.registry.open())  # StoreError here stops start-up
+    gw.streams.restore(await gw.registry.open())  # StoreError here stops start-up
     if gw.settings.demo:
         gw.streams.add_demo()
+    if gw.cluster is not None:
+        await gw.cluster.start()
     gw.monitor.start()
     gw.metrics.watch_gc()
     yield
     gw.metrics.unwatch_gc()
     gw.monitor.stop()
+    if gw.cluster is not None:
+        await gw.cluster.stop()
     await gw.streams.close(gw.settings.shutdown_timeout / 2)
+    if gw.cluster is not None:
+        await gw.cluster.leave()  # the cameras are closed here: others may open them now
     if gw.sessions.engine is not None:
         await gw.sessions.engine.close()
     await gw.registry.close()
@@ -73,6 +83,13 @@ async def _close_signaling(app: web.Application) -> None:
         await asyncio.wait_for(gw.sessions.close_all(), gw.settings.shutdown_timeout / 2)
     except TimeoutError:
         log.warning("some viewer sessions did not close in time")
+
+
+def _close_viewers(gw: Gateway, stream_id: str) -> None:
+    """A stream was removed (here or on another node): its viewers here end."""
+    task = asyncio.ensure_future(gw.sessions.close_stream(stream_id))
+    gw.background.add(task)
+    task.add_done_callback(gw.background.discard)
 
 
 def begin_drain(gw: Gateway) -> None:
@@ -122,12 +139,19 @@ def _engine(settings: Settings, streams: StreamManager) -> Engine | None:
     return Engine(config, hub)
 
 
+def _registry(settings: Settings) -> Registry:
+    if settings.registry.backend == "redis":
+        r = settings.registry
+        return RedisRegistry(r.redis_url, r.redis_prefix, node_id(settings))
+    return SqliteRegistry(settings.registry.path)
+
+
 def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None) -> web.Application:
     loop = loop or asyncio.get_event_loop()
     app = web.Application(
         middlewares=[request_context, error_middleware], client_max_size=settings.max_body_bytes
     )
-    registry = SqliteRegistry(settings.registry.path)
+    registry = _registry(settings)
     guard = SourceGuard(settings.sources.allow, settings.sources.deny)
     limits = settings.limits
     manager = StreamManager(settings, loop, registry, guard)
@@ -147,6 +171,11 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
         offers=RateLimiter("offers", limits.offers_per_minute, limits.offers_burst),
         json=json_codec(settings.transports.json_codec),
     )
+    if isinstance(registry, RedisRegistry):
+        gw.cluster = ClusterNode(
+            settings, registry, manager, lambda: len(gw.sessions), gw.cpu.percent
+        )
+    manager.on_removed.append(lambda stream: _close_viewers(gw, stream.id))
     chosen = settings.transports.model_dump(
         include={"loop", "json_codec", "transcode", "passthrough", "read_timeout", "gc"}
     )
@@ -156,12 +185,14 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
     gw.metrics.watch(gw.streams.all, lambda: gw.monitor.lag, gw.sessions.egress)
     if engine is not None:
         gw.metrics.watch_engine(engine)
+    if gw.cluster is not None:
+        gw.metrics.watch_cluster(gw.cluster)
     gw.sessions.on_first_media.append(
         lambda s, seconds: gw.metrics.first_media_seconds.labels(s.transport).observe(seconds)
     )
     gw.sessions.on_connected.append(lambda s: gw.metrics.sessions.labels(s.via, s.transport).inc())
     app[GATEWAY] = gw
-    for module in (streams, events, stats, health, signaling, whep, pages, openapi, admin):
+    for module in (streams, events, stats, health, signaling, whep, pages, openapi, admin, cluster):
         app.add_routes(module.routes)
     app.router.add_get("/metrics", metrics_handler)
     app.cleanup_ctx.append(_lifecycle)

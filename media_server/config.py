@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -254,15 +261,74 @@ def default_registry_path() -> Path:
 
 
 class RegistrySettings(_Section):
+    backend: Literal["sqlite", "redis"] = Field(
+        "sqlite",
+        description="sqlite: a file on this node (one gateway); redis: shared by a cluster "
+        "of gateways (see the cluster settings)",
+    )
     path: Path = Field(
         default_factory=default_registry_path,
         description="SQLite file of the stream registry (':memory:' keeps nothing)",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="the Redis server of the redis backend"
+    )
+    redis_prefix: str = Field(
+        "media_server:",
+        pattern=r"^[A-Za-z0-9_:.-]{1,64}$",
+        description="key prefix, so clusters can share one Redis",
     )
 
     @field_validator("path")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+
+class ClusterSettings(_Section):
+    """A node of a cluster of gateways; applies when the registry backend is redis."""
+
+    node_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="this node's name in the cluster (default: host name and port)",
+    )
+    advertise_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="how other nodes reach this one, e.g. http://10.0.0.5:8080 "
+        "(default: http://<host>:<port>)",
+    )
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="where viewers are redirected to reach this node (default: advertise_url)",
+    )
+    secret: str | None = Field(
+        None, min_length=16, description="shared by the nodes; authenticates the internal link"
+    )
+    edge: Literal["relay", "redirect"] = Field(
+        "relay",
+        description="a viewer of a stream another node ingests: relay (this node pulls it "
+        "from that node and fans it out) or redirect (WHEP and pages answer 307 to it)",
+    )
+    heartbeat: float = Field(1.0, ge=0.1, le=60, description="seconds between renewals")
+    node_ttl: float = Field(
+        5.0, ge=0.5, le=600, description="seconds a node stays listed after its last heartbeat"
+    )
+    lease_ttl: float = Field(
+        5.0,
+        ge=0.5,
+        le=600,
+        description="seconds an ingest lease lasts unrenewed: another node takes a dead "
+        "node's cameras within about lease_ttl + heartbeat + the camera's open time",
+    )
+
+    @model_validator(mode="after")
+    def _timing(self) -> ClusterSettings:
+        if self.lease_ttl < 3 * self.heartbeat or self.node_ttl < 3 * self.heartbeat:
+            raise ValueError("lease_ttl and node_ttl must be at least 3 heartbeats")
+        return self
 
 
 class DemoSettings(_Section):
@@ -305,7 +371,17 @@ class Settings(BaseSettings):
     transports: TransportSettings = Field(default_factory=lambda: TransportSettings())
     auth: AuthSettings = Field(default_factory=lambda: AuthSettings())
     registry: RegistrySettings = Field(default_factory=lambda: RegistrySettings())
+    cluster: ClusterSettings = Field(default_factory=lambda: ClusterSettings())
     demo_source: DemoSettings = Field(default_factory=lambda: DemoSettings())
+
+    @model_validator(mode="after")
+    def _cluster(self) -> Settings:
+        if self.registry.backend == "redis" and not self.cluster.secret:
+            raise ValueError(
+                "cluster.secret is needed with registry.backend redis: it authenticates "
+                "the link between nodes"
+            )
+        return self
 
 
 class ConfigError(Exception):

@@ -22,6 +22,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from media_server.cluster.node import ClusterNode
 from media_server.engine.engine import Engine
 from media_server.engine.viewer import EngineViewer
 from media_server.hub.media import CLOCK_RATE, StreamState
@@ -59,6 +60,37 @@ class _EngineCollector(Collector):
         }
         for name, (text, value) in counters.items():
             yield CounterMetricFamily(f"media_server_engine_{name}", text, value)
+
+
+class _ClusterCollector(Collector):
+    """This node's part in a cluster, read at scrape time."""
+
+    def __init__(self, node: ClusterNode) -> None:
+        self._node = node
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        node = self._node
+        yield GaugeMetricFamily(
+            "media_server_cluster_redis_up",
+            "Whether the last heartbeat reached Redis",
+            node.redis_up,
+        )
+        yield GaugeMetricFamily(
+            "media_server_cluster_nodes", "Nodes listed in the cluster", len(node.nodes)
+        )
+        yield GaugeMetricFamily(
+            "media_server_cluster_ingests", "Streams this node ingests (leases held)", node.ingests
+        )
+        yield GaugeMetricFamily(
+            "media_server_cluster_relays",
+            "Links relaying a stream from this node to others",
+            node.relays(),
+        )
+        yield CounterMetricFamily(
+            "media_server_cluster_leases_lost",
+            "Leases this node lost or could not renew in time (it stopped ingesting)",
+            node.leases_lost,
+        )
 
 
 class _StreamCollector(Collector):
@@ -213,6 +245,9 @@ class Metrics:
         egress: Egress,
     ) -> None:
         self.registry.register(_StreamCollector(streams, loop_lag, egress))
+
+    def watch_cluster(self, node: ClusterNode) -> None:
+        self.registry.register(_ClusterCollector(node))
 
     def watch_engine(self, engine: Engine) -> None:
         self.registry.register(_EngineCollector(engine))

@@ -15,20 +15,25 @@ Markdown (the table), PNG (the chart).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import tomllib
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from tests.support.cluster import run_cluster
 from tests.support.gateway import GENEROUS, Gateway, run_gateway
+from tests.support.redis_server import run_redis
 from tests.support.rtsp import RtspServer, start_rtsp_server
 
 HERE = Path(__file__).resolve().parent
@@ -174,23 +179,29 @@ def measure(
     per_stream: int,
 ) -> dict[str, Any]:
     """One run of one profile: start a gateway, load it, measure, stop it."""
-    env = {**GENEROUS, **UNLIMITED, **{k: str(v) for k, v in spec.get("env", {}).items()}}
+    env = {**UNLIMITED, **{k: str(v) for k, v in spec.get("env", {}).items()}}
     timing = ["--warmup", str(args.warmup), "--window", str(args.seconds)]
-    with run_gateway("--no-demo", env=env) as gw:
+    with gateways(int(spec.get("nodes", 1)), env) as gws:
+        gw = gws[0]
         stream_ids = [f"s{i}" for i in range(streams)]
         for sid in stream_ids:
             register(gw, sid, rtsp.url(args.mount), spec.get("mode", "auto"))
-        wait_live(gw, stream_ids, timeout=30 + streams / 2)
+        for node in gws:
+            wait_live(node, stream_ids, timeout=30 + streams / 2)
         labels = transports(gw)
-        procs = []
+        # The probes watch from a node that does not ingest the first stream, if any.
+        origin = gw.get_json(f"/api/v1/streams/{stream_ids[0]}").get("ingest_node")
+        probed_node = next((n for n in gws if n.get_json("/api/v1/cluster")["node"] != origin), gw)
+        procs: list[subprocess.Popen[str]] = []
         remaining = streams * per_stream
         while remaining > 0:
             count = min(VIEWERS_PER_PROCESS, remaining)
             remaining -= count
+            node = gws[len(procs) % len(gws)]  # viewers spread evenly over the nodes
             procs.append(
                 _spawn(
                     "perf.cheap_viewer",
-                    gw.base_url,
+                    node.base_url,
                     ",".join(stream_ids),
                     "--count",
                     str(count),
@@ -204,7 +215,7 @@ def measure(
         probes = []
         if args.probe:
             probes = [
-                _spawn(module, gw.base_url, stream_ids[0], *timing)
+                _spawn(module, probed_node.base_url, stream_ids[0], *timing)
                 for module in ("perf.latency_probe", "perf.ping_probe")
             ]
         time.sleep(args.warmup)
@@ -217,33 +228,41 @@ def measure(
                 args=(gw, max(1, int(args.seconds) - 1), args.py_spy == "gil", args.out / name),
             )
             profiler.start()
-        cpu_start, wall_start = cpu_seconds(gw.pid), time.monotonic()
-        threads_start = thread_cpu_seconds(gw.pid)
+        wall_start = time.monotonic()
+        cpu_start = [cpu_seconds(node.pid) for node in gws]
+        threads_start = [thread_cpu_seconds(node.pid) for node in gws]
         host_start = host_busy_seconds()
-        before = scrape(gw, GC, DROPS)
+        before = [scrape(node, GC, DROPS) for node in gws]
         lags, rss, backlogs, unanswered = [], [], [], 0
         while time.monotonic() - wall_start < args.seconds:
             time.sleep(1)
-            sample = scrape(gw, LAG, BACKLOG)
-            if sample is None:
-                unanswered += 1
-                lags.append(SCRAPE_TIMEOUT)  # the loop was late by at least that
-            else:
-                lags.append(sample[LAG])
-                backlogs.append(sample[BACKLOG])
-            rss.append(rss_mb(gw.pid))
+            for node in gws:
+                sample = scrape(node, LAG, BACKLOG)
+                if sample is None:
+                    unanswered += 1
+                    lags.append(SCRAPE_TIMEOUT)  # the loop was late by at least that
+                else:
+                    lags.append(sample[LAG])
+                    backlogs.append(sample[BACKLOG])
+                rss.append(rss_mb(node.pid))
         elapsed = time.monotonic() - wall_start
-        cpu = (cpu_seconds(gw.pid) - cpu_start) / elapsed * 100
-        threads = {
-            group: (seconds - threads_start.get(group, 0.0)) / elapsed * 100
-            for group, seconds in thread_cpu_seconds(gw.pid).items()
-        }
+        node_cpu = [
+            (cpu_seconds(node.pid) - start) / elapsed * 100
+            for node, start in zip(gws, cpu_start, strict=True)
+        ]
+        cpu = sum(node_cpu)
+        threads = dict.fromkeys(threads_start[0], 0.0)
+        for node, start in zip(gws, threads_start, strict=True):
+            for group, seconds in thread_cpu_seconds(node.pid).items():
+                threads[group] += (seconds - start.get(group, 0.0)) / elapsed * 100
         host_cpu = (host_busy_seconds() - host_start) / elapsed * 100
-        after = scrape(gw, GC, DROPS)
+        after = [scrape(node, GC, DROPS) for node in gws]
         gc_ms_per_s = drops_per_s = None
-        if before is not None and after is not None:
-            gc_ms_per_s = (after[GC] - before[GC]) / elapsed * 1000
-            drops_per_s = (after[DROPS] - before[DROPS]) / elapsed
+        pairs = [(a, b) for a, b in zip(after, before, strict=True) if a and b]
+        if len(pairs) == len(gws):
+            gc_ms_per_s = sum(a[GC] - b[GC] for a, b in pairs) / elapsed * 1000
+            drops_per_s = sum(a[DROPS] - b[DROPS] for a, b in pairs) / elapsed
+        per_node = [node_figures(node, node_cpu[i]) for i, node in enumerate(gws)]
         if profiler is not None:
             profiler.join()
         timeout = args.seconds + args.warmup + 60
@@ -259,10 +278,43 @@ def measure(
     run["gc_pause_ms_per_s"] = gc_ms_per_s
     run["hub_drops_per_s"] = drops_per_s  # units or frames skipped for slow viewers
     run["transports"] = labels  # what produced these figures, as the gateway reports it
+    run["nodes"] = per_node
+    run["cpu_percent_node_max"] = max(n["cpu_percent"] for n in per_node)
+    run["viewers_per_node_max"] = max(n["viewers"] for n in per_node)
     run["env"] = spec.get("env", {})
     if streams >= 100:  # the Phase 1 memory target is stated at 100 streams
         run["rss_mb_100_streams"] = run["rss_mb"]
     return {**run, "streams": streams, "viewers_per_stream": per_stream, **probe_figures(probed)}
+
+
+def node_figures(gw: Gateway, cpu: float) -> dict[str, Any]:
+    """One node's share of the load: its CPU and memory, viewers, relays and ingests."""
+    me = gw.get_json("/api/v1/cluster")["node"]
+    streams = gw.get_json("/api/v1/streams")["streams"]
+    return {
+        "node": me,
+        "cpu_percent": cpu,
+        "rss_mb": rss_mb(gw.pid),
+        "viewers": sum(s["viewers"] for s in streams),
+        "relays": sum(s.get("relays", 0) for s in streams),
+        "ingests": sum(1 for s in streams if s.get("ingest_node", me) == me),
+    }
+
+
+@contextlib.contextmanager
+def gateways(nodes: int, env: dict[str, str]) -> Iterator[list[Gateway]]:
+    """One gateway, or `nodes` gateways as a cluster on a Redis of their own."""
+    if nodes <= 1:
+        with run_gateway("--no-demo", env={**GENEROUS, **env}) as gw:
+            yield [gw]
+        return
+    names = [f"node-{i}" for i in range(nodes)]
+    with (
+        tempfile.TemporaryDirectory(prefix="perf-redis-") as scratch,
+        run_redis(Path(scratch)) as redis,
+        run_cluster(redis, *names, **env) as cluster,
+    ):
+        yield list(cluster.nodes.values())
 
 
 def take_profile(gw: Gateway, seconds: int, gil: bool, path: Path) -> None:
@@ -342,6 +394,8 @@ COLUMNS = [
     Column("egress_packets_per_s", "pkt/s", "{:.0f}"),
     Column("egress_payload_bits_per_s", "Mbit/s", "{:.2f}", 1e-6),
     Column("cpu_percent", "CPU %", "{:.1f}"),
+    Column("cpu_percent_node_max", "busiest node CPU %", "{:.1f}"),
+    Column("viewers_per_node_max", "viewers on busiest node", "{:.0f}"),
     Column("host_cpu_percent", "host CPU %", "{:.0f}"),
     Column("cpu_percent_loop_other", "loop+other %", "{:.1f}"),
     Column("cpu_percent_lanes", "lanes %", "{:.1f}"),

@@ -2,7 +2,8 @@
 # Set up what media_server needs on Debian (bookworm, Python 3.11).
 #   scripts/setup.sh          the gateway: a virtual environment in .venv with the package
 #   scripts/setup.sh --test   also the test tools and the Debian packages the tests use:
-#                             GStreamer's RTSP server (a real camera stand-in) and Chromium
+#                             GStreamer's RTSP server (a real camera stand-in), Chromium
+#                             and Redis (for the cluster tests)
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,8 +59,9 @@ if [[ $WITH_TESTS -eq 1 ]]; then
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
     gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x \
     chromium fonts-dejavu-core
-  # promtool (in Debian's prometheus package) checks the /metrics output in a test.
-  apt_install prometheus
+  # promtool (in Debian's prometheus package) checks the /metrics output in a test;
+  # the cluster tests run a real Redis (started by the tests, never as a service).
+  apt_install prometheus redis-server
 fi
 
 # Reinstall only when the build changed (a test install covers the plain one).

@@ -1,4 +1,4 @@
-"""Shared fixtures: one real RTSP server and one gateway process for the session."""
+"""Shared fixtures: one real RTSP server, Redis server and gateway process for the session."""
 
 from __future__ import annotations
 
@@ -8,12 +8,19 @@ import aiohttp
 import pytest
 
 from tests.support.gateway import GENEROUS, Gateway, run_gateway
+from tests.support.redis_server import RedisServer, run_redis
 from tests.support.rtsp import RtspServer, start_rtsp_server
 
 
 @pytest.fixture(scope="session")
 def rtsp() -> Iterator[RtspServer]:
     with start_rtsp_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with run_redis(tmp_path_factory.mktemp("redis")) as server:
         yield server
 
 

@@ -100,3 +100,20 @@ def test_cli_refuses_bad_setting_with_its_name() -> None:
     )
     assert proc.returncode == 2
     assert "invalid setting 'port'" in proc.stderr
+
+
+def test_cluster_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDIA_SERVER_REGISTRY__BACKEND", "redis")
+    with pytest.raises(ConfigError, match=r"cluster\.secret is needed"):
+        load_settings()
+    monkeypatch.setenv("MEDIA_SERVER_CLUSTER__SECRET", "0123456789abcdef")
+    monkeypatch.setenv("MEDIA_SERVER_CLUSTER__LEASE_TTL", "2")
+    with pytest.raises(ConfigError, match="at least 3 heartbeats"):
+        load_settings()
+    monkeypatch.setenv("MEDIA_SERVER_CLUSTER__LEASE_TTL", "8")
+    monkeypatch.setenv("MEDIA_SERVER_CLUSTER__ADVERTISE_URL", "10.0.0.5:8080")
+    with pytest.raises(ConfigError, match=r"cluster\.advertise_url"):
+        load_settings()
+    monkeypatch.setenv("MEDIA_SERVER_CLUSTER__ADVERTISE_URL", "http://10.0.0.5:8080")
+    settings = load_settings()
+    assert settings.registry.backend == "redis" and settings.cluster.lease_ttl == 8

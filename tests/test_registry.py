@@ -1,45 +1,137 @@
-"""The SQLite registry on a real file: round trips, atomic replacement, refusal to start empty."""
+"""The registry's behaviour, the same on both backends (a SQLite file, a real Redis), and
+what is particular to each: durability, refusal to start empty or from foreign data."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
 import sqlite3
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
 from media_server.config import ReconnectPolicy
 from media_server.hub.stream import StreamSpec
-from media_server.store.registry import StoreError
+from media_server.store.redis import RedisRegistry, redact
+from media_server.store.registry import Registry, StoreError
 from media_server.store.sqlite import SqliteRegistry
+from tests.support.redis_server import RedisServer
 
 SPEC = StreamSpec("cam1", "rtsp://u:p@10.0.0.1/x", "udp", "transcode", True, ReconnectPolicy())
+BAD_ROW = '{"id":"x","url":"file:///etc/passwd","transport":"tcp","mode":"auto","on_demand":false}'
+_prefixes = itertools.count()
+
+#: Opens a new handle on one store (as another process would); writes a raw row into it.
+Opener = Callable[[], Registry]
 
 
-async def test_round_trip(tmp_path: Path) -> None:
-    path = tmp_path / "sub" / "registry.sqlite3"
-    store = SqliteRegistry(path)
-    assert store.open() == []
-    assert oct(path.stat().st_mode & 0o777) == "0o600"  # it holds camera credentials
-    await store.put(SPEC)
-    await store.put(StreamSpec("cam2", "rtsp://h/y"))
-    await store.put(StreamSpec("cam2", "rtsp://h/z"))  # replaced, not duplicated
+class Backend:
+    def __init__(self, opener: Opener, write_raw: Callable[[str, str], None]) -> None:
+        self.open = opener
+        self.write_raw = write_raw
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param == "sqlite":
+        path = tmp_path / "registry.sqlite3"
+
+        def write_sqlite(stream_id: str, row: str) -> None:
+            db = sqlite3.connect(path)
+            db.execute("INSERT INTO streams VALUES (?, ?, 0)", (stream_id, row))
+            db.commit()
+            db.close()
+
+        yield Backend(lambda: SqliteRegistry(path), write_sqlite)
+        return
+    server: RedisServer = request.getfixturevalue("redis")
+    prefix = f"test{next(_prefixes)}:"
+    client = Redis.from_url(server.url)
+
+    def write_redis(stream_id: str, row: str) -> None:
+        client.hset(f"{prefix}streams", stream_id, row)
+
+    yield Backend(lambda: RedisRegistry(server.url, prefix, "node-a"), write_redis)
+    client.close()
+
+
+async def test_round_trip(backend: Backend) -> None:
+    store = backend.open()
+    assert await store.open() == []
+    assert await store.add(SPEC) is None
+    assert await store.add(StreamSpec("cam2", "rtsp://h/y")) is None
+    # Taken: the stored registration is kept and returned, not replaced or duplicated.
+    assert await store.add(StreamSpec("cam2", "rtsp://h/z")) == StreamSpec("cam2", "rtsp://h/y")
     assert await store.check() is None
     await store.close()
 
-    again = SqliteRegistry(path)
-    specs = again.open()
-    assert specs == [SPEC, StreamSpec("cam2", "rtsp://h/z")]
-    await again.delete("cam1")
-    assert await again.load() == [StreamSpec("cam2", "rtsp://h/z")]
+    again = backend.open()
+    assert await again.open() == [SPEC, StreamSpec("cam2", "rtsp://h/y")]
+    assert await again.delete("cam1") is True
+    assert await again.delete("cam1") is False
+    assert await again.load() == [StreamSpec("cam2", "rtsp://h/y")]
     await again.close()
 
 
-async def test_write_is_durable_without_close(tmp_path: Path) -> None:
-    path = tmp_path / "registry.sqlite3"
+async def test_write_is_visible_to_another_handle_at_once(backend: Backend) -> None:
+    first, second = backend.open(), backend.open()
+    await first.open()
+    await second.open()
+    await first.add(SPEC)
+    assert await second.load() == [SPEC]  # as after kill -9 of the first: nothing pending
+    await first.close()
+    await second.close()
+
+
+async def test_concurrent_adds_of_one_id_have_one_winner(backend: Backend) -> None:
+    first, second = backend.open(), backend.open()
+    await first.open()
+    await second.open()
+    a, b = StreamSpec("cam", "rtsp://h/a"), StreamSpec("cam", "rtsp://h/b")
+    results = await asyncio.gather(first.add(a), second.add(b))
+    assert results.count(None) == 1, results
+    winner = a if results[0] is None else b
+    assert [r for r in results if r is not None] == [winner]
+    assert await first.load() == [winner]
+    await first.close()
+    await second.close()
+
+
+async def test_row_the_api_would_refuse_is_an_error(backend: Backend) -> None:
+    store = backend.open()
+    await store.open()
+    backend.write_raw("x", BAD_ROW)
+    await store.close()
+    with pytest.raises(StoreError, match="bad url"):
+        await backend.open().open()
+
+
+async def test_unreachable_redis_is_an_error() -> None:
+    from tests.support.rtsp import free_port
+
+    store = RedisRegistry(f"redis://:secret@127.0.0.1:{free_port()}/0", "x:", "node-a")
+    with pytest.raises(StoreError, match="unreachable") as caught:
+        await store.open()
+    assert "secret" not in str(caught.value)  # the password is never shown
+    assert await store.check() is not None
+    await store.close()
+
+
+def test_redact_hides_only_the_password() -> None:
+    assert redact("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
+    assert redact("rediss://user:pw@h/1") == "rediss://user:***@h/1"
+    assert redact("redis://h:6379/0") == "redis://h:6379/0"
+
+
+async def test_sqlite_file_is_private_and_durable(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "registry.sqlite3"
     store = SqliteRegistry(path)
-    store.open()
-    await store.put(SPEC)
+    await store.open()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"  # it holds camera credentials
+    await store.add(SPEC)
     # Read through another connection while the first is still open (as after kill -9).
     db = sqlite3.connect(path)
     assert db.execute("SELECT id FROM streams").fetchall() == [("cam1",)]
@@ -47,39 +139,26 @@ async def test_write_is_durable_without_close(tmp_path: Path) -> None:
     await store.close()
 
 
-def test_unreadable_store_is_an_error(tmp_path: Path) -> None:
+async def test_unreadable_store_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "registry.sqlite3"
     path.write_bytes(os.urandom(4096))
     with pytest.raises(StoreError, match="unreadable"):
-        SqliteRegistry(path).open()
+        await SqliteRegistry(path).open()
     directory = tmp_path / "a-directory"
     directory.mkdir()
     with pytest.raises(StoreError, match="unreadable"):
-        SqliteRegistry(directory).open()
+        await SqliteRegistry(directory).open()
 
 
-def test_foreign_schema_is_an_error(tmp_path: Path) -> None:
+async def test_foreign_schema_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "registry.sqlite3"
     db = sqlite3.connect(path)
     db.execute("PRAGMA user_version=7")
     db.commit()
     db.close()
     with pytest.raises(StoreError, match="schema version 7"):
-        SqliteRegistry(path).open()
+        await SqliteRegistry(path).open()
 
 
-def test_memory_store_keeps_nothing() -> None:
-    assert SqliteRegistry(Path(":memory:")).open() == []
-
-
-def test_row_the_api_would_refuse_is_an_error(tmp_path: Path) -> None:
-    path = tmp_path / "registry.sqlite3"
-    store = SqliteRegistry(path)
-    store.open()
-    db = sqlite3.connect(path)
-    row = '{"id":"x","url":"file:///etc/passwd","transport":"tcp","mode":"auto","on_demand":false}'
-    db.execute("INSERT INTO streams VALUES ('x', ?, 0)", (row,))
-    db.commit()
-    db.close()
-    with pytest.raises(StoreError, match="bad url"):
-        SqliteRegistry(path).open()
+async def test_memory_store_keeps_nothing() -> None:
+    assert await SqliteRegistry(Path(":memory:")).open() == []

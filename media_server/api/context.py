@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -9,13 +10,14 @@ from aiohttp import web
 
 from media_server.api.ratelimit import RateLimiter
 from media_server.auth.tokens import Authenticator
+from media_server.cluster.node import ClusterNode
 from media_server.config import Settings
 from media_server.hub.manager import StreamManager
 from media_server.ingest.guard import SourceGuard
 from media_server.loopwatch import LoopMonitor
 from media_server.metrics import Metrics
 from media_server.procstat import CpuMeter
-from media_server.store.sqlite import SqliteRegistry
+from media_server.store.registry import Registry
 from media_server.transports.jsoncodec import JsonCodec
 from media_server.webrtc.session import SessionManager
 
@@ -25,7 +27,7 @@ class Gateway:
     settings: Settings
     auth: Authenticator
     guard: SourceGuard
-    registry: SqliteRegistry
+    registry: Registry
     streams: StreamManager
     sessions: SessionManager
     metrics: Metrics
@@ -34,6 +36,9 @@ class Gateway:
     offers: RateLimiter
     json: JsonCodec
     cpu: CpuMeter = field(default_factory=CpuMeter)
+    cluster: ClusterNode | None = None
+    #: Tasks the gateway started and must keep a reference to until they end.
+    background: set[asyncio.Task[None]] = field(default_factory=set)
     ready: bool = False
     draining: bool = False
     websockets: set[web.WebSocketResponse] = field(default_factory=set)

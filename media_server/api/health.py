@@ -43,7 +43,8 @@ async def readiness(request: web.Request) -> web.Response:
         },
         "registry": {
             "ok": store_error is None,
-            "path": str(gw.registry.path),
+            "backend": gw.settings.registry.backend,
+            "path": gw.registry.location,
             "error": store_error,
         },
         "ingest": {"ok": not dead, "streams": len(streams), "dead_workers": dead},

@@ -62,9 +62,49 @@ STREAM = {
             "description": "passthrough: Opus or G.711 as it is; transcode: Opus made once "
             "per stream; off: no audio for viewers; null: the source has no audio track",
         },
+        "ingest_node": {
+            "type": ["string", "null"],
+            "description": "cluster only: the node that ingests the stream (null: none yet)",
+        },
+        "relays": {
+            "type": "integer",
+            "description": "cluster only: nodes this one relays the stream to (not in viewers)",
+        },
         "created_at": {"type": "number"},
         "state_since": {"type": "number"},
         "counters": {"type": "object", "additionalProperties": {"type": "integer"}},
+    },
+}
+
+
+NODES = {
+    "type": "object",
+    "required": ["backend", "node", "nodes"],
+    "properties": {
+        "backend": {"enum": ["sqlite", "redis"]},
+        "node": {"type": "string"},
+        "nodes": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "capacity", "ingests", "viewers", "self"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "url": {"type": ["string", "null"], "description": "for the other nodes"},
+                    "public_url": {"type": ["string", "null"], "description": "for viewers"},
+                    "capacity": {"type": "integer", "description": "streams it may ingest"},
+                    "ingests": {"type": "integer"},
+                    "viewers": {"type": "integer"},
+                    "cpu_percent": {"type": "number"},
+                    "started_at": {"type": ["number", "null"]},
+                    "age": {
+                        "type": ["number", "null"],
+                        "description": "seconds since its last heartbeat",
+                    },
+                    "self": {"type": "boolean"},
+                },
+            },
+        },
     },
 }
 
@@ -277,6 +317,16 @@ def build() -> dict[str, Any]:
                     "responses": {
                         "200": _json("ready", {"type": "object"}),
                         "503": _json("not ready (starting, draining or a component failing)", {}),
+                    },
+                }
+            },
+            "/api/v1/cluster": {
+                "get": {
+                    "summary": "The nodes of the cluster and their load (a single gateway "
+                    "lists itself)",
+                    "responses": {
+                        "200": _json("this node's id, the registry backend and the nodes", NODES),
+                        **_errors(401, 403),
                     },
                 }
             },

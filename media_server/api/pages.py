@@ -8,6 +8,8 @@ from pathlib import Path
 from aiohttp import web
 
 from media_server.api.access import require_viewer
+from media_server.api.cluster import redirect_to_origin
+from media_server.api.context import gateway
 from media_server.api.middleware import CSP
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
@@ -25,6 +27,9 @@ async def index(request: web.Request) -> web.FileResponse:
 @routes.get("/view/{stream_id}")
 async def view(request: web.Request) -> web.FileResponse:
     require_viewer(request, request.match_info["stream_id"])
+    stream = gateway(request).streams.get(request.match_info["stream_id"])
+    if stream is not None:
+        redirect_to_origin(request, stream)
     return web.FileResponse(WEB_ROOT / "view.html")
 
 

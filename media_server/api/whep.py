@@ -15,6 +15,7 @@ import time
 from aiohttp import web
 
 from media_server.api.access import client_key, require_viewer
+from media_server.api.cluster import redirect_to_origin
 from media_server.api.context import gateway
 from media_server.api.errors import ApiError
 from media_server.api.streams import get_stream
@@ -39,6 +40,7 @@ async def whep_offer(request: web.Request) -> web.Response:
     gw = gateway(request)
     require_viewer(request, request.match_info["stream_id"])  # before saying what exists
     stream = get_stream(request)
+    redirect_to_origin(request, stream)
     client = client_key(request)
     gw.offers.check(client)
     if request.content_type != "application/sdp":

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 
 from media_server.config import Settings
 from media_server.hub.changes import Changes
-from media_server.hub.stream import SourceFactory, Stream, StreamSpec
+from media_server.hub.stream import RelayFactory, SourceFactory, Stream, StreamSpec
 from media_server.ingest.demo import DemoSource
 from media_server.ingest.guard import SourceGuard
 from media_server.ingest.rtsp import RtspSource
@@ -52,6 +53,10 @@ class StreamManager:
         self._lock = asyncio.Lock()
         self._stopping: set[asyncio.Task[None]] = set()
         self.changes = Changes()
+        #: Told of each stream removed (here or, in a cluster, on another node).
+        self.on_removed: list[Callable[[Stream], None]] = []
+        #: In a cluster: what feeds a stream on a node that does not ingest it.
+        self.relay: RelayFactory | None = None
 
     def __contains__(self, stream_id: str) -> bool:
         return stream_id in self._streams
@@ -82,13 +87,20 @@ class StreamManager:
             limit = self._settings.limits.streams
             if len(self._streams) >= limit:
                 raise CapacityError(f"the gateway serves at most {limit} streams")
-            await self._registry.put(spec)
+            stored = await self._registry.add(spec)
+            if stored is not None:  # another node registered it first
+                if stored != spec:
+                    raise StreamConflict(
+                        f"stream '{spec.id}' exists with a different configuration"
+                    )
+                spec = stored
             return self._add(spec), True
 
     def restore(self, specs: list[StreamSpec]) -> None:
         """Bring back what the registry holds (at start-up, before serving)."""
         for spec in specs:
-            self._add(spec)
+            if spec.id not in self._streams:
+                self._add(spec)
         if specs:
             log.info("restored %d stream(s) from the registry", len(specs))
 
@@ -100,16 +112,32 @@ class StreamManager:
         return self._add(StreamSpec(id=DEMO_ID, url=DEMO_URL, mode="passthrough"))
 
     def _add(self, spec: StreamSpec) -> Stream:
-        stream = Stream(spec, self._settings, self._loop, self._source_factory(spec), self.changes)
+        relay = self.relay if spec.url != DEMO_URL else None  # each node has its own demo
+        source = self._source_factory(spec)
+        stream = Stream(spec, self._settings, self._loop, source, self.changes, relay)
         self._streams[spec.id] = stream
         self.changes.notify()
-        if not spec.on_demand:
+        if not stream.on_demand:
             stream.start()
         url = spec.public()["url"]
         log.info(
             "stream %s registered (%s, %s)", spec.id, url, spec.mode, extra={"stream_id": spec.id}
         )
         return stream
+
+    async def sync(self, stored: list[StreamSpec]) -> None:
+        """Match what another node changed in the shared registry: start what is new,
+        stop what is gone, restart what differs; the rest is not touched."""
+        async with self._lock:
+            wanted = {spec.id: spec for spec in stored}
+            for stream in list(self._streams.values()):
+                if stream.spec.url == DEMO_URL and stream.id not in wanted:
+                    continue
+                if wanted.get(stream.id) != stream.spec:
+                    self._remove(stream)
+            for spec in stored:
+                if spec.id not in self._streams:
+                    self._add(spec)
 
     async def delete(self, stream_id: str) -> bool:
         async with self._lock:
@@ -118,15 +146,20 @@ class StreamManager:
                 return False
             if stream.spec.url != DEMO_URL:
                 await self._registry.delete(stream_id)
-            del self._streams[stream_id]
-            self.changes.notify()
+            self._remove(stream)
+        return True
+
+    def _remove(self, stream: Stream) -> None:
+        del self._streams[stream.id]
+        self.changes.notify()
         # Viewers end now; the ingest thread may take a read timeout to let go of a hung
         # camera, which the caller need not wait for.
         task = asyncio.create_task(stream.stop(self._settings.ingest.read_timeout + 1))
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
-        log.info("stream %s removed", stream_id, extra={"stream_id": stream_id})
-        return True
+        for listener in self.on_removed:
+            listener(stream)
+        log.info("stream %s removed", stream.id, extra={"stream_id": stream.id})
 
     async def close(self, timeout: float) -> None:
         """Stop every stream's ingest concurrently, within `timeout` seconds."""

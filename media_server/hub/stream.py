@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import av
 
@@ -27,12 +27,47 @@ from media_server.hub.media import AccessUnit, EffectiveMode, SourceInfo, Stream
 from media_server.hub.snapshot import Snapshots
 from media_server.ingest.encoder import SharedEncoder
 from media_server.ingest.source import Source
-from media_server.ingest.worker import IngestWorker
+from media_server.ingest.worker import IngestCounters, IngestWorker
 from media_server.urls import redact_url
 
 log = logging.getLogger(__name__)
 
 SourceFactory = Callable[[threading.Event], Source]
+
+
+class Ingest(Protocol):
+    """What feeds a stream's hubs: a camera's worker thread, or (on a cluster node that does
+    not ingest the stream) a relay from the node that does."""
+
+    counters: IngestCounters
+
+    @property
+    def alive(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+#: Makes the relay that feeds a stream on a node that does not ingest it.
+RelayFactory = Callable[["Stream"], Ingest]
+
+#: What a stream's origin publishes of it to the other nodes of a cluster.
+STATUS_FIELDS = (
+    "state",
+    "error",
+    "codec",
+    "profile",
+    "width",
+    "height",
+    "fps",
+    "bitrate",
+    "effective_mode",
+    "audio_codec",
+    "audio_sample_rate",
+    "audio_channels",
+    "audio_mode",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +103,19 @@ class Stream:
         loop: asyncio.AbstractEventLoop,
         make_source: SourceFactory,
         changes: Changes | None = None,
+        make_relay: RelayFactory | None = None,
     ) -> None:
         self.spec = spec
+        self._make_relay = make_relay
+        #: Whether this node ingests the stream from its camera: always on a single node;
+        #: in a cluster, while it holds the stream's lease (`lease` is then its fence token).
+        self.ingest_here = make_relay is None
+        self.lease: int | None = None
+        #: In a cluster: the node that ingests the stream, and the status it published.
+        self.origin: str | None = None
+        self.remote: dict[str, Any] | None = None
+        #: Edge nodes this origin relays the stream to (each counts once among viewers).
+        self.relays = 0
         self.changes = changes or Changes()
         self._settings = settings
         self._loop = loop
@@ -90,7 +136,7 @@ class Stream:
         self.audio_hub = Hub(hub.viewer_queue, 0, 0, 0)
         self.snapshots = Snapshots(self.hub)
         self._info_known = asyncio.Event()
-        self.worker: IngestWorker | None = None
+        self.worker: Ingest | None = None
         self._holders = 0
         self._viewers_admitted = 0
         self._linger: asyncio.TimerHandle | None = None
@@ -111,7 +157,19 @@ class Stream:
         chosen: set[str] = {t.transcode}
         if t.canary in TRANSCODE_CHOICES and t.canary_percent > 0:
             chosen.add(t.canary)
+        if self.clustered:
+            chosen.add("shared")  # a relay carries encoded units to the other nodes
         return chosen
+
+    @property
+    def on_demand(self) -> bool:
+        """Ingest only while someone watches: an on-demand camera, or a relay to an edge."""
+        return self.spec.on_demand or not self.ingest_here
+
+    @property
+    def clustered(self) -> bool:
+        """Ingested by one node of a cluster, relayed to the others (not the local demo)."""
+        return self._make_relay is not None
 
     def _shared_encoder(self) -> SharedEncoder:
         return SharedEncoder(self._settings.transports.shared_bitrate)
@@ -147,6 +205,11 @@ class Stream:
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
         if self.worker is not None and self.worker.alive:
+            return
+        if not self.ingest_here:
+            assert self._make_relay is not None
+            self.worker = self._make_relay(self)
+            self.worker.start()
             return
         self.worker = IngestWorker(
             self.id,
@@ -188,20 +251,39 @@ class Stream:
                 extra={"stream_id": self.id},
             )
 
+    async def set_ingest_here(self, here: bool, lease: int | None = None) -> None:
+        """Become (or stop being) the cluster node that ingests this stream from its camera.
+
+        Viewers stay: their hub is fed again by whichever ingest follows, from the next
+        keyframe. A node that lost its lease stops reading the camera here, at once.
+        """
+        self.lease = lease if here else None
+        if here == self.ingest_here:
+            return
+        self.ingest_here = here
+        self._cancel_linger()
+        await self._stop_worker(self._settings.ingest.read_timeout + 1)
+        self.hub.clear_cache()
+        if self._holders or not self.on_demand:
+            self.start()
+        else:
+            self._set_state(StreamState.IDLE, None)
+        self.changes.notify()
+
     # -- on-demand ingest: the camera is open only while someone watches -----------------
     def acquire(self) -> None:
         """A viewer session begins; an on-demand stream opens its source."""
         self._holders += 1
         self.changes.notify()
         self._cancel_linger()
-        if self.spec.on_demand and self.worker is None:
+        if self.on_demand and self.worker is None:
             self.start()
 
     def release(self) -> None:
         """A viewer session ended; the last one lets an on-demand stream idle after a while."""
         self._holders = max(0, self._holders - 1)
         self.changes.notify()
-        if self.spec.on_demand and self._holders == 0 and self.worker is not None:
+        if self.on_demand and self._holders == 0 and self.worker is not None:
             linger = self._settings.ingest.on_demand_linger
             self._linger = self._loop.call_later(linger, self._go_idle)
 
@@ -301,7 +383,7 @@ class Stream:
         info = self.info
         counters = self.worker.counters if self.worker else None
         bitrate = self._measure_bitrate(counters.bytes if counters else 0)
-        return {
+        view = {
             **self.spec.public(),
             "state": str(self.state),
             "error": self.error,
@@ -333,3 +415,15 @@ class Stream:
                 "audio_frames_encoded": counters.audio_frames_encoded if counters else 0,
             },
         }
+        if self.clustered:
+            view["ingest_node"] = self.origin
+            view["viewers"] -= self.relays
+            view["relays"] = self.relays
+            if self.worker is None and self.remote is not None:
+                view.update(self.remote)  # not relayed here now: as its origin sees it
+        return view
+
+    def status(self) -> dict[str, Any]:
+        """What the origin publishes of this stream to the other nodes."""
+        view = self.to_dict()
+        return {key: view[key] for key in STATUS_FIELDS}

@@ -17,13 +17,28 @@ class StoreError(Exception):
 
 
 class Registry(Protocol):
-    async def load(self) -> list[StreamSpec]: ...
+    """Where registrations live: a SQLite file (one node) or Redis (a cluster)."""
 
-    async def put(self, spec: StreamSpec) -> None:
-        """Store durably before returning: an acknowledged registration survives a crash."""
+    @property
+    def location(self) -> str:
+        """Where the store is, for readiness (never with a password)."""
         ...
 
-    async def delete(self, stream_id: str) -> None: ...
+    async def open(self) -> list[StreamSpec]:
+        """Connect and verify; return the stored streams. Anything unreadable raises
+        StoreError: starting empty would silently drop every registered camera."""
+        ...
+
+    async def load(self) -> list[StreamSpec]: ...
+
+    async def add(self, spec: StreamSpec) -> StreamSpec | None:
+        """Store `spec` unless its id is taken, atomically, durably before returning (an
+        acknowledged registration survives a crash); the stored spec when it was taken."""
+        ...
+
+    async def delete(self, stream_id: str) -> bool:
+        """Remove a stream; False when it was not stored."""
+        ...
 
     async def check(self) -> str | None:
         """None when healthy, else what is wrong (for readiness)."""

@@ -29,12 +29,14 @@ class SqliteRegistry:
         self._db: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="registry")
 
-    def open(self) -> list[StreamSpec]:
-        """Open (creating if new) and verify the store; return the stored streams.
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
-        Anything unreadable raises StoreError: starting empty would silently drop every
-        registered camera.
-        """
+    async def open(self) -> list[StreamSpec]:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
+
+    def _open(self) -> list[StreamSpec]:
         memory = str(self.path) == ":memory:"
         try:
             if not memory:
@@ -90,18 +92,28 @@ class SqliteRegistry:
         rows = await self._run(lambda db: db.execute("SELECT spec FROM streams").fetchall())
         return [decode_spec(row[0]) for row in rows]
 
-    async def put(self, spec: StreamSpec) -> None:
+    async def add(self, spec: StreamSpec) -> StreamSpec | None:
         row = (spec.id, encode_spec(spec), time.time())
-        await self._run(
-            lambda db: db.execute(
+
+        def insert(db: sqlite3.Connection) -> str | None:
+            cursor = db.execute(
                 "INSERT INTO streams (id, spec, updated_at) VALUES (?, ?, ?)"
-                " ON CONFLICT(id) DO UPDATE SET spec=excluded.spec, updated_at=excluded.updated_at",
+                " ON CONFLICT(id) DO NOTHING",
                 row,
             )
-        )
+            if cursor.rowcount:
+                return None
+            found = db.execute("SELECT spec FROM streams WHERE id=?", (spec.id,)).fetchone()
+            return str(found[0])
 
-    async def delete(self, stream_id: str) -> None:
-        await self._run(lambda db: db.execute("DELETE FROM streams WHERE id=?", (stream_id,)))
+        stored = await self._run(insert)
+        return decode_spec(stored) if stored is not None else None
+
+    async def delete(self, stream_id: str) -> bool:
+        cursor = await self._run(
+            lambda db: db.execute("DELETE FROM streams WHERE id=?", (stream_id,))
+        )
+        return cursor.rowcount > 0
 
     async def check(self) -> str | None:
         try:

@@ -1,0 +1,154 @@
+"""The edge's end of the internal link: feeds a stream on a node that does not ingest it.
+
+It takes the place of the camera's worker thread (see `Ingest`): it reports the same
+states and publishes the origin's units to the local hubs, on the event loop, where the
+local viewers take them. Timestamps go through a `Timeline` like a camera's, so when the
+origin changes (it died, another node took the camera over) viewers see time move on
+and resume at the next keyframe, with their sessions intact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from urllib.parse import quote
+
+import aiohttp
+import av
+
+from media_server.cluster import wire
+from media_server.hub.media import CLOCK_RATE, TIME_BASE, AccessUnit, SourceInfo, StreamState
+from media_server.ingest.timeline import Timeline
+from media_server.ingest.worker import IngestCounters, IngestSink
+
+log = logging.getLogger(__name__)
+
+#: Seconds between attempts to reach the origin.
+RETRY = 0.5
+MAX_MESSAGE = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    node: str
+    url: str
+    lease: int
+
+
+class RelayIngest:
+    def __init__(
+        self,
+        stream_id: str,
+        sink: IngestSink,
+        locate: Callable[[str], Origin | None],
+        session: aiohttp.ClientSession,
+        secret: str,
+        read_timeout: float,
+    ) -> None:
+        self.stream_id = stream_id
+        self._sink = sink
+        self._locate = locate
+        self._session = session
+        self._secret = secret
+        self._read_timeout = read_timeout
+        self._task: asyncio.Task[None] | None = None
+        self.counters = IngestCounters()
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        self._sink.on_state(StreamState.STARTING, None)
+        timeline = Timeline()
+        first = True
+        while True:
+            origin = self._locate(self.stream_id)
+            if origin is None:
+                error = "no node ingests the stream yet"
+            else:
+                try:
+                    error = await self._relay(origin, timeline)
+                except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                    error = f"relay from node {origin.node}: {exc or type(exc).__name__}"
+            if not first:
+                self.counters.reconnects += 1
+            first = False
+            timeline.restart()
+            self._sink.on_state(StreamState.RECONNECTING, error)
+            log.debug("stream %s: %s", self.stream_id, error)
+            await asyncio.sleep(RETRY)
+
+    async def _relay(self, origin: Origin, timeline: Timeline) -> str:
+        """Take units until the link ends; what ended it."""
+        url = f"{origin.url}/internal/v1/relay/{quote(self.stream_id, safe='')}"
+        async with self._session.ws_connect(
+            url,
+            params={"lease": str(origin.lease)},
+            headers={"Authorization": f"Bearer {self._secret}"},
+            heartbeat=self._read_timeout,
+            receive_timeout=self._read_timeout,
+            max_msg_size=MAX_MESSAGE,
+        ) as ws:
+            info: SourceInfo | None = None
+            live = False
+            window_start, window_frames = time.monotonic(), 0
+            counters = self.counters
+            loop = asyncio.get_running_loop()
+            async for message in ws:
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    info = wire.parse_info(message.data)
+                    self._sink.on_info(info, "passthrough")
+                    continue
+                if message.type != aiohttp.WSMsgType.BINARY:
+                    break
+                if info is None:
+                    raise ValueError("the origin sent media before describing it")
+                unit = wire.unpack(message.data)
+                if unit.kind == wire.AUDIO:
+                    self._audio(unit, info, timeline, loop.time())
+                    continue
+                counters.packets += 1
+                counters.bytes += len(unit.data)
+                counters.keyframes += unit.keyframe
+                pts = timeline.map(unit.pts, 1 / CLOCK_RATE)
+                packet = av.Packet(unit.data)
+                packet.pts = pts
+                packet.time_base = TIME_BASE
+                self._sink.on_unit(AccessUnit(packet, pts, unit.keyframe, len(unit.data)))
+                if not live and unit.keyframe:
+                    live = True
+                    self._sink.on_state(StreamState.LIVE, None)
+                window_frames += 1
+                now = time.monotonic()
+                if now - window_start >= 2.0:
+                    counters.fps = round(window_frames / (now - window_start), 2)
+                    window_start, window_frames = now, 0
+            if ws.close_code == wire.NOT_ORIGIN:
+                return f"node {origin.node} no longer ingests the stream"
+            return f"node {origin.node} ended the relay"
+
+    def _audio(self, unit: wire.Unit, info: SourceInfo, timeline: Timeline, now: float) -> None:
+        if info.audio is None:
+            return
+        rate = info.audio.sample_rate
+        pts90 = timeline.follow(unit.pts, 1 / rate)
+        if pts90 is None:
+            return
+        self.counters.audio_packets += 1
+        self.counters.audio_bytes += len(unit.data)
+        packet = av.Packet(unit.data)
+        packet.pts = pts90 * rate // CLOCK_RATE
+        packet.time_base = Fraction(1, rate)
+        self._sink.on_audio(AccessUnit(packet, packet.pts, True, len(unit.data)), now)

@@ -1,0 +1,391 @@
+"""This gateway as a node of a cluster: membership, ingest leases, shared state, relays.
+
+Every heartbeat the node renews its leases (and stops ingesting any it could not renew
+in time), announces itself, reads who ingests what, and takes the unowned streams that
+fall to it: each goes to the live node with the lowest share of its capacity in use, a
+choice every node computes alike from the same records, so they rarely race (and when
+they do, the lease decides). Registrations and stream states travel on one Redis
+channel; after any break in it the node re-reads everything, so nothing is missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from redis.exceptions import RedisError
+
+from media_server.cluster.edge import Origin, RelayIngest
+from media_server.cluster.leases import Leases
+from media_server.cluster.membership import Membership, NodeInfo
+from media_server.config import Settings
+from media_server.hub.manager import StreamManager
+from media_server.hub.stream import STATUS_FIELDS, Ingest, Stream
+from media_server.store.redis import RedisRegistry, event, reply
+from media_server.store.registry import StoreError
+
+log = logging.getLogger(__name__)
+
+#: Status fields whose change is announced at once; the moving figures (fps, bitrate)
+#: ride along with those, or with the periodic refresh.
+ANNOUNCE = tuple(f for f in STATUS_FIELDS if f not in ("fps", "bitrate"))
+#: Seconds between refreshes of a stream's published status.
+STATUS_REFRESH = 5.0
+#: Ticks a stream may stay unowned before any node, not only its chosen one, takes it.
+UNOWNED_TICKS = 3
+
+
+def node_id(settings: Settings) -> str:
+    return settings.cluster.node_id or f"{socket.gethostname()}-{settings.port}"
+
+
+def advertise_url(settings: Settings) -> str:
+    if settings.cluster.advertise_url:
+        return settings.cluster.advertise_url.rstrip("/")
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.getfqdn()
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
+
+
+@dataclass(slots=True)
+class Held:
+    token: int
+    deadline: float  # monotonic: past it without a renewal, this node stops ingesting
+
+
+class ClusterNode:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: RedisRegistry,
+        streams: StreamManager,
+        viewers: Callable[[], int],
+        cpu_percent: Callable[[], float],
+    ) -> None:
+        self._settings = settings
+        self._config = settings.cluster
+        self._registry = registry
+        self._streams = streams
+        self._viewers = viewers
+        self._cpu = cpu_percent
+        self.id = registry.node_id
+        self.url = advertise_url(settings)
+        self.public_url = (self._config.public_url or self.url).rstrip("/")
+        self.started_at = time.time()
+        self._redis = registry.redis
+        self._keys = registry.keys
+        self.membership = Membership(self._redis, self._keys, self._config.node_ttl)
+        self.leases = Leases(self._redis, self._keys, self.id, self._config.lease_ttl)
+        self.nodes: list[NodeInfo] = []
+        self._held: dict[str, Held] = {}
+        self._holders: dict[str, tuple[str, int]] = {}
+        self._unowned: dict[str, int] = {}
+        self._published: dict[str, tuple[tuple[Any, ...], float]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._changing: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._failing = False
+        self.leases_lost = 0
+        streams.relay = self.relay_for
+        streams.on_removed.append(self._forget)
+
+    # -- what the rest of the gateway asks ---------------------------------------------
+    def relay_for(self, stream: Stream) -> Ingest:
+        assert self._session is not None, "the cluster node is not started"
+        secret = self._config.secret or ""
+        timeout = self._settings.ingest.read_timeout
+        return RelayIngest(stream.id, stream, self.origin, self._session, secret, timeout)
+
+    def origin(self, stream_id: str) -> Origin | None:
+        """The node that ingests a stream and how to reach it, as of the last heartbeat."""
+        holder = self._holders.get(stream_id)
+        if holder is None or holder[0] == self.id:
+            return None
+        for node in self.nodes:
+            if node.id == holder[0]:
+                return Origin(node.id, node.url, holder[1])
+        return None
+
+    def public_origin(self, stream: Stream) -> str | None:
+        """Where a viewer of `stream` is sent in redirect mode (None: serve it here)."""
+        if self._config.edge != "redirect" or stream.ingest_here or stream.id not in self._holders:
+            return None
+        holder = self._holders[stream.id][0]
+        return next((n.public_url for n in self.nodes if n.id == holder), None)
+
+    def authentic(self, authorization: str | None) -> bool:
+        """Whether a request on the internal link carries the cluster's secret."""
+        expected = f"Bearer {self._config.secret}".encode()
+        return authorization is not None and hmac.compare_digest(authorization.encode(), expected)
+
+    @property
+    def redis_up(self) -> bool:
+        return not self._failing
+
+    @property
+    def ingests(self) -> int:
+        return len(self._held)
+
+    def relays(self) -> int:
+        return sum(s.relays for s in self._streams.all())
+
+    def record(self) -> NodeInfo:
+        return NodeInfo(
+            id=self.id,
+            url=self.url,
+            public_url=self.public_url,
+            capacity=self._settings.limits.streams,
+            ingests=self.ingests,
+            viewers=self._viewers(),
+            cpu_percent=round(self._cpu(), 1),
+            started_at=self.started_at,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession()
+        self._tasks = [
+            asyncio.create_task(self._beat()),
+            asyncio.create_task(self._watch()),
+            asyncio.create_task(self._publish()),
+        ]
+
+    async def stop(self) -> None:
+        """Stop taking part: no more heartbeats, claims or announcements. The leases stay
+        held (and valid for a while) until `leave`, once ingest here has stopped."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def leave(self) -> None:
+        """Give the leases up at once, so the other nodes need not wait them out."""
+        with contextlib.suppress(RedisError, OSError):
+            for stream_id, held in list(self._held.items()):
+                await self.leases.release(stream_id, held.token)
+            await self.membership.leave(self.id)
+        self._held.clear()
+        if self._session is not None:
+            await self._session.close()
+
+    # -- heartbeat: fence, renew, announce, claim --------------------------------------
+    async def _beat(self) -> None:
+        period = self._config.heartbeat
+        while True:
+            began = time.monotonic()
+            self._fence(began)
+            try:
+                await self._tick(began)
+                if self._failing:
+                    log.info("cluster: redis reachable again")
+                self._failing = False
+            except (RedisError, OSError) as exc:
+                if not self._failing:
+                    log.warning("cluster: redis unreachable (%s); retrying", exc)
+                self._failing = True
+            except Exception:  # a bug must not end the heartbeat: the leases depend on it
+                log.exception("cluster: heartbeat failed")
+            await asyncio.sleep(max(0.0, period - (time.monotonic() - began)))
+
+    def _fence(self, now: float) -> None:
+        for stream_id, held in list(self._held.items()):
+            if now > held.deadline:
+                log.warning(
+                    "cluster: lease of stream %s not renewed in time; ingest stops here",
+                    stream_id,
+                    extra={"stream_id": stream_id},
+                )
+                self._lose(stream_id)
+
+    async def _tick(self, began: float) -> None:
+        held = {stream_id: h.token for stream_id, h in self._held.items()}
+        lost = await self.leases.renew(held)
+        deadline = began + self._config.lease_ttl - self._config.heartbeat
+        for stream_id, token in held.items():
+            current = self._held.get(stream_id)
+            if current is None or current.token != token:
+                continue
+            if stream_id in lost:
+                log.warning(
+                    "cluster: lease of stream %s lost; ingest stops here",
+                    stream_id,
+                    extra={"stream_id": stream_id},
+                )
+                self._lose(stream_id)
+            else:
+                current.deadline = deadline
+        await self.membership.beat(self.record())
+        self.nodes = await self.membership.nodes()
+        ids = [s.id for s in self._streams.all() if s.clustered]
+        self._holders = await self.leases.holders(ids)
+        for stream in self._streams.all():
+            holder = self._holders.get(stream.id)
+            origin = holder[0] if holder else None
+            if stream.clustered and stream.origin != origin:
+                stream.origin = origin
+                self._streams.changes.notify()
+        await self._claim(ids)
+
+    async def _claim(self, ids: list[str]) -> None:
+        unowned = sorted(i for i in ids if i not in self._holders)
+        self._unowned = {i: self._unowned.get(i, 0) + 1 for i in unowned}
+        if not unowned:
+            return
+        fresh = [
+            n for n in self.nodes if n.age is not None and n.age < 2.5 * self._config.heartbeat
+        ]
+        candidates = {n.id: n for n in fresh} | {self.id: self.record()}
+        # Load from the leases just read, not from the records: every node reads the same.
+        loads = dict.fromkeys(candidates, 0)
+        for holder, _ in self._holders.values():
+            if holder in loads:
+                loads[holder] += 1
+        for stream_id in unowned:
+            room = [i for i in candidates if loads[i] < candidates[i].capacity]
+            if not room:
+                return  # every node ingests all it may
+            chosen = min(room, key=lambda i: (loads[i] / candidates[i].capacity, i))
+            loads[chosen] += 1
+            if chosen != self.id and (
+                self._unowned[stream_id] < UNOWNED_TICKS or self.id not in room
+            ):
+                continue
+            token = await self.leases.acquire(stream_id)
+            stream = self._streams.get(stream_id)
+            if token is None or stream is None:
+                continue
+            self._held[stream_id] = Held(
+                token, time.monotonic() + self._config.lease_ttl - self._config.heartbeat
+            )
+            self._holders[stream_id] = (self.id, token)
+            stream.origin = self.id
+            log.info(
+                "cluster: this node ingests stream %s (lease %d)",
+                stream_id,
+                token,
+                extra={"stream_id": stream_id},
+            )
+            self._change(stream.set_ingest_here(True, token))
+
+    def _lose(self, stream_id: str) -> None:
+        self.leases_lost += 1
+        self._held.pop(stream_id, None)
+        self._holders.pop(stream_id, None)
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            stream.origin = None
+            self._change(stream.set_ingest_here(False))
+
+    def _change(self, coro: Any) -> None:
+        """Switch a stream's ingest off the heartbeat: a camera may take seconds to close."""
+        task = asyncio.ensure_future(coro)
+        self._changing.add(task)
+        task.add_done_callback(self._changing.discard)
+
+    def _forget(self, stream: Stream) -> None:
+        """A stream was removed: give its lease back."""
+        held = self._held.pop(stream.id, None)
+        self._published.pop(stream.id, None)
+        if held is not None:
+            self._change(self._release(stream.id, held.token))
+
+    async def _release(self, stream_id: str, token: int) -> None:
+        with contextlib.suppress(RedisError):
+            await self.leases.release(stream_id, token)
+
+    # -- shared state: registrations and stream status ---------------------------------
+    async def _watch(self) -> None:
+        """Follow the cluster's channel; re-read everything after any break in it."""
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self._keys.events)
+                    await self._sync()  # after subscribing: nothing falls in between
+                    while True:
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=1.0
+                        )
+                        if message is not None:
+                            await self._on_event(message["data"])
+            except (RedisError, OSError, StoreError) as exc:
+                log.debug("cluster: channel interrupted (%s)", exc)
+                await asyncio.sleep(self._config.heartbeat)
+            except Exception:
+                log.exception("cluster: following the channel failed")
+                await asyncio.sleep(self._config.heartbeat)
+
+    async def _sync(self) -> None:
+        await self._streams.sync(await self._registry.load())
+        statuses: dict[str, str] = await reply(self._redis.hgetall(self._keys.status))
+        for stream_id, text in statuses.items():
+            self._take_status(stream_id, text)
+        self._streams.changes.notify()
+
+    async def _on_event(self, data: str) -> None:
+        try:
+            note = json.loads(data)
+            kind, stream_id, node = note["kind"], str(note["id"]), note["node"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if node == self.id:
+            return
+        if kind == "stream":
+            await self._streams.sync(await self._registry.load())
+        elif kind == "status":
+            text = await reply(self._redis.hget(self._keys.status, stream_id))
+            if text is not None:
+                self._take_status(stream_id, text)
+                self._streams.changes.notify()
+
+    def _take_status(self, stream_id: str, text: str) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is None or not stream.clustered or stream.ingest_here:
+            return
+        with contextlib.suppress(ValueError, TypeError):
+            status = json.loads(text)
+            if isinstance(status, dict):
+                stream.remote = {k: status.get(k) for k in STATUS_FIELDS}
+
+    async def _publish(self) -> None:
+        """Announce the status of the streams this node ingests when it changes."""
+        seen = -1
+        while True:
+            seen = await self._streams.changes.wait(seen, 1.0)
+            now = time.monotonic()
+            for stream_id in list(self._held):
+                stream = self._streams.get(stream_id)
+                if stream is None or not stream.ingest_here:
+                    continue
+                status = stream.status()
+                key = tuple(status[f] for f in ANNOUNCE)
+                last = self._published.get(stream_id)
+                if last is not None and last[0] == key and now - last[1] < STATUS_REFRESH:
+                    continue
+                try:
+                    async with self._redis.pipeline(transaction=True) as pipe:
+                        pipe.hset(self._keys.status, stream_id, json.dumps(status))
+                        pipe.publish(
+                            self._keys.events, event("status", "changed", stream_id, self.id)
+                        )
+                        await pipe.execute()
+                except (RedisError, OSError):
+                    break  # the heartbeat reports it; try again at the next change
+                except Exception:
+                    log.exception("cluster: publishing stream %s failed", stream_id)
+                    break
+                self._published[stream_id] = (key, now)
+            await asyncio.sleep(0.2)  # at most five rounds a second, however busy

@@ -1,0 +1,85 @@
+"""The origin's end of the internal link: a stream's units, sent to an edge node.
+
+An edge counts as one viewer of the stream here (an on-demand camera opens for it), and
+its units come from the same bounded hub queue as any viewer's: an edge that cannot keep
+up loses units up to the next keyframe and never slows the stream or anyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiohttp import WSCloseCode, web
+
+from media_server.cluster import wire
+from media_server.hub.fanout import StreamEnded, Subscriber
+from media_server.hub.media import AccessUnit, SourceInfo
+from media_server.hub.stream import Stream
+
+log = logging.getLogger(__name__)
+
+#: Seconds the link waits for a starting stream to describe itself.
+INFO_WAIT = 10.0
+#: How often a quiet link checks that this node still holds the stream's lease.
+FENCE_CHECK = 0.5
+
+
+async def serve(ws: web.WebSocketResponse, stream: Stream) -> None:
+    """Relay `stream` on `ws` until the edge leaves, the stream goes, or the lease moves."""
+    lease = stream.lease
+    stream.acquire()
+    stream.relays += 1
+    video = stream.hub.subscribe("units")
+    audio = stream.audio_hub.subscribe("units")
+    sending = asyncio.Lock()
+    described: list[SourceInfo | None] = [None]
+
+    def fenced() -> bool:
+        return not stream.ingest_here or stream.lease != lease
+
+    async def send(unit: AccessUnit, kind: int) -> None:
+        async with sending:
+            info = stream.info
+            if info is not None and info is not described[0]:
+                await ws.send_str(wire.describe(info))
+                described[0] = info
+            if described[0] is not None:
+                await ws.send_bytes(wire.pack(kind, unit.keyframe, unit.pts, bytes(unit.packet)))
+
+    async def forward(sub: Subscriber, kind: int) -> None:
+        while not fenced():
+            try:
+                item = await asyncio.wait_for(sub.get(), FENCE_CHECK)
+            except TimeoutError:
+                continue
+            if isinstance(item, AccessUnit):
+                await send(item, kind)
+
+    async def drain() -> None:
+        async for _ in ws:  # the edge sends nothing; this ends when it goes
+            pass
+
+    tasks = [
+        asyncio.ensure_future(forward(video, wire.VIDEO)),
+        asyncio.ensure_future(forward(audio, wire.AUDIO)),
+        asyncio.ensure_future(drain()),
+    ]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, StreamEnded, ConnectionError):
+                await task
+        stream.hub.unsubscribe(video)
+        stream.audio_hub.unsubscribe(audio)
+        stream.relays -= 1
+        stream.release()
+    if fenced():
+        await ws.close(code=wire.NOT_ORIGIN, message=b"this node no longer ingests the stream")
+    else:
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"stream ended")
+    log.info("relay of stream %s to an edge ended", stream.id, extra={"stream_id": stream.id})
