@@ -264,12 +264,13 @@ class ClusterNode:
                 self._unowned[stream_id] < UNOWNED_TICKS or self.id not in room
             ):
                 continue
+            asked = time.monotonic()  # the lease runs from before Redis granted it
             token = await self.leases.acquire(stream_id)
             stream = self._streams.get(stream_id)
             if token is None or stream is None:
                 continue
             self._held[stream_id] = Held(
-                token, time.monotonic() + self._config.lease_ttl - self._config.heartbeat
+                token, asked + self._config.lease_ttl - self._config.heartbeat
             )
             self._holders[stream_id] = (self.id, token)
             stream.origin = self.id
