@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from media_server.webrtc.session import INFO_WAIT
 from tests.support.api import metric, register
 from tests.support.cluster import SECRET, Cluster, run_cluster
 from tests.support.redis_server import RedisServer, run_redis
@@ -173,6 +174,10 @@ async def test_viewers_on_other_nodes_decode_one_camera_session(
     for viewer in viewers:
         await viewer.wait_frames(30)
         assert viewer.sizes == {(320, 240)}
+        # The relay starts with the first viewer's offer, not after the answer gave up
+        # waiting to learn what the stream is.
+        assert viewer.first_frame_at is not None
+        assert viewer.first_frame_at < INFO_WAIT
     assert camera.clients() == 1 and camera.client_connections() == 1
     origin_view = await stream_on(http, cluster.url(origin), "fan")
     assert origin_view is not None and origin_view["relays"] == 2, origin_view

@@ -155,7 +155,12 @@ class ClusterNode:
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession()
+        # A link to a node that vanished from the network fails within the read timeout,
+        # not the kernel's minutes of TCP retries.
+        reach = self._settings.ingest.read_timeout
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=reach, sock_connect=reach)
+        )
         self._tasks = [
             asyncio.create_task(self._beat()),
             asyncio.create_task(self._watch()),
