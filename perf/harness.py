@@ -193,11 +193,14 @@ def measure(
         origin = gw.get_json(f"/api/v1/streams/{stream_ids[0]}").get("ingest_node")
         probed_node = next((n for n in gws if n.get_json("/api/v1/cluster")["node"] != origin), gw)
         procs: list[subprocess.Popen[str]] = []
-        remaining = streams * per_stream
-        while remaining > 0:
-            count = min(VIEWERS_PER_PROCESS, remaining)
+        total = streams * per_stream
+        # Viewers spread evenly over the nodes: a process or more for each.
+        shares = max(-(-total // VIEWERS_PER_PROCESS), min(total, len(gws)))
+        remaining = total
+        for share in range(shares):
+            count = total // shares + (share < total % shares)
             remaining -= count
-            node = gws[len(procs) % len(gws)]  # viewers spread evenly over the nodes
+            node = gws[share % len(gws)]
             procs.append(
                 _spawn(
                     "perf.cheap_viewer",

@@ -39,3 +39,18 @@ def test_tiny_run_produces_a_sane_report(tmp_path: Path) -> None:
     assert "Ratios to `passthrough`" in markdown
     assert "Targets (phase1, at 2 streams x 1 viewers)" in markdown
     assert "latency p99 ms" in markdown and "ping p99 ms" in markdown
+
+
+def test_cluster_run_spreads_viewers_over_three_nodes(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    args = ["--profiles", "engine-cluster3", "--viewers", "3", "--no-probe", "--out", str(out)]
+    assert main([*args, "--seconds", "3", "--warmup", "2"]) == 0
+    (run,) = json.loads((out / "report.json").read_text())["runs"]
+    assert run["viewers"] == 3 and run["viewers_failed"] == 0
+    assert 20 < run["fps_per_viewer_mean"] < 40
+    nodes = run["nodes"]
+    assert len(nodes) == 3 and [n["viewers"] for n in nodes] == [1, 1, 1], nodes
+    # One node reads the camera and relays it to the other two.
+    assert sorted(n["ingests"] for n in nodes) == [0, 0, 1], nodes
+    assert sum(n["relays"] for n in nodes) == 2, nodes
+    assert run["cpu_percent"] == pytest.approx(sum(n["cpu_percent"] for n in nodes))
