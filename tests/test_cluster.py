@@ -266,9 +266,11 @@ async def test_failover_after_kill_9(
         assert survivor in edges
         # The default lease (5 s) and heartbeat (1 s) promise ingest again within 10 s.
         assert took_over <= 10, f"ingest resumed {took_over:.1f} s after the kill"
+        print(f"failover: ingest live again on {survivor} {took_over:.1f} s after the kill")
         for viewer, seen in zip(viewers, before, strict=True):
             await viewer.wait_frames(seen + 30, timeout=15)  # the same session, frames again
             assert viewer.pc.connectionState == "connected"
+        print(f"failover: both edge viewers had 30 new frames {time.monotonic() - killed:.1f} s")
         await until(lambda: settled(camera.clients() == 1), 10, "one RTSP session")
         await asyncio.sleep(2)
         assert camera.clients() == 1
