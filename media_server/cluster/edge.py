@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -103,8 +102,8 @@ class RelayIngest:
         ) as ws:
             info: SourceInfo | None = None
             live = False
-            window_start, window_frames = time.monotonic(), 0
             counters = self.counters
+            counters.restart_window()
             loop = asyncio.get_running_loop()
             async for message in ws:
                 if message.type == aiohttp.WSMsgType.TEXT:
@@ -130,11 +129,7 @@ class RelayIngest:
                 if not live and unit.keyframe:
                     live = True
                     self._sink.on_state(StreamState.LIVE, None)
-                window_frames += 1
-                now = time.monotonic()
-                if now - window_start >= 2.0:
-                    counters.fps = round(window_frames / (now - window_start), 2)
-                    window_start, window_frames = now, 0
+                counters.frame()
             if ws.close_code == wire.NOT_ORIGIN:
                 return f"node {origin.node} no longer ingests the stream"
             return f"node {origin.node} ended the relay"

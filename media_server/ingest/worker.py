@@ -85,6 +85,21 @@ class IngestCounters:
         self.dropped_backlog = 0
         self.reconnects = 0
         self.fps: float | None = None
+        self._window = (time.monotonic(), 0)  # (since, video frames): the fps window
+
+    def frame(self) -> None:
+        """Count a video frame; `fps` is the rate over the last window of 2 s or more."""
+        since, frames = self._window
+        now = time.monotonic()
+        if now - since >= 2.0:
+            self.fps = round((frames + 1) / (now - since), 2)
+            self._window = (now, 0)
+        else:
+            self._window = (since, frames + 1)
+
+    def restart_window(self) -> None:
+        """A new session: its rate counts from now."""
+        self._window = (time.monotonic(), 0)
 
 
 class IngestWorker:
@@ -213,8 +228,8 @@ class IngestWorker:
         audio = AudioPath(info.audio) if info.audio and info.audio.mode != "off" else None
         last_src_pts: int | None = None
         last_frame_pts: int | None = None
-        window_start, window_frames = time.monotonic(), 0
         counters = self.counters
+        counters.restart_window()
         while not self._stop.is_set():
             packet = source.read()
             if packet is None:
@@ -264,11 +279,7 @@ class IngestWorker:
                 last_src_pts = src_pts
             pts = timeline.map(src_pts, float(packet.time_base) if packet.time_base else 1 / 90000)
 
-            window_frames += 1
-            now = time.monotonic()
-            if now - window_start >= 2.0:
-                counters.fps = round(window_frames / (now - window_start), 2)
-                window_start, window_frames = now, 0
+            counters.frame()
 
             if self._congested():
                 counters.dropped_backlog += 1
