@@ -24,7 +24,10 @@ from typing import Any
 import pytest
 from playwright import sync_api
 
+from tests.support.cluster import run_cluster
+from tests.support.front import run_front
 from tests.support.gateway import GENEROUS, Gateway, run_gateway, run_gateway_on
+from tests.support.redis_server import RedisServer
 from tests.support.rtsp import RtspServer
 
 CHROMIUM = "/usr/bin/chromium"
@@ -715,5 +718,40 @@ def test_chromium_decodes_what_the_fanout_engine_sends(
             text = resp.read().decode()
         assert 'media_server_egress_packets_total{stream="demo",transport="engine"}' in text
         assert 'engine="native"' in text  # media_server_transport_info: the C send path
+    finally:
+        page.close()
+
+
+def test_player_of_a_dead_node_comes_back_through_another(
+    redis: RedisServer, rtsp: RtspServer, browser_context: Any
+) -> None:
+    """A cluster behind a front (a load balancer): the player's node dies with SIGKILL,
+    its automatic reconnect lands on another node, and it plays again."""
+    page = browser_context.new_page()
+    log = PageLog(page)
+    try:
+        with run_cluster(redis, "node-a", "node-b", "node-c") as nodes:
+            body = {"id": "fo-cam", "url": rtsp.url("/baseline")}
+            assert _request(nodes.nodes["node-a"], "POST", "/api/v1/streams", body=body)[0] == 201
+            deadline = time.monotonic() + 20
+            origin = None
+            while origin is None and time.monotonic() < deadline:
+                view = nodes.nodes["node-b"].get_json("/api/v1/streams/fo-cam")
+                origin = view["ingest_node"] if view["state"] == "live" else None
+                time.sleep(0.1)
+            assert origin is not None, "the camera never went live"
+            order = [origin] + [n for n in nodes.nodes if n != origin]
+            with run_front([nodes.nodes[n].port for n in order]) as front:
+                page.goto(f"{front}/view/fo-cam")
+                _assert_plays(page, log, f"through the front, from {origin}")
+                before = _player_state(page)["attempts"]
+                nodes.kill(origin)  # the player's own node, and the camera's
+                page.wait_for_function(
+                    f"() => window.__player.attempts > {before}", timeout=PLAY_TIMEOUT_MS
+                )
+                page.wait_for_function(
+                    "() => window.__player.state === 'playing'", timeout=PLAY_TIMEOUT_MS
+                )
+                _assert_plays(page, log, "after its node died")
     finally:
         page.close()
