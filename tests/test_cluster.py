@@ -227,6 +227,8 @@ async def test_internal_link_needs_the_secret_and_the_origin(
         assert origin in body["error"]["message"]
     async with http.get(url, headers=auth, params={"lease": "999999"}) as resp:
         assert resp.status == 409  # a stale fence token is refused
+    async with http.get(url, headers=auth) as resp:
+        assert resp.status == 409  # and so is none
     async with http.delete(f"{cluster.url(origin)}/api/v1/streams/link") as resp:
         assert resp.status == 204
 

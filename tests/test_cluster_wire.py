@@ -44,7 +44,15 @@ def test_edge_serves_what_the_origin_relays() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["{}", "[]", "not json", '{"codec": "hevc"}', '{"codec": "h264", "audio": {"codec": "aac"}}'],
+    [
+        "{}",
+        "[]",
+        "not json",
+        '{"codec": "hevc"}',
+        '{"codec": "h264", "audio": {"codec": "aac"}}',
+        '{"codec": "h264", "audio": {"codec": "opus", "sample_rate": 0, "channels": 2}}',
+        '{"codec": "h264", "audio": {"codec": "opus", "sample_rate": "x", "channels": 2}}',
+    ],
 )
 def test_bad_description_is_refused(text: str) -> None:
     with pytest.raises(ValueError):

@@ -64,7 +64,7 @@ async def relay(request: web.Request) -> web.WebSocketResponse:
         raise ApiError(401, "unauthorized", "the internal link needs the cluster secret")
     stream = get_stream(request)
     lease = request.query.get("lease")
-    if not stream.ingest_here or (lease is not None and lease != str(stream.lease)):
+    if not stream.ingest_here or lease != str(stream.lease):
         raise ApiError(
             409,
             "not-origin",

@@ -81,6 +81,9 @@ class RelayIngest:
                     error = await self._relay(origin, timeline)
                 except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                     error = f"relay from node {origin.node}: {exc or type(exc).__name__}"
+                except Exception as exc:  # a bug must not end the stream here for good
+                    log.exception("stream %s: relay error", self.stream_id)
+                    error = f"internal error: {type(exc).__name__}"
             if not first:
                 self.counters.reconnects += 1
             first = False

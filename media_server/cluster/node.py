@@ -42,6 +42,20 @@ ANNOUNCE = tuple(f for f in STATUS_FIELDS if f not in ("fps", "bitrate"))
 STATUS_REFRESH = 5.0
 #: Ticks a stream may stay unowned before any node, not only its chosen one, takes it.
 UNOWNED_TICKS = 3
+#: Seconds between checks of the leases' deadlines.
+FENCE_CHECK = 0.1
+#: Seconds between full re-reads of the registry, in case the channel missed something.
+RESYNC = 30.0
+
+
+# KEYS: streams hash, status hash, events channel. ARGV: id, status, announcement. Only
+# for a stream still registered: a removal deletes its status, which must not come back.
+_STATUS = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  redis.call('PUBLISH', KEYS[3], ARGV[3])
+end
+"""
 
 
 def node_id(settings: Settings) -> str:
@@ -88,6 +102,7 @@ class ClusterNode:
         self._keys = registry.keys
         self.membership = Membership(self._redis, self._keys, self._config.node_ttl)
         self.leases = Leases(self._redis, self._keys, self.id, self._config.lease_ttl)
+        self._status = self._redis.register_script(_STATUS)
         self.nodes: list[NodeInfo] = []
         self._held: dict[str, Held] = {}
         self._holders: dict[str, tuple[str, int]] = {}
@@ -95,6 +110,7 @@ class ClusterNode:
         self._published: dict[str, tuple[tuple[Any, ...], float]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._changing: set[asyncio.Task[None]] = set()
+        self._dirty = asyncio.Event()  # the registry changed: read it again
         self._session: aiohttp.ClientSession | None = None
         self._failing = False
         self.leases_lost = 0
@@ -163,7 +179,9 @@ class ClusterNode:
         )
         self._tasks = [
             asyncio.create_task(self._beat()),
+            asyncio.create_task(self._guard()),
             asyncio.create_task(self._watch()),
+            asyncio.create_task(self._resync()),
             asyncio.create_task(self._publish()),
         ]
 
@@ -172,9 +190,7 @@ class ClusterNode:
         held (and valid for a while) until `leave`, once ingest here has stopped."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
     async def leave(self) -> None:
@@ -187,12 +203,18 @@ class ClusterNode:
         if self._session is not None:
             await self._session.close()
 
-    # -- heartbeat: fence, renew, announce, claim --------------------------------------
+    # -- heartbeat: renew, announce, claim; and the fence, on its own -------------------
+    async def _guard(self) -> None:
+        """Stop ingesting any stream whose lease went unrenewed too long, checked often
+        and apart from the heartbeat, which a slow Redis may hold up."""
+        while True:
+            self._fence(time.monotonic())
+            await asyncio.sleep(FENCE_CHECK)
+
     async def _beat(self) -> None:
         period = self._config.heartbeat
         while True:
             began = time.monotonic()
-            self._fence(began)
             try:
                 await self._tick(began)
                 if self._failing:
@@ -271,8 +293,11 @@ class ClusterNode:
                 continue
             asked = time.monotonic()  # the lease runs from before Redis granted it
             token = await self.leases.acquire(stream_id)
+            if token is None:
+                continue
             stream = self._streams.get(stream_id)
-            if token is None or stream is None:
+            if stream is None:  # removed meanwhile
+                await self.leases.release(stream_id, token)
                 continue
             self._held[stream_id] = Held(
                 token, asked + self._config.lease_ttl - self._config.heartbeat
@@ -320,26 +345,42 @@ class ClusterNode:
             try:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(self._keys.events)
-                    await self._sync()  # after subscribing: nothing falls in between
+                    self._dirty.set()  # after subscribing: nothing falls in between
                     while True:
                         message = await pubsub.get_message(
                             ignore_subscribe_messages=True, timeout=1.0
                         )
                         if message is not None:
                             await self._on_event(message["data"])
-            except (RedisError, OSError, StoreError) as exc:
+            except (RedisError, OSError) as exc:
                 log.debug("cluster: channel interrupted (%s)", exc)
-                await asyncio.sleep(self._config.heartbeat)
             except Exception:
                 log.exception("cluster: following the channel failed")
-                await asyncio.sleep(self._config.heartbeat)
+            await asyncio.sleep(self._config.heartbeat)
 
-    async def _sync(self) -> None:
-        await self._streams.sync(await self._registry.load())
-        statuses: dict[str, str] = await reply(self._redis.hgetall(self._keys.status))
-        for stream_id, text in statuses.items():
-            self._take_status(stream_id, text)
-        self._streams.changes.notify()
+    async def _resync(self) -> None:
+        """Re-read registrations and statuses when told to (changes come in bursts: one
+        reading serves them all) and every `RESYNC` seconds anyway."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), RESYNC)
+            self._dirty.clear()
+            try:
+                await self._streams.sync()
+                statuses: dict[str, str] = await reply(self._redis.hgetall(self._keys.status))
+                for stream_id, text in statuses.items():
+                    self._take_status(stream_id, text)
+                self._streams.changes.notify()
+            except (RedisError, OSError) as exc:
+                log.debug("cluster: re-reading the registry failed (%s)", exc)
+                self._dirty.set()
+                await asyncio.sleep(self._config.heartbeat)
+            except StoreError as exc:  # a registration this node cannot read: keep ours
+                log.warning("cluster: %s; streams here stay as they are", exc)
+                await asyncio.sleep(RESYNC)
+            except Exception:
+                log.exception("cluster: re-reading the registry failed")
+                await asyncio.sleep(self._config.heartbeat)
 
     async def _on_event(self, data: str) -> None:
         try:
@@ -350,7 +391,7 @@ class ClusterNode:
         if node == self.id:
             return
         if kind == "stream":
-            await self._streams.sync(await self._registry.load())
+            self._dirty.set()
         elif kind == "status":
             text = await reply(self._redis.hget(self._keys.status, stream_id))
             if text is not None:
@@ -371,27 +412,27 @@ class ClusterNode:
         seen = -1
         while True:
             seen = await self._streams.changes.wait(seen, 1.0)
-            now = time.monotonic()
-            for stream_id in list(self._held):
-                stream = self._streams.get(stream_id)
-                if stream is None or not stream.ingest_here:
-                    continue
-                status = stream.status()
-                key = tuple(status[f] for f in ANNOUNCE)
-                last = self._published.get(stream_id)
-                if last is not None and last[0] == key and now - last[1] < STATUS_REFRESH:
-                    continue
-                try:
-                    async with self._redis.pipeline(transaction=True) as pipe:
-                        pipe.hset(self._keys.status, stream_id, json.dumps(status))
-                        pipe.publish(
-                            self._keys.events, event("status", "changed", stream_id, self.id)
-                        )
-                        await pipe.execute()
-                except (RedisError, OSError):
-                    break  # the heartbeat reports it; try again at the next change
-                except Exception:
-                    log.exception("cluster: publishing stream %s failed", stream_id)
-                    break
-                self._published[stream_id] = (key, now)
+            try:
+                await self._announce(time.monotonic())
+            except (RedisError, OSError):
+                pass  # the heartbeat reports it; try again at the next change
+            except Exception:
+                log.exception("cluster: announcing stream status failed")
             await asyncio.sleep(0.2)  # at most five rounds a second, however busy
+
+    async def _announce(self, now: float) -> None:
+        for stream_id in list(self._held):
+            stream = self._streams.get(stream_id)
+            if stream is None or not stream.ingest_here:
+                continue
+            status = stream.status()
+            key = tuple(status[f] for f in ANNOUNCE)
+            last = self._published.get(stream_id)
+            if last is not None and last[0] == key and now - last[1] < STATUS_REFRESH:
+                continue
+            note = event("status", "changed", stream_id, self.id)
+            await self._status(
+                keys=[self._keys.streams, self._keys.status, self._keys.events],
+                args=[stream_id, json.dumps(status), note],
+            )
+            self._published[stream_id] = (key, now)

@@ -20,8 +20,6 @@ from media_server.hub.stream import Stream
 
 log = logging.getLogger(__name__)
 
-#: Seconds the link waits for a starting stream to describe itself.
-INFO_WAIT = 10.0
 #: How often a quiet link checks that this node still holds the stream's lease.
 FENCE_CHECK = 0.5
 
@@ -71,15 +69,22 @@ async def serve(ws: web.WebSocketResponse, stream: Stream) -> None:
     finally:
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, StreamEnded, ConnectionError):
-                await task
+        results = await asyncio.gather(*tasks, return_exceptions=True)
         stream.hub.unsubscribe(video)
         stream.audio_hub.unsubscribe(audio)
         stream.relays -= 1
         stream.release()
-    if fenced():
-        await ws.close(code=wire.NOT_ORIGIN, message=b"this node no longer ingests the stream")
-    else:
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"stream ended")
+    for result in results:
+        if isinstance(result, Exception) and not isinstance(result, (StreamEnded, ConnectionError)):
+            log.error(
+                "relay of stream %s failed",
+                stream.id,
+                exc_info=result,
+                extra={"stream_id": stream.id},
+            )
+    with contextlib.suppress(ConnectionError):
+        if fenced():
+            await ws.close(code=wire.NOT_ORIGIN, message=b"this node no longer ingests the stream")
+        else:
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"stream ended")
     log.info("relay of stream %s to an edge ended", stream.id, extra={"stream_id": stream.id})

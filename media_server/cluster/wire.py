@@ -83,6 +83,10 @@ def parse_info(text: str) -> SourceInfo:
             raise ValueError(f"relayed video is {data['codec']}, not h264")
         if audio is not None and audio["codec"] not in BROWSER_AUDIO:
             raise ValueError(f"relayed audio is {audio['codec']}")
+        if audio is not None and not (
+            0 < int(audio["sample_rate"]) <= 384_000 and 0 < int(audio["channels"]) <= 8
+        ):
+            raise ValueError("relayed audio has no sensible rate or channel count")
         return SourceInfo(
             codec="h264",
             width=data.get("width"),

@@ -125,10 +125,12 @@ class StreamManager:
         )
         return stream
 
-    async def sync(self, stored: list[StreamSpec]) -> None:
+    async def sync(self) -> None:
         """Match what another node changed in the shared registry: start what is new,
-        stop what is gone, restart what differs; the rest is not touched."""
+        stop what is gone, restart what differs; the rest is not touched. Read under the
+        lock, so no change made here meanwhile is undone by an older reading."""
         async with self._lock:
+            stored = await self._registry.load()
             wanted = {spec.id: spec for spec in stored}
             for stream in list(self._streams.values()):
                 if stream.spec.url == DEMO_URL and stream.id not in wanted:

@@ -116,6 +116,8 @@ class Stream:
         self.remote: dict[str, Any] | None = None
         #: Edge nodes this origin relays the stream to (each counts once among viewers).
         self.relays = 0
+        self._switching = asyncio.Lock()  # one change of ingest at a time
+        self._stopped = False  # removed: nothing starts again
         self.changes = changes or Changes()
         self._settings = settings
         self._loop = loop
@@ -204,7 +206,7 @@ class Stream:
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
-        if self.worker is not None and self.worker.alive:
+        if self._stopped or (self.worker is not None and self.worker.alive):
             return
         if not self.ingest_here:
             assert self._make_relay is not None
@@ -227,6 +229,7 @@ class Stream:
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop ingest and end every viewer's track; waits for the thread off the loop."""
+        self._stopped = True
         self._cancel_linger()
         self.hub.end_all()
         self.audio_hub.end_all()
@@ -261,14 +264,17 @@ class Stream:
         if here == self.ingest_here:
             return
         self.ingest_here = here
-        self._cancel_linger()
-        await self._stop_worker(self._settings.ingest.read_timeout + 1)
-        self.hub.clear_cache()
-        if self._holders or not self.on_demand:
-            self.start()
-        else:
-            self._set_state(StreamState.IDLE, None)
-        self.changes.notify()
+        async with self._switching:  # the last switch asked for wins, after the others
+            self._cancel_linger()
+            await self._stop_worker(self._settings.ingest.read_timeout + 1)
+            if self._stopped:
+                return
+            self.hub.clear_cache()
+            if self._holders or not self.on_demand:
+                self.start()
+            else:
+                self._set_state(StreamState.IDLE, None)
+            self.changes.notify()
 
     # -- on-demand ingest: the camera is open only while someone watches -----------------
     def acquire(self) -> None:

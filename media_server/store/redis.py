@@ -13,13 +13,13 @@ import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from media_server.hub.stream import StreamSpec
 from media_server.store.registry import StoreError, decode_spec, encode_spec
+from media_server.urls import redact_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -74,20 +74,9 @@ def connect(url: str) -> Redis:
         url,
         socket_timeout=COMMAND_TIMEOUT,
         socket_connect_timeout=COMMAND_TIMEOUT,
+        health_check_interval=5,  # a half-open connection (the channel's above all) is found
         decode_responses=True,
     )
-
-
-def redact(url: str) -> str:
-    """The URL without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
 
 # KEYS: streams hash, events channel. ARGV: id, spec, announcement.
@@ -121,7 +110,7 @@ class RedisRegistry:
 
     @property
     def location(self) -> str:
-        return redact(self._url)
+        return redact_url(self._url)
 
     def _error(self, exc: Exception) -> StoreError:
         return StoreError(f"registry redis {self.location}: {exc}")
