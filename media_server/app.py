@@ -30,7 +30,7 @@ from media_server.cluster.node import ClusterNode, node_id
 from media_server.config import Settings
 from media_server.engine.engine import Engine, EngineConfig
 from media_server.hub.fanout import Hub
-from media_server.hub.manager import StreamManager
+from media_server.hub.manager import StreamManager, config_specs
 from media_server.ingest.guard import SourceGuard
 from media_server.loopwatch import LoopMonitor
 from media_server.metrics import CONTENT_TYPE, Metrics
@@ -53,6 +53,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Start-up before serving, and the last step of a stop."""
     gw = app[GATEWAY]
     gw.streams.restore(await gw.registry.open())  # StoreError here stops start-up
+    await gw.streams.apply_config(config_specs(gw.settings))  # so does a conflict
     if gw.settings.demo:
         gw.streams.add_demo()
     if gw.cluster is not None:
@@ -83,13 +84,6 @@ async def _close_signaling(app: web.Application) -> None:
         await asyncio.wait_for(gw.sessions.close_all(), gw.settings.shutdown_timeout / 2)
     except TimeoutError:
         log.warning("some viewer sessions did not close in time")
-
-
-def _close_viewers(gw: Gateway, stream_id: str) -> None:
-    """A stream was removed (here or on another node): its viewers here end."""
-    task = asyncio.ensure_future(gw.sessions.close_stream(stream_id))
-    gw.background.add(task)
-    task.add_done_callback(gw.background.discard)
 
 
 def begin_drain(gw: Gateway) -> None:
@@ -175,7 +169,8 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
         gw.cluster = ClusterNode(
             settings, registry, manager, lambda: len(gw.sessions), gw.cpu.percent
         )
-    manager.on_removed.append(lambda stream: _close_viewers(gw, stream.id))
+    # A stream removed (here or on another node): its viewers here end.
+    manager.on_removed.append(lambda stream: gw.spawn(gw.sessions.close_stream(stream.id)))
     chosen = settings.transports.model_dump(
         include={"loop", "json_codec", "transcode", "passthrough", "read_timeout", "gc"}
     )

@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from media_server.api.context import GATEWAY
 from media_server.app import build_app, drain
 from media_server.config import ConfigError, Settings, load_settings
 from media_server.logs import AccessLog, setup_logging
+from media_server.reload import Reloader
 from media_server.store.registry import StoreError
 from media_server.transports.gc import apply_gc_policy
 from media_server.transports.loop import loop_factory
@@ -77,7 +79,11 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-async def serve(settings: Settings) -> None:
+async def serve(
+    settings: Settings, load: Callable[[], Settings], config: Path | None = None
+) -> None:
+    """Run until SIGINT or SIGTERM; SIGHUP (or a change of the watched `config` file)
+    reloads the settings through `load`."""
     check_exposure(settings)
     loop = asyncio.get_running_loop()
     app = build_app(settings, loop)
@@ -106,6 +112,11 @@ async def serve(settings: Settings) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    gw = app[GATEWAY]
+    reloader = Reloader(config, load, settings, gw.streams)
+    loop.add_signal_handler(signal.SIGHUP, lambda: gw.spawn(reloader.reload()))
+    if settings.watch_config and config is not None:
+        gw.spawn(reloader.watch())
     app[GATEWAY].ready = True
     base = f"http://{settings.host}:{settings.port}"
     log.info("media_server %s listening on %s", __version__, base)
@@ -138,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_gc_policy(settings.transports.gc)
     try:
         with asyncio.Runner(loop_factory=loop_factory(settings.transports.loop)) as runner:
-            runner.run(serve(settings))
+            runner.run(serve(settings, lambda: load_settings(args.config, **cli), args.config))
     except ConfigError as exc:
         print(f"media-server: {exc}", file=sys.stderr)
         return 2

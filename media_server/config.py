@@ -28,8 +28,11 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from media_server.urls import validate_source_url
+
 Transport = Literal["tcp", "udp"]
 Mode = Literal["auto", "passthrough", "transcode"]
+STREAM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 class _Section(BaseModel):
@@ -331,6 +334,25 @@ class ClusterSettings(_Section):
         return self
 
 
+class FileStream(_Section):
+    """A camera declared in the config file: started with the gateway, changed by editing
+    the file and reloading (SIGHUP, or `watch_config`), never removed through the API.
+    Credentials come from the environment as ${NAME}, so the file can be versioned."""
+
+    id: str = Field(pattern=STREAM_ID_PATTERN)
+    url: str
+    transport: Transport = "tcp"
+    mode: Mode = "auto"
+    on_demand: bool = False
+    reconnect: ReconnectPolicy | None = None
+    audio: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return validate_source_url(value)
+
+
 class DemoSettings(_Section):
     width: int = Field(640, ge=16, le=1920, multiple_of=2)
     height: int = Field(480, ge=16, le=1080, multiple_of=2)
@@ -373,6 +395,22 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=lambda: RegistrySettings())
     cluster: ClusterSettings = Field(default_factory=lambda: ClusterSettings())
     demo_source: DemoSettings = Field(default_factory=lambda: DemoSettings())
+    streams: list[FileStream] = Field(
+        default_factory=list, description="cameras declared here (see FileStream)"
+    )
+    watch_config: bool = Field(
+        False, description="reload the config file when it changes (SIGHUP always does)"
+    )
+
+    @field_validator("streams")
+    @classmethod
+    def _unique_streams(cls, value: list[FileStream]) -> list[FileStream]:
+        seen: set[str] = set()
+        for stream in value:
+            if stream.id in seen:
+                raise ValueError(f"stream id '{stream.id}' is declared twice")
+            seen.add(stream.id)
+        return value
 
     @model_validator(mode="after")
     def _cluster(self) -> Settings:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -38,13 +40,19 @@ class Gateway:
     cpu: CpuMeter = field(default_factory=CpuMeter)
     cluster: ClusterNode | None = None
     #: Tasks the gateway started and must keep a reference to until they end.
-    background: set[asyncio.Task[None]] = field(default_factory=set)
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
     ready: bool = False
     draining: bool = False
     websockets: set[web.WebSocketResponse] = field(default_factory=set)
     socket_clients: Counter[str] = field(default_factory=Counter)
     #: Open server-sent event streams and the client each belongs to.
     event_streams: dict[web.StreamResponse, str] = field(default_factory=dict)
+
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` in the background, referenced until it ends."""
+        task = asyncio.ensure_future(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

@@ -62,6 +62,11 @@ STREAM = {
             "description": "passthrough: Opus or G.711 as it is; transcode: Opus made once "
             "per stream; off: no audio for viewers; null: the source has no audio track",
         },
+        "managed_by": {
+            "enum": ["api", "config", "demo"],
+            "description": "registered through the API, declared in the config file (not "
+            "removable through the API), or this node's built-in demo",
+        },
         "ingest_node": {
             "type": ["string", "null"],
             "description": "cluster only: the node that ingests the stream (null: none yet)",
@@ -184,7 +189,12 @@ def build() -> dict[str, Any]:
                 },
                 "delete": {
                     "summary": "Remove a stream; ends its viewers and its ingest",
-                    "responses": {"204": {"description": "removed"}, **_errors(401, 403, 404)},
+                    "description": "409 `managed-by-config` for a stream the config file "
+                    "declares: it is removed by editing the file and reloading.",
+                    "responses": {
+                        "204": {"description": "removed"},
+                        **_errors(401, 403, 404, 409, 503),
+                    },
                 },
             },
             "/api/v1/streams/{stream_id}/snapshot.jpg": {

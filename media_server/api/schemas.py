@@ -10,11 +10,15 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from media_server.api.errors import ApiError
-from media_server.config import Mode, ReconnectPolicy, Transport, validation_problems
+from media_server.config import (
+    STREAM_ID_PATTERN,
+    Mode,
+    ReconnectPolicy,
+    Transport,
+    validation_problems,
+)
 from media_server.hub.stream import StreamSpec
 from media_server.urls import validate_source_url
-
-STREAM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 Model = TypeVar("Model", bound=BaseModel)
 

@@ -12,7 +12,7 @@ from media_server.api.context import Gateway, gateway
 from media_server.api.errors import ApiError
 from media_server.api.schemas import StreamCreate, parse, read_json
 from media_server.auth.tokens import ISSUE, READ, WRITE
-from media_server.hub.manager import CapacityError, StreamConflict
+from media_server.hub.manager import CapacityError, ManagedByConfig, StreamConflict
 from media_server.hub.snapshot import NoPicture
 from media_server.hub.stream import Stream
 from media_server.ingest.guard import SourceDenied
@@ -87,6 +87,8 @@ async def delete_stream(request: web.Request) -> web.Response:
     gw = gateway(request)
     try:
         await gw.streams.delete(stream.id)
+    except ManagedByConfig as exc:
+        raise ApiError(409, "managed-by-config", str(exc)) from None
     except StoreError as exc:
         raise ApiError(503, "registry-unavailable", str(exc)) from None
     await gw.sessions.close_stream(stream.id)

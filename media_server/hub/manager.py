@@ -6,9 +6,9 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from media_server.config import Settings
+from media_server.config import ConfigError, Settings
 from media_server.hub.changes import Changes
 from media_server.hub.stream import RelayFactory, SourceFactory, Stream, StreamSpec
 from media_server.ingest.demo import DemoSource
@@ -25,6 +25,30 @@ DEMO_URL = "demo://test-pattern"
 
 class StreamConflict(Exception):
     """The id is registered with a different body."""
+
+
+class ManagedByConfig(Exception):
+    """The stream comes from the config file: it changes there, not through the API."""
+
+
+class ConfigConflict(ConfigError):
+    """The config file declares a stream that was registered through the API."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChanges:
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+    unchanged: int
+
+
+def config_specs(settings: Settings) -> list[StreamSpec]:
+    """The streams the config file declares."""
+    return [
+        StreamSpec(s.id, s.url, s.transport, s.mode, s.on_demand, s.reconnect, s.audio)
+        for s in settings.streams
+    ]
 
 
 class CapacityError(Exception):
@@ -57,6 +81,7 @@ class StreamManager:
         self.on_removed: list[Callable[[Stream], None]] = []
         #: In a cluster: what feeds a stream on a node that does not ingest it.
         self.relay: RelayFactory | None = None
+        self._from_config: set[str] = set()
 
     def __contains__(self, stream_id: str) -> bool:
         return stream_id in self._streams
@@ -111,10 +136,12 @@ class StreamManager:
             return None
         return self._add(StreamSpec(id=DEMO_ID, url=DEMO_URL, mode="passthrough"))
 
-    def _add(self, spec: StreamSpec) -> Stream:
-        relay = self.relay if spec.url != DEMO_URL else None  # each node has its own demo
+    def _add(self, spec: StreamSpec, managed_by: str = "api") -> Stream:
+        # The demo and the config file's cameras are each node's own: never relayed.
+        relay = self.relay if managed_by == "api" and spec.url != DEMO_URL else None
         source = self._source_factory(spec)
         stream = Stream(spec, self._settings, self._loop, source, self.changes, relay)
+        stream.managed_by = "demo" if spec.url == DEMO_URL else managed_by
         self._streams[spec.id] = stream
         self.changes.notify()
         if not stream.on_demand:
@@ -133,7 +160,7 @@ class StreamManager:
             stored = await self._registry.load()
             wanted = {spec.id: spec for spec in stored}
             for stream in list(self._streams.values()):
-                if stream.spec.url == DEMO_URL and stream.id not in wanted:
+                if stream.managed_by != "api" and stream.id not in wanted:
                     continue
                 if wanted.get(stream.id) != stream.spec:
                     self._remove(stream)
@@ -141,11 +168,42 @@ class StreamManager:
                 if spec.id not in self._streams:
                     self._add(spec)
 
+    async def apply_config(self, specs: list[StreamSpec]) -> ConfigChanges:
+        """Make the config file's streams those given: start the new, stop the gone,
+        restart the changed; leave the unchanged and their viewers alone. A stream the
+        API registered under one of the ids refuses the whole change."""
+        async with self._lock:
+            wanted = {spec.id: spec for spec in specs}
+            for stream_id in wanted:
+                taken = self._streams.get(stream_id)
+                if taken is not None and stream_id not in self._from_config:
+                    raise ConfigConflict(
+                        f"the config file declares stream '{stream_id}', which is already "
+                        f"registered ({taken.managed_by}); remove one of them"
+                    )
+            current = {i: self._streams[i].spec for i in self._from_config}
+            removed = sorted(i for i in current if i not in wanted)
+            changed = sorted(i for i in current if i in wanted and wanted[i] != current[i])
+            added = sorted(i for i in wanted if i not in current)
+            for stream_id in removed + changed:
+                self._from_config.discard(stream_id)
+                self._remove(self._streams[stream_id])
+            for stream_id in changed + added:
+                self._add(wanted[stream_id], "config")
+                self._from_config.add(stream_id)
+            unchanged = len(wanted) - len(changed) - len(added)
+            return ConfigChanges(added, removed, changed, unchanged)
+
     async def delete(self, stream_id: str) -> bool:
         async with self._lock:
             stream = self._streams.get(stream_id)
             if stream is None:
                 return False
+            if stream_id in self._from_config:
+                raise ManagedByConfig(
+                    f"stream '{stream_id}' comes from the config file: remove it there "
+                    "and reload (SIGHUP)"
+                )
             if stream.spec.url != DEMO_URL:
                 await self._registry.delete(stream_id)
             self._remove(stream)

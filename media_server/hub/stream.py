@@ -118,6 +118,8 @@ class Stream:
         self.relays = 0
         self._switching = asyncio.Lock()  # one change of ingest at a time
         self._stopped = False  # removed: nothing starts again
+        #: Who declared it: "api" (the registry), "config" (the config file) or "demo".
+        self.managed_by = "api"
         self.changes = changes or Changes()
         self._settings = settings
         self._loop = loop
@@ -391,6 +393,7 @@ class Stream:
         bitrate = self._measure_bitrate(counters.bytes if counters else 0)
         view = {
             **self.spec.public(),
+            "managed_by": self.managed_by,
             "state": str(self.state),
             "error": self.error,
             "viewers": self.hub.viewers,
