@@ -21,6 +21,7 @@ from media_server.config import ConfigError, Settings, load_settings
 from media_server.logs import AccessLog, setup_logging
 from media_server.reload import Reloader
 from media_server.store.registry import StoreError
+from media_server.tls import ServerTls
 from media_server.transports.gc import apply_gc_policy
 from media_server.transports.loop import loop_factory
 
@@ -52,22 +53,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def check_exposure(settings: Settings) -> None:
-    """Protected mode: no authentication means loopback only, unless told otherwise."""
+    """Protected mode: beyond loopback, no authentication or no TLS is refused unless
+    allowed (`--insecure` allows both; `http.allow_plain` plain HTTP behind a proxy)."""
     if _is_loopback(settings.host):
         return
     auth = settings.auth
-    if auth.tokens or auth.jwt_secret or auth.jwks_file:
-        return
-    if not auth.insecure:
+    authenticated = bool(auth.tokens or auth.jwt_secret or auth.jwks_file)
+    if not authenticated and not auth.insecure:
         raise ConfigError(
             f"refusing to listen on {settings.host} with no authentication (protected mode): "
             "set MEDIA_SERVER_AUTH__TOKENS (or a JWT setting), or pass --insecure"
         )
-    log.warning(
-        "!!! INSECURE: listening on %s with NO authentication: anyone who can reach this "
-        "port can register cameras and watch every stream !!!",
-        settings.host,
-    )
+    if not settings.tls.enabled and not (settings.http.allow_plain or auth.insecure):
+        raise ConfigError(
+            f"refusing to serve plain HTTP on {settings.host}: configure tls.cert_file and "
+            "tls.key_file (MEDIA_SERVER_TLS__CERT_FILE, MEDIA_SERVER_TLS__KEY_FILE), or set "
+            "http.allow_plain (MEDIA_SERVER_HTTP__ALLOW_PLAIN=true) behind a proxy that "
+            "terminates TLS"
+        )
+    if not authenticated:
+        log.warning(
+            "!!! INSECURE: listening on %s with NO authentication: anyone who can reach "
+            "this port can register cameras and watch every stream !!!",
+            settings.host,
+        )
 
 
 def _is_loopback(host: str) -> bool:
@@ -85,6 +94,7 @@ async def serve(
     """Run until SIGINT or SIGTERM; SIGHUP (or a change of the watched `config` file)
     reloads the settings through `load`."""
     check_exposure(settings)
+    tls = ServerTls(settings.tls) if settings.tls.enabled else None
     loop = asyncio.get_running_loop()
     app = build_app(settings, loop)
     runner = web.AppRunner(
@@ -97,7 +107,9 @@ async def serve(
         await runner.setup()
     except StoreError as exc:
         raise ConfigError(str(exc)) from None
-    site = web.TCPSite(runner, settings.host, settings.port)
+    site = web.TCPSite(
+        runner, settings.host, settings.port, ssl_context=tls.context if tls else None
+    )
     try:
         await site.start()
     except OSError as exc:
@@ -113,12 +125,12 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     gw = app[GATEWAY]
-    reloader = Reloader(config, load, settings, gw.streams)
+    reloader = Reloader(config, load, settings, gw.streams, tls)
     loop.add_signal_handler(signal.SIGHUP, lambda: gw.spawn(reloader.reload()))
     if settings.watch_config and config is not None:
         gw.spawn(reloader.watch())
     app[GATEWAY].ready = True
-    base = f"http://{settings.host}:{settings.port}"
+    base = f"{'https' if tls else 'http'}://{settings.host}:{settings.port}"
     log.info("media_server %s listening on %s", __version__, base)
     if settings.demo:
         log.info("demo stream: %s/view/demo", base)

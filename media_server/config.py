@@ -231,6 +231,29 @@ class HttpSettings(_Section):
     cors_origins: list[str] = Field(
         default_factory=list, description="origins allowed cross-origin (WHEP players); '*' any"
     )
+    allow_plain: bool = Field(
+        False,
+        description="serve plain HTTP on a non-loopback address (behind a proxy that "
+        "terminates TLS); without it such an address needs tls",
+    )
+
+
+class TlsSettings(_Section):
+    """HTTPS for the control plane, pages, WebSocket and WHEP; the files are read again
+    on SIGHUP, so a renewed certificate needs no restart."""
+
+    cert_file: Path | None = Field(None, description="PEM certificate chain")
+    key_file: Path | None = Field(None, description="PEM private key")
+
+    @model_validator(mode="after")
+    def _both(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls needs both cert_file and key_file")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
 
 
 class AuthSettings(_Section):
@@ -390,6 +413,7 @@ class Settings(BaseSettings):
     health: HealthSettings = Field(default_factory=lambda: HealthSettings())
     sources: SourcesSettings = Field(default_factory=lambda: SourcesSettings())
     http: HttpSettings = Field(default_factory=lambda: HttpSettings())
+    tls: TlsSettings = Field(default_factory=lambda: TlsSettings())
     transports: TransportSettings = Field(default_factory=lambda: TransportSettings())
     auth: AuthSettings = Field(default_factory=lambda: AuthSettings())
     registry: RegistrySettings = Field(default_factory=lambda: RegistrySettings())

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from media_server.config import ConfigError, Settings
 from media_server.hub.manager import StreamManager, config_specs
+from media_server.tls import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +31,13 @@ class Reloader:
         load: Callable[[], Settings],
         settings: Settings,
         streams: StreamManager,
-        on_tls: Callable[[Settings], None] | None = None,
+        tls: ServerTls | None = None,
     ) -> None:
         self._path = path
         self._load = load
         self._running = settings
         self._streams = streams
-        self._on_tls = on_tls
+        self._tls = tls
         self._lock = asyncio.Lock()
         self.reloads = 0
         self.failures = 0
@@ -46,9 +47,11 @@ class Reloader:
         async with self._lock:
             try:
                 settings = self._load()
+                if self._tls is not None:
+                    ServerTls.check(settings.tls)  # before anything changes
                 changes = await self._streams.apply_config(config_specs(settings))
-                if self._on_tls is not None:
-                    self._on_tls(settings)
+                if self._tls is not None:
+                    self._tls.reload(settings.tls)
             except (ConfigError, OSError, ValueError) as exc:
                 self.failures += 1
                 log.error("reload refused, the running configuration stays: %s", exc)
@@ -69,6 +72,7 @@ class Reloader:
                 name
                 for name in Settings.model_fields
                 if name not in ("streams", "watch_config")
+                and not (name == "tls" and self._tls is not None)  # reloaded above
                 and getattr(settings, name) != getattr(self._running, name)
             ]
             if waiting:

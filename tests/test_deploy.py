@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from media_server.app import build_app
+from media_server.cli import check_exposure
 from media_server.config import load_settings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "cluster"
@@ -33,6 +34,7 @@ def _settings_accept(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> No
     settings = load_settings()  # raises ConfigError naming any setting it refuses
     assert settings.registry.backend == "redis"
     assert settings.cluster.secret
+    check_exposure(load_settings(host="0.0.0.0"))  # the container listens on every address
 
 
 def _env_file(path: Path) -> dict[str, str]:

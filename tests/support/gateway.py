@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -68,11 +69,19 @@ class GatewayError(RuntimeError):
 class Gateway:
     """A running gateway process."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, stderr_file: IO[bytes]) -> None:
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        port: int,
+        stderr_file: IO[bytes],
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.proc = proc
         self.port = port
         self.host = HOST
-        self.base_url = f"http://{HOST}:{port}"
+        #: For HTTPS: a client context that trusts the gateway's certificate.
+        self.tls = tls
+        self.base_url = f"{'https' if tls else 'http'}://{HOST}:{port}"
         self._stderr_file = stderr_file
 
     @property
@@ -113,7 +122,7 @@ class Gateway:
 
     def get_json(self, path: str, timeout: float = 5.0) -> Any:
         """GET ``path`` and decode the JSON body (raises ``urllib.error.HTTPError`` on 4xx/5xx)."""
-        with urllib.request.urlopen(self.url(path), timeout=timeout) as response:
+        with urllib.request.urlopen(self.url(path), timeout=timeout, context=self.tls) as response:
             return json.loads(response.read())
 
     def wait_healthy(self, timeout: float = START_TIMEOUT) -> None:
@@ -124,7 +133,8 @@ class Gateway:
             if not self.running:
                 raise GatewayError(f"the gateway exited before it was healthy\n{self.describe()}")
             try:
-                with urllib.request.urlopen(self.url("/api/v1/health"), timeout=2) as response:
+                health = self.url("/api/v1/health")
+                with urllib.request.urlopen(health, timeout=2, context=self.tls) as response:
                     if response.status == 200:
                         return
                     last = f"HTTP {response.status}"
@@ -173,7 +183,10 @@ def _spawn(port: int, extra_args: tuple[str, ...], env: Mapping[str, str] | None
     except OSError as exc:
         stderr_file.close()
         raise GatewayError(f"cannot run {' '.join(cmd)}: {exc}") from exc
-    return Gateway(proc, port, stderr_file)
+    tls = None
+    if env and "MEDIA_SERVER_TLS__CERT_FILE" in env:  # the test's own certificate
+        tls = ssl.create_default_context(cafile=env["MEDIA_SERVER_TLS__CERT_FILE"])
+    return Gateway(proc, port, stderr_file, tls)
 
 
 @contextlib.contextmanager

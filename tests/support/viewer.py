@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ class Viewer:
     #: Rewrites of the offer sent and the answer applied (a relay in between, say).
     rewrite_offer: Callable[[str], str] | None = None
     rewrite_answer: Callable[[str], str] | None = None
+    #: For a gateway on HTTPS: a client context that trusts its certificate.
+    tls: ssl.SSLContext | None = None
     _http: aiohttp.ClientSession | None = None
     _ws: aiohttp.ClientWebSocketResponse | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -69,7 +72,7 @@ class Viewer:
         offer = self.pc.localDescription.sdp
         if self.rewrite_offer is not None:
             offer = self.rewrite_offer(offer)
-        self._http = aiohttp.ClientSession()
+        self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.tls or True))
         if self.via == "whep":
             url = f"{self.base_url}/api/v1/streams/{self.stream_id}/whep"
             async with self._http.post(
