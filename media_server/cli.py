@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from media_server import __version__
+from media_server import __version__, control
 from media_server.api.context import GATEWAY
 from media_server.app import build_app, drain
 from media_server.config import ConfigError, Settings, load_settings
@@ -31,7 +31,9 @@ log = logging.getLogger("media_server")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="media-server",
-        description="RTSP to WebRTC gateway. Settings: CLI > MEDIA_SERVER_* env > --config file.",
+        description="RTSP to WebRTC gateway. Settings: CLI > MEDIA_SERVER_* env > --config "
+        "file. Operators' commands: media-server streams --help, media-server check-config "
+        "FILE.",
     )
     parser.add_argument("--config", type=Path, help="YAML settings file (see config/)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -144,6 +146,9 @@ async def serve(
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in control.COMMANDS:  # the operator's commands, not the server
+        return control.main(argv)
     args = parse_args(argv)
     cli: dict[str, Any] = {
         key: value
