@@ -755,3 +755,21 @@ def test_player_of_a_dead_node_comes_back_through_another(
                 _assert_plays(page, log, "after its node died")
     finally:
         page.close()
+
+
+def test_console_offers_no_removal_of_a_config_file_stream(
+    rtsp: RtspServer, browser_context: Any, tmp_path: Path
+) -> None:
+    config = tmp_path / "media_server.yaml"
+    config.write_text(f"streams:\n  - id: filed\n    url: {rtsp.url('/small')}\n")
+    page = browser_context.new_page()
+    try:
+        with run_gateway("--config", str(config), env=GENEROUS) as gw:
+            page.goto(f"{gw.base_url}/")
+            filed = page.locator('tr[data-stream-id="filed"] button.remove')
+            filed.wait_for(timeout=10_000)
+            assert filed.is_disabled() and "config file" in (filed.get_attribute("title") or "")
+            demo = page.locator('tr[data-stream-id="demo"] button.remove')
+            assert demo.is_enabled()
+    finally:
+        page.close()

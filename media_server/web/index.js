@@ -170,6 +170,11 @@
     remove.className = "link danger remove";
     remove.textContent = "Remove";
     remove.addEventListener("click", () => removeStream(s.id, remove));
+    if (s.managed_by === "config") {
+      // The API refuses (409): such a stream changes in the config file, then a reload.
+      remove.disabled = true;
+      remove.title = "declared in the config file: edit it there and reload (SIGHUP)";
+    }
     actions.append(watch, remove);
     tr.appendChild(actions);
     return tr;
