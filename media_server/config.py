@@ -357,12 +357,9 @@ class ClusterSettings(_Section):
         return self
 
 
-class FileStream(_Section):
-    """A camera declared in the config file: started with the gateway, changed by editing
-    the file and reloading (SIGHUP, or `watch_config`), never removed through the API.
-    Credentials come from the environment as ${NAME}, so the file can be versioned."""
+class StreamFields(_Section):
+    """A camera's registration, however it comes: the API's body or the config file."""
 
-    id: str = Field(pattern=STREAM_ID_PATTERN)
     url: str
     transport: Transport = "tcp"
     mode: Mode = "auto"
@@ -374,6 +371,14 @@ class FileStream(_Section):
     @classmethod
     def _url(cls, value: str) -> str:
         return validate_source_url(value)
+
+
+class FileStream(StreamFields):
+    """A camera declared in the config file: started with the gateway, changed by editing
+    the file and reloading (SIGHUP, or `watch_config`), never removed through the API.
+    Credentials come from the environment as ${NAME}, so the file can be versioned."""
+
+    id: str = Field(pattern=STREAM_ID_PATTERN)
 
 
 class DemoSettings(_Section):

@@ -7,37 +7,19 @@ import secrets
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from media_server.api.errors import ApiError
-from media_server.config import (
-    STREAM_ID_PATTERN,
-    Mode,
-    ReconnectPolicy,
-    Transport,
-    validation_problems,
-)
+from media_server.config import STREAM_ID_PATTERN, StreamFields, validation_problems
 from media_server.hub.stream import StreamSpec
-from media_server.urls import validate_source_url
 
 Model = TypeVar("Model", bound=BaseModel)
 
 
-class StreamCreate(BaseModel):
+class StreamCreate(StreamFields):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     id: str | None = Field(None, pattern=STREAM_ID_PATTERN)
-    url: str
-    transport: Transport = "tcp"
-    mode: Mode = "auto"
-    on_demand: bool = False
-    reconnect: ReconnectPolicy | None = None
-    audio: bool = True
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return validate_source_url(value)
 
     def to_spec(self) -> StreamSpec:
         stream_id = self.id or f"s-{secrets.token_hex(4)}"
