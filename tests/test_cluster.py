@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from media_server.webrtc.session import INFO_WAIT
-from tests.support.api import metric, register
+from tests.support.api import metric, register, wait_state
 from tests.support.cluster import SECRET, Cluster, run_cluster
 from tests.support.redis_server import RedisServer, run_redis
 from tests.support.rtsp import RtspServer, start_rtsp_server
@@ -350,3 +350,24 @@ async def test_redirect_mode_sends_viewers_to_the_origin(
             await viewer.wait_frames(15)
         finally:
             await viewer.close()
+
+
+async def test_config_file_streams_stay_each_nodes_own(
+    http: aiohttp.ClientSession, redis: RedisServer, camera: RtspServer
+) -> None:
+    filed = json.dumps([{"id": "mine", "url": camera.url("/small") + "?from=file"}])
+    with run_cluster(redis) as nodes:
+        nodes.start("node-x", MEDIA_SERVER_STREAMS=filed)
+        nodes.start("node-y")  # the same cluster, no config-file stream
+        x, y = nodes.url("node-x"), nodes.url("node-y")
+        await wait_state(http, x, "mine", "live")
+        assert await stream_on(http, y, "mine") is None  # not shared
+        # A cluster registration under that id: node Y serves it; node X keeps its own.
+        status, body = await register(http, y, id="mine", url=camera.url("/small"))
+        assert status == 201, body
+        await asyncio.sleep(2)
+        mine = await stream_on(http, x, "mine")
+        assert mine is not None and mine["managed_by"] == "config", mine
+        assert mine["url"].endswith("?from=file") and mine["state"] == "live"
+        async with http.delete(f"{x}/api/v1/streams/mine") as resp:
+            assert resp.status == 409

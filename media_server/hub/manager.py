@@ -160,8 +160,8 @@ class StreamManager:
             stored = await self._registry.load()
             wanted = {spec.id: spec for spec in stored}
             for stream in list(self._streams.values()):
-                if stream.managed_by != "api" and stream.id not in wanted:
-                    continue
+                if stream.managed_by != "api":
+                    continue  # this node's own (the demo, the config file's): not shared
                 if wanted.get(stream.id) != stream.spec:
                     self._remove(stream)
             for spec in stored:

@@ -28,7 +28,7 @@ class Cluster:
         self._stack = stack
         self._settings = settings
 
-    def env(self, node_id: str) -> dict[str, str]:
+    def env(self, node_id: str, **extra: str) -> dict[str, str]:
         return {
             **GENEROUS,
             **FAST,
@@ -38,10 +38,12 @@ class Cluster:
             "MEDIA_SERVER_CLUSTER__SECRET": SECRET,
             "MEDIA_SERVER_CLUSTER__NODE_ID": node_id,
             **self._settings,
+            **extra,
         }
 
-    def start(self, node_id: str, port: int | None = None) -> Gateway:
-        env = self.env(node_id)
+    def start(self, node_id: str, port: int | None = None, **settings: str) -> Gateway:
+        """Start a node; `settings` (MEDIA_SERVER_* variables) are this node's own."""
+        env = self.env(node_id, **settings)
         run: Any = (
             run_gateway_on(port, "--no-demo", env=env)
             if port
