@@ -170,7 +170,9 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
             settings, registry, manager, lambda: len(gw.sessions), gw.cpu.percent
         )
     # A stream removed (here or on another node): its viewers here end.
-    manager.on_removed.append(lambda stream: gw.spawn(gw.sessions.close_stream(stream.id)))
+    manager.on_removed.append(
+        lambda stream: gw.background.spawn(gw.sessions.close_stream(stream.id))
+    )
     chosen = settings.transports.model_dump(
         include={"loop", "json_codec", "transcode", "passthrough", "read_timeout", "gc"}
     )

@@ -128,9 +128,9 @@ async def serve(
         loop.add_signal_handler(sig, on_signal)
     gw = app[GATEWAY]
     reloader = Reloader(config, load, settings, gw.streams, tls)
-    loop.add_signal_handler(signal.SIGHUP, lambda: gw.spawn(reloader.reload()))
+    loop.add_signal_handler(signal.SIGHUP, lambda: gw.background.spawn(reloader.reload()))
     if settings.watch_config and config is not None:
-        gw.spawn(reloader.watch())
+        gw.background.spawn(reloader.watch())
     app[GATEWAY].ready = True
     base = f"{'https' if tls else 'http'}://{settings.host}:{settings.port}"
     log.info("media_server %s listening on %s", __version__, base)

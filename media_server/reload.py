@@ -39,8 +39,6 @@ class Reloader:
         self._streams = streams
         self._tls = tls
         self._lock = asyncio.Lock()
-        self.reloads = 0
-        self.failures = 0
 
     async def reload(self) -> bool:
         """Apply the file as it is now; False when it was refused."""
@@ -53,10 +51,8 @@ class Reloader:
                 if self._tls is not None:
                     self._tls.reload(settings.tls)
             except (ConfigError, OSError, ValueError) as exc:
-                self.failures += 1
                 log.error("reload refused, the running configuration stays: %s", exc)
                 return False
-            self.reloads += 1
             log.info(
                 "reloaded %s: %d stream(s) added %s, %d removed %s, %d restarted %s, %d unchanged",
                 self._path or "the settings",

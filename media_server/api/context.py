@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 
@@ -20,6 +17,7 @@ from media_server.loopwatch import LoopMonitor
 from media_server.metrics import Metrics
 from media_server.procstat import CpuMeter
 from media_server.store.registry import Registry
+from media_server.tasks import Tasks
 from media_server.transports.jsoncodec import JsonCodec
 from media_server.webrtc.session import SessionManager
 
@@ -39,20 +37,14 @@ class Gateway:
     json: JsonCodec
     cpu: CpuMeter = field(default_factory=CpuMeter)
     cluster: ClusterNode | None = None
-    #: Tasks the gateway started and must keep a reference to until they end.
-    background: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: Work started in the background (stream removals closing viewers, reloads).
+    background: Tasks = field(default_factory=Tasks)
     ready: bool = False
     draining: bool = False
     websockets: set[web.WebSocketResponse] = field(default_factory=set)
     socket_clients: Counter[str] = field(default_factory=Counter)
     #: Open server-sent event streams and the client each belongs to.
     event_streams: dict[web.StreamResponse, str] = field(default_factory=dict)
-
-    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
-        """Run `work` in the background, referenced until it ends."""
-        task = asyncio.ensure_future(work)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

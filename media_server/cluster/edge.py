@@ -13,14 +13,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from fractions import Fraction
 from urllib.parse import quote
 
 import aiohttp
-import av
 
 from media_server.cluster import wire
 from media_server.hub.media import CLOCK_RATE, TIME_BASE, AccessUnit, SourceInfo, StreamState
+from media_server.ingest.audio import AudioPath
 from media_server.ingest.timeline import Timeline
 from media_server.ingest.worker import IngestCounters, IngestSink
 
@@ -104,6 +103,7 @@ class RelayIngest:
             max_msg_size=MAX_MESSAGE,
         ) as ws:
             info: SourceInfo | None = None
+            audio: AudioPath | None = None
             live = False
             counters = self.counters
             counters.restart_window()
@@ -111,6 +111,7 @@ class RelayIngest:
             async for message in ws:
                 if message.type == aiohttp.WSMsgType.TEXT:
                     info = wire.parse_info(message.data)
+                    audio = AudioPath(info.audio) if info.audio else None
                     self._sink.on_info(info, "passthrough")
                     continue
                 if message.type != aiohttp.WSMsgType.BINARY:
@@ -119,16 +120,14 @@ class RelayIngest:
                     raise ValueError("the origin sent media before describing it")
                 unit = wire.unpack(message.data)
                 if unit.kind == wire.AUDIO:
-                    self._audio(unit, info, timeline, loop.time())
+                    if audio is not None:
+                        self._audio(audio, unit, timeline, loop.time())
                     continue
                 counters.packets += 1
                 counters.bytes += len(unit.data)
                 counters.keyframes += unit.keyframe
                 pts = timeline.map(unit.pts, 1 / CLOCK_RATE)
-                packet = av.Packet(unit.data)
-                packet.pts = pts
-                packet.time_base = TIME_BASE
-                self._sink.on_unit(AccessUnit(packet, pts, unit.keyframe, len(unit.data)))
+                self._sink.on_unit(AccessUnit.of(unit.data, pts, TIME_BASE, unit.keyframe))
                 if not live and unit.keyframe:
                     live = True
                     self._sink.on_state(StreamState.LIVE, None)
@@ -137,16 +136,10 @@ class RelayIngest:
                 return f"node {origin.node} no longer ingests the stream"
             return f"node {origin.node} ended the relay"
 
-    def _audio(self, unit: wire.Unit, info: SourceInfo, timeline: Timeline, now: float) -> None:
-        if info.audio is None:
-            return
-        rate = info.audio.sample_rate
-        pts90 = timeline.follow(unit.pts, 1 / rate)
-        if pts90 is None:
+    def _audio(self, audio: AudioPath, unit: wire.Unit, timeline: Timeline, now: float) -> None:
+        pts90 = timeline.follow(unit.pts, 1 / audio.info.sample_rate)
+        if pts90 is None:  # before the first video: no clock to put it on yet
             return
         self.counters.audio_packets += 1
         self.counters.audio_bytes += len(unit.data)
-        packet = av.Packet(unit.data)
-        packet.pts = pts90 * rate // CLOCK_RATE
-        packet.time_base = Fraction(1, rate)
-        self._sink.on_audio(AccessUnit(packet, packet.pts, True, len(unit.data)), now)
+        self._sink.on_audio(audio.passed_through(unit.data, pts90), now)

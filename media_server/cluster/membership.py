@@ -49,11 +49,6 @@ class NodeInfo:
             age=age,
         )
 
-    @property
-    def load(self) -> float:
-        """Share of its ingest capacity in use: new streams go to the lowest."""
-        return self.ingests / max(1, self.capacity)
-
 
 class Membership:
     def __init__(self, redis: Redis, keys: Keys, ttl: float) -> None:

@@ -32,6 +32,7 @@ from media_server.hub.manager import StreamManager
 from media_server.hub.stream import STATUS_FIELDS, Ingest, Stream
 from media_server.store.redis import RedisRegistry, event, reply
 from media_server.store.registry import StoreError
+from media_server.tasks import Tasks
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class ClusterNode:
         self._unowned: dict[str, int] = {}
         self._published: dict[str, tuple[tuple[Any, ...], float]] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._changing: set[asyncio.Task[None]] = set()
+        self._changing = Tasks()  # ingest switches, off the heartbeat
         self._dirty = asyncio.Event()  # the registry changed: read it again
         self._session: aiohttp.ClientSession | None = None
         self._failing = False
@@ -231,30 +232,24 @@ class ClusterNode:
     def _fence(self, now: float) -> None:
         for stream_id, held in list(self._held.items()):
             if now > held.deadline:
-                log.warning(
-                    "cluster: lease of stream %s not renewed in time; ingest stops here",
-                    stream_id,
-                    extra={"stream_id": stream_id},
-                )
-                self._lose(stream_id)
+                self._lose(stream_id, "not renewed in time")
+
+    def _deadline(self, asked: float) -> float:
+        """When a lease asked for (or renewed) at `asked` stops this node's ingest: a
+        heartbeat before it can expire for the other nodes."""
+        return asked + self._config.lease_ttl - self._config.heartbeat
 
     async def _tick(self, began: float) -> None:
         held = {stream_id: h.token for stream_id, h in self._held.items()}
         lost = await self.leases.renew(held)
-        deadline = began + self._config.lease_ttl - self._config.heartbeat
         for stream_id, token in held.items():
             current = self._held.get(stream_id)
             if current is None or current.token != token:
                 continue
             if stream_id in lost:
-                log.warning(
-                    "cluster: lease of stream %s lost; ingest stops here",
-                    stream_id,
-                    extra={"stream_id": stream_id},
-                )
-                self._lose(stream_id)
+                self._lose(stream_id, "lost")
             else:
-                current.deadline = deadline
+                current.deadline = self._deadline(began)
         await self.membership.beat(self.record())
         self.nodes = await self.membership.nodes()
         ids = [s.id for s in self._streams.all() if s.clustered]
@@ -299,9 +294,7 @@ class ClusterNode:
             if stream is None:  # removed meanwhile
                 await self.leases.release(stream_id, token)
                 continue
-            self._held[stream_id] = Held(
-                token, asked + self._config.lease_ttl - self._config.heartbeat
-            )
+            self._held[stream_id] = Held(token, self._deadline(asked))
             self._holders[stream_id] = (self.id, token)
             stream.origin = self.id
             log.info(
@@ -310,29 +303,29 @@ class ClusterNode:
                 token,
                 extra={"stream_id": stream_id},
             )
-            self._change(stream.set_ingest_here(True, token))
+            self._changing.spawn(stream.set_ingest_here(True, token))
 
-    def _lose(self, stream_id: str) -> None:
+    def _lose(self, stream_id: str, why: str) -> None:
+        log.warning(
+            "cluster: lease of stream %s %s; ingest stops here",
+            stream_id,
+            why,
+            extra={"stream_id": stream_id},
+        )
         self.leases_lost += 1
         self._held.pop(stream_id, None)
         self._holders.pop(stream_id, None)
         stream = self._streams.get(stream_id)
         if stream is not None:
             stream.origin = None
-            self._change(stream.set_ingest_here(False))
-
-    def _change(self, coro: Any) -> None:
-        """Switch a stream's ingest off the heartbeat: a camera may take seconds to close."""
-        task = asyncio.ensure_future(coro)
-        self._changing.add(task)
-        task.add_done_callback(self._changing.discard)
+            self._changing.spawn(stream.set_ingest_here(False))
 
     def _forget(self, stream: Stream) -> None:
         """A stream was removed: give its lease back."""
         held = self._held.pop(stream.id, None)
         self._published.pop(stream.id, None)
         if held is not None:
-            self._change(self._release(stream.id, held.token))
+            self._changing.spawn(self._release(stream.id, held.token))
 
     async def _release(self, stream_id: str, token: int) -> None:
         with contextlib.suppress(RedisError):

@@ -16,6 +16,7 @@ from media_server.ingest.guard import SourceGuard
 from media_server.ingest.rtsp import RtspSource
 from media_server.ingest.source import Source
 from media_server.store.registry import Registry
+from media_server.tasks import Tasks
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,10 @@ class StreamManager:
         self._registry = registry
         self._streams: dict[str, Stream] = {}
         self._lock = asyncio.Lock()
-        self._stopping: set[asyncio.Task[None]] = set()
+        self._stopping = Tasks()  # ingest threads being let go of
         self.changes = Changes()
         #: Told of each stream removed (here or, in a cluster, on another node).
-        self.on_removed: list[Callable[[Stream], None]] = []
+        self.on_removed: list[Callable[[Stream], object]] = []
         #: In a cluster: what feeds a stream on a node that does not ingest it.
         self.relay: RelayFactory | None = None
         self._from_config: set[str] = set()
@@ -124,8 +125,7 @@ class StreamManager:
     def restore(self, specs: list[StreamSpec]) -> None:
         """Bring back what the registry holds (at start-up, before serving)."""
         for spec in specs:
-            if spec.id not in self._streams:
-                self._add(spec)
+            self._add(spec)
         if specs:
             log.info("restored %d stream(s) from the registry", len(specs))
 
@@ -214,9 +214,7 @@ class StreamManager:
         self.changes.notify()
         # Viewers end now; the ingest thread may take a read timeout to let go of a hung
         # camera, which the caller need not wait for.
-        task = asyncio.create_task(stream.stop(self._settings.ingest.read_timeout + 1))
-        self._stopping.add(task)
-        task.add_done_callback(self._stopping.discard)
+        self._stopping.spawn(stream.stop(self._settings.ingest.read_timeout + 1))
         for listener in self.on_removed:
             listener(stream)
         log.info("stream %s removed", stream.id, extra={"stream_id": stream.id})
@@ -224,7 +222,7 @@ class StreamManager:
     async def close(self, timeout: float) -> None:
         """Stop every stream's ingest concurrently, within `timeout` seconds."""
         stops = [asyncio.ensure_future(s.stop(timeout)) for s in self._streams.values()]
-        pending = stops + list(self._stopping)
+        pending = stops + self._stopping.pending()
         if pending:
             await asyncio.wait(pending, timeout=timeout)
 

@@ -54,6 +54,13 @@ class AccessUnit:
     keyframe: bool
     size: int
 
+    @classmethod
+    def of(cls, data: bytes, pts: int, time_base: Fraction, keyframe: bool) -> AccessUnit:
+        packet = av.Packet(data)
+        packet.pts = pts
+        packet.time_base = time_base
+        return cls(packet, pts, keyframe, len(data))
+
 
 @dataclass(frozen=True, slots=True)
 class SourceInfo:

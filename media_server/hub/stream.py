@@ -313,10 +313,16 @@ class Stream:
 
     async def wait_info(self, timeout: float) -> SourceInfo | None:
         """What the source is, waiting up to `timeout` s for a starting stream to find out
-        (a viewer's answer depends on it: whether there is audio, and in which codec)."""
+        (a viewer's answer depends on it: whether there is audio, and in which codec).
+        The wait holds the stream, so one that starts for its viewers (on demand, or
+        relayed from the node that ingests it) starts now, not after the wait."""
         if self.info is None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._info_known.wait(), timeout)
+            self.acquire()
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._info_known.wait(), timeout)
+            finally:
+                self.release()
         return self.info
 
     # -- IngestSink (called on the loop) -----------------------------------------------

@@ -47,14 +47,14 @@ class AudioPath:
     def _out_pts(self, pts90: int) -> int:
         return pts90 * self._rate // CLOCK_RATE
 
+    def passed_through(self, data: bytes, pts90: int) -> AccessUnit:
+        """The unit of a packet browsers play as it is, on its codec's clock."""
+        return AccessUnit.of(data, self._out_pts(pts90), self._time_base, True)
+
     def push(self, packet: Packet, pts90: int) -> list[AccessUnit]:
         """Units for viewers from one audio packet whose source time maps to `pts90`."""
         if self.info.mode == "passthrough":
-            data = bytes(packet)
-            out = av.Packet(data)
-            out.pts = self._out_pts(pts90)
-            out.time_base = self._time_base
-            return [AccessUnit(out, out.pts, True, len(data))]
+            return [self.passed_through(bytes(packet), pts90)]
         if self._encoder is None or self._resampler is None:
             return []
         units: list[AccessUnit] = []

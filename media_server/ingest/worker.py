@@ -288,17 +288,15 @@ class IngestWorker:
             if need_key and not key:
                 continue
             need_key = False
-            out = av.Packet(data)
-            out.pts = pts
-            out.time_base = TIME_BASE
+            unit = AccessUnit.of(data, pts, TIME_BASE, key)
             if mode == "passthrough":
-                self._post(self._sink.on_unit, AccessUnit(out, pts, key, len(data)))
+                self._post(self._sink.on_unit, unit)
                 self._video_sent(timeline, pts)
                 continue
             if decoder is None:
                 decoder = cast(VideoCodecContext, av.CodecContext.create(info.codec, "r"))
             try:
-                frames = decoder.decode(out)
+                frames = decoder.decode(unit.packet)
             except av.FFmpegError:
                 counters.decode_errors += 1
                 need_key = True

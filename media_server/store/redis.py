@@ -147,13 +147,6 @@ class RedisRegistry:
             raise self._error(exc) from None
         return [decode_spec(rows[key]) for key in sorted(rows)]
 
-    async def get(self, stream_id: str) -> StreamSpec | None:
-        try:
-            row: str | None = await reply(self.redis.hget(self.keys.streams, stream_id))
-        except RedisError as exc:
-            raise self._error(exc) from None
-        return decode_spec(row) if row is not None else None
-
     async def add(self, spec: StreamSpec) -> StreamSpec | None:
         note = event("stream", "added", spec.id, self.node_id)
         try:

@@ -259,14 +259,8 @@ class SessionManager:
             )
         offer = check_offer(offer_sdp)
         if self.engine is not None and stream.effective_mode is None:
-            # Whether the engine may serve this viewer depends on the stream's mode. A
-            # stream that starts for this viewer (on demand, or relayed from the node that
-            # ingests it) starts now, not after the wait.
-            stream.acquire()
-            try:
-                await stream.wait_info(INFO_WAIT)
-            finally:
-                stream.release()
+            # Whether the engine may serve this viewer depends on the stream's mode.
+            await stream.wait_info(INFO_WAIT)
         pc = RTCPeerConnection(rtc_configuration(self._settings))
         transport = stream.viewer_transport()
         if transport == "engine" and self.engine is None:
