@@ -29,14 +29,14 @@ from media_server.auth.tokens import READ, Authenticator
 from media_server.cluster.node import ClusterNode, node_id
 from media_server.config import Settings
 from media_server.engine.engine import Engine, EngineConfig
-from media_server.hub.fanout import Hub
-from media_server.hub.manager import StreamManager, config_specs
 from media_server.ingest.guard import SourceGuard
 from media_server.loopwatch import LoopMonitor
 from media_server.metrics import CONTENT_TYPE, Metrics
 from media_server.store.redis import RedisRegistry
 from media_server.store.registry import Registry
 from media_server.store.sqlite import SqliteRegistry
+from media_server.streams.fanout import Hub
+from media_server.streams.manager import StreamManager, config_specs
 from media_server.transports.jsoncodec import json_codec
 from media_server.webrtc.session import SessionManager
 

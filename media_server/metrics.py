@@ -25,8 +25,8 @@ from prometheus_client.registry import Collector
 from media_server.cluster.node import ClusterNode
 from media_server.engine.engine import Engine
 from media_server.engine.viewer import EngineViewer
-from media_server.hub.media import CLOCK_RATE, StreamState
-from media_server.hub.stream import Stream
+from media_server.model.media import CLOCK_RATE, StreamState
+from media_server.streams.stream import Stream
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from media_server.config import ConfigError, Settings
-from media_server.hub.manager import StreamManager, config_specs
+from media_server.streams.manager import StreamManager, config_specs
 from media_server.tls import ServerTls
 
 log = logging.getLogger(__name__)

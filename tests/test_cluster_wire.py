@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from media_server.cluster import wire
-from media_server.hub.media import AudioInfo, SourceInfo
+from media_server.model.media import AudioInfo, SourceInfo
 
 CAMERA = SourceInfo("h264", 640, 480, 25.0, "Constrained Baseline", b"\x01", True)
 

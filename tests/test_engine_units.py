@@ -38,8 +38,8 @@ from media_server.engine.pysend import ntp_now
 from media_server.engine.sendpath import SendPath, TxViewer
 from media_server.engine.units import History, Packetizer
 from media_server.engine.viewer import EngineViewer
-from media_server.hub.fanout import Hub
-from media_server.hub.media import AccessUnit
+from media_server.model.media import AccessUnit
+from media_server.streams.fanout import Hub
 
 PATHS = ["native", "python"]
 PROFILE = Policy.SRTP_PROFILE_AES128_CM_SHA1_80

@@ -7,8 +7,8 @@ import asyncio
 import av
 import pytest
 
-from media_server.hub.fanout import Hub, Item, StreamEnded, Subscriber
-from media_server.hub.media import TIME_BASE, AccessUnit
+from media_server.model.media import TIME_BASE, AccessUnit
+from media_server.streams.fanout import Hub, Item, StreamEnded, Subscriber
 
 
 def unit(pts: int, key: bool = False, size: int = 100) -> AccessUnit:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from media_server.hub.media import SourceInfo
 from media_server.ingest.source import PermanentSourceError
 from media_server.ingest.worker import choose_mode
+from media_server.model.media import SourceInfo
 
 
 def info(codec: str = "h264", safe: bool = True) -> SourceInfo:

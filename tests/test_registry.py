@@ -14,10 +14,10 @@ import pytest
 from redis import Redis
 
 from media_server.config import ReconnectPolicy
-from media_server.hub.stream import StreamSpec
 from media_server.store.redis import RedisRegistry
 from media_server.store.registry import Registry, StoreError
 from media_server.store.sqlite import SqliteRegistry
+from media_server.streams.stream import StreamSpec
 from tests.support.redis_server import RedisServer
 
 SPEC = StreamSpec("cam1", "rtsp://u:p@10.0.0.1/x", "udp", "transcode", True, ReconnectPolicy())

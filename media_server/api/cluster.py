@@ -14,7 +14,7 @@ from media_server.api.streams import get_stream
 from media_server.auth.tokens import READ
 from media_server.cluster import origin
 from media_server.cluster.node import ClusterNode
-from media_server.hub.stream import Stream
+from media_server.streams.stream import Stream
 
 routes = web.RouteTableDef()
 

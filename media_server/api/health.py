@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from media_server.api.context import gateway
-from media_server.hub.media import StreamState
+from media_server.model.media import StreamState
 
 routes = web.RouteTableDef()
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from media_server.api.errors import ApiError
 from media_server.config import STREAM_ID_PATTERN, StreamFields, validation_problems
-from media_server.hub.stream import StreamSpec
+from media_server.streams.stream import StreamSpec
 
 Model = TypeVar("Model", bound=BaseModel)
 

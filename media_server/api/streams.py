@@ -12,11 +12,11 @@ from media_server.api.context import Gateway, gateway
 from media_server.api.errors import ApiError
 from media_server.api.schemas import StreamCreate, parse, read_json
 from media_server.auth.tokens import ISSUE, READ, WRITE
-from media_server.hub.manager import CapacityError, ManagedByConfig, StreamConflict
-from media_server.hub.snapshot import NoPicture
-from media_server.hub.stream import Stream
 from media_server.ingest.guard import SourceDenied
 from media_server.store.registry import StoreError
+from media_server.streams.manager import CapacityError, ManagedByConfig, StreamConflict
+from media_server.streams.snapshot import NoPicture
+from media_server.streams.stream import Stream
 
 routes = web.RouteTableDef()
 

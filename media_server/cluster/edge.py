@@ -18,10 +18,10 @@ from urllib.parse import quote
 import aiohttp
 
 from media_server.cluster import wire
-from media_server.hub.media import CLOCK_RATE, TIME_BASE, AccessUnit, SourceInfo, StreamState
 from media_server.ingest.audio import AudioPath
 from media_server.ingest.timeline import Timeline
 from media_server.ingest.worker import IngestCounters, IngestSink
+from media_server.model.media import CLOCK_RATE, TIME_BASE, AccessUnit, SourceInfo, StreamState
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ from media_server.cluster.edge import Origin, RelayIngest
 from media_server.cluster.leases import Leases
 from media_server.cluster.membership import Membership, NodeInfo
 from media_server.config import Settings
-from media_server.hub.manager import StreamManager
-from media_server.hub.stream import STATUS_FIELDS, Ingest, Stream
 from media_server.store.redis import RedisRegistry, event, reply
 from media_server.store.registry import StoreError
+from media_server.streams.manager import StreamManager
+from media_server.streams.stream import STATUS_FIELDS, Ingest, Stream
 from media_server.tasks import Tasks
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ import logging
 from aiohttp import WSCloseCode, web
 
 from media_server.cluster import wire
-from media_server.hub.fanout import StreamEnded, Subscriber
-from media_server.hub.media import AccessUnit, SourceInfo
-from media_server.hub.stream import Stream
+from media_server.model.media import AccessUnit, SourceInfo
+from media_server.streams.fanout import StreamEnded, Subscriber
+from media_server.streams.stream import Stream
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from media_server.hub.media import BROWSER_AUDIO, AudioInfo, SourceInfo
+from media_server.model.media import BROWSER_AUDIO, AudioInfo, SourceInfo
 
 HEADER = struct.Struct("!BBq")
 VIDEO = 1

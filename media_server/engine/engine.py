@@ -16,7 +16,7 @@ from media_server.engine.feed import Feed
 from media_server.engine.lanes import Lanes
 from media_server.engine.sendpath import load
 from media_server.engine.viewer import EngineViewer
-from media_server.hub.fanout import Hub
+from media_server.streams.fanout import Hub
 
 log = logging.getLogger(__name__)
 

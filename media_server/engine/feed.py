@@ -13,8 +13,8 @@ from media_server.engine.lanes import Lanes
 from media_server.engine.sendpath import SendPath
 from media_server.engine.units import History, Packetized, Packetizer
 from media_server.engine.viewer import EngineViewer
-from media_server.hub.fanout import Hub
-from media_server.hub.media import AccessUnit
+from media_server.model.media import AccessUnit
+from media_server.streams.fanout import Hub
 
 #: One frame at 30 fps in the 90 kHz clock, until the stream shows its own interval.
 DEFAULT_INTERVAL = 3000

@@ -24,7 +24,7 @@ from aiortc.rtp import (
 from media_server.engine.feed import Feed
 from media_server.engine.pysend import ntp_now
 from media_server.engine.viewer import EngineViewer
-from media_server.hub.media import CLOCK_RATE
+from media_server.model.media import CLOCK_RATE
 
 log = logging.getLogger(__name__)
 

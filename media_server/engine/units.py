@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from aiortc.codecs.h264 import H264Encoder
 
-from media_server.hub.media import AccessUnit
+from media_server.model.media import AccessUnit
 
 
 @dataclass(frozen=True, slots=True)

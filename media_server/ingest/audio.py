@@ -13,7 +13,7 @@ from fractions import Fraction
 import av
 from av.audio.codeccontext import AudioCodecContext
 
-from media_server.hub.media import CLOCK_RATE, AccessUnit, AudioInfo, Packet
+from media_server.model.media import CLOCK_RATE, AccessUnit, AudioInfo, Packet
 
 OPUS_RATE = 48_000
 OPUS_FRAME = 960  # 20 ms, what browsers expect

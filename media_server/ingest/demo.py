@@ -16,7 +16,7 @@ import av
 import numpy as np
 from av.video.codeccontext import VideoCodecContext
 
-from media_server.hub.media import Packet, SourceInfo
+from media_server.model.media import Packet, SourceInfo
 
 # 3x5 bitmap glyphs for the clock, one string of 15 bits per character.
 _GLYPHS = {

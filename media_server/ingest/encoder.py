@@ -14,7 +14,7 @@ import av
 from av.video.codeccontext import VideoCodecContext
 
 from media_server.codecs import h264
-from media_server.hub.media import TIME_BASE, AccessUnit
+from media_server.model.media import TIME_BASE, AccessUnit
 
 
 class SharedEncoder:

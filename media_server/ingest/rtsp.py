@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import av
 
 from media_server.codecs import h264
-from media_server.hub.media import BROWSER_AUDIO, AudioInfo, AudioMode, Packet, SourceInfo
 from media_server.ingest.guard import SourceGuard
 from media_server.ingest.source import PermanentSourceError, SourceError
+from media_server.model.media import BROWSER_AUDIO, AudioInfo, AudioMode, Packet, SourceInfo
 from media_server.urls import redact_text
 
 PROTOCOL_WHITELIST = "rtsp,rtsps,rtp,srtp,udp,tcp,tls"

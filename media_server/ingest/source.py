@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from media_server.hub.media import Packet, SourceInfo
+from media_server.model.media import Packet, SourceInfo
 
 
 class SourceError(Exception):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from media_server.hub.media import CLOCK_RATE
+from media_server.model.media import CLOCK_RATE
 
 
 class Timeline:

@@ -21,7 +21,12 @@ from av.video.codeccontext import VideoCodecContext
 
 from media_server.codecs import h264
 from media_server.config import Mode, ReconnectPolicy
-from media_server.hub.media import (
+from media_server.ingest.audio import AudioPath
+from media_server.ingest.backoff import Backoff
+from media_server.ingest.encoder import SharedEncoder
+from media_server.ingest.source import PermanentSourceError, Source, SourceError
+from media_server.ingest.timeline import Timeline
+from media_server.model.media import (
     TIME_BASE,
     AccessUnit,
     EffectiveMode,
@@ -29,11 +34,6 @@ from media_server.hub.media import (
     SourceInfo,
     StreamState,
 )
-from media_server.ingest.audio import AudioPath
-from media_server.ingest.backoff import Backoff
-from media_server.ingest.encoder import SharedEncoder
-from media_server.ingest.source import PermanentSourceError, Source, SourceError
-from media_server.ingest.timeline import Timeline
 from media_server.procstat import name_thread
 
 log = logging.getLogger(__name__)

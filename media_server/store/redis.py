@@ -17,8 +17,8 @@ from typing import Any, TypeVar, cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from media_server.hub.stream import StreamSpec
 from media_server.store.registry import StoreError, decode_spec, encode_spec
+from media_server.streams.stream import StreamSpec
 from media_server.urls import redact_url
 
 log = logging.getLogger(__name__)

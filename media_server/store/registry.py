@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from media_server.config import ReconnectPolicy
-from media_server.hub.stream import StreamSpec
+from media_server.streams.stream import StreamSpec
 from media_server.urls import validate_source_url
 
 

@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from media_server.hub.stream import StreamSpec
 from media_server.store.registry import StoreError, decode_spec, encode_spec
+from media_server.streams.stream import StreamSpec
 
 SCHEMA_VERSION = 1
 T = TypeVar("T")

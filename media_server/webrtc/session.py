@@ -22,8 +22,8 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 from media_server.config import LimitsSettings, WebRTCSettings
 from media_server.engine.engine import Engine
 from media_server.engine.sender import EngineSender
-from media_server.hub.fanout import Wants
-from media_server.hub.stream import Stream
+from media_server.streams.fanout import Wants
+from media_server.streams.stream import Stream
 from media_server.webrtc.ice import enable_loopback_candidates, rtc_configuration
 from media_server.webrtc.track import HubTrack
 

@@ -13,8 +13,8 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from media_server.hub.fanout import Hub, StreamEnded, Subscriber, Wants
-from media_server.hub.media import AccessUnit, Packet
+from media_server.model.media import AccessUnit, Packet
+from media_server.streams.fanout import Hub, StreamEnded, Subscriber, Wants
 
 
 class HubTrack(MediaStreamTrack):

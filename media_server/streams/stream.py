@@ -21,13 +21,13 @@ from media_server.config import (
     Settings,
     Transport,
 )
-from media_server.hub.changes import Changes
-from media_server.hub.fanout import Hub
-from media_server.hub.media import AccessUnit, EffectiveMode, SourceInfo, StreamState
-from media_server.hub.snapshot import Snapshots
 from media_server.ingest.encoder import SharedEncoder
 from media_server.ingest.source import Source
 from media_server.ingest.worker import IngestCounters, IngestWorker
+from media_server.model.media import AccessUnit, EffectiveMode, SourceInfo, StreamState
+from media_server.streams.changes import Changes
+from media_server.streams.fanout import Hub
+from media_server.streams.snapshot import Snapshots
 from media_server.urls import redact_url
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from typing import Literal, Protocol
 
 import av
 
-from media_server.hub.media import AccessUnit
+from media_server.model.media import AccessUnit
 
 Item = AccessUnit | av.VideoFrame
 

@@ -9,13 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from media_server.config import ConfigError, Settings
-from media_server.hub.changes import Changes
-from media_server.hub.stream import RelayFactory, SourceFactory, Stream, StreamSpec
 from media_server.ingest.demo import DemoSource
 from media_server.ingest.guard import SourceGuard
 from media_server.ingest.rtsp import RtspSource
 from media_server.ingest.source import Source
 from media_server.store.registry import Registry
+from media_server.streams.changes import Changes
+from media_server.streams.stream import RelayFactory, SourceFactory, Stream, StreamSpec
 from media_server.tasks import Tasks
 
 log = logging.getLogger(__name__)

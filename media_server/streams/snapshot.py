@@ -16,8 +16,8 @@ from fractions import Fraction
 import av
 from av.video.codeccontext import VideoCodecContext
 
-from media_server.hub.fanout import Hub
-from media_server.hub.media import AccessUnit
+from media_server.model.media import AccessUnit
+from media_server.streams.fanout import Hub
 
 #: Snapshots decoded at once across all streams, per event loop.
 DECODING_AT_ONCE = 2
