@@ -36,7 +36,7 @@ from media_server.store.redis import RedisRegistry
 from media_server.store.registry import Registry
 from media_server.store.sqlite import SqliteRegistry
 from media_server.streams.fanout import Hub
-from media_server.streams.manager import StreamManager, config_specs
+from media_server.streams.manager import StreamManager
 from media_server.transports.jsoncodec import json_codec
 from media_server.webrtc.session import SessionManager
 
@@ -53,7 +53,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Start-up before serving, and the last step of a stop."""
     gw = app[GATEWAY]
     gw.streams.restore(await gw.registry.open())  # StoreError here stops start-up
-    await gw.streams.apply_config(config_specs(gw.settings))  # so does a conflict
+    await gw.streams.apply_config(gw.settings.streams)  # so does a conflict
     if gw.settings.demo:
         gw.streams.add_demo()
     if gw.cluster is not None:

@@ -28,43 +28,17 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from media_server.urls import validate_source_url
-
-Transport = Literal["tcp", "udp"]
-Mode = Literal["auto", "passthrough", "transcode"]
-STREAM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+from media_server.model.registration import ReconnectPolicy, Registration, RtspTransport
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-Strategy = Literal["fixed", "linear", "exponential", "exponential_jitter"]
-
-
-class ReconnectPolicy(_Section):
-    """How a stream retries its camera; a default here, overridable per stream."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    strategy: Strategy = "exponential_jitter"
-    initial: float = Field(0.5, gt=0, le=600, description="first retry delay, seconds")
-    max: float = Field(10.0, gt=0, le=3600, description="longest retry delay, seconds")
-    breaker_failures: int = Field(
-        10, ge=1, le=100_000, description="consecutive failures that mark the stream failed"
-    )
-    breaker_window: float = Field(
-        120.0, gt=0, le=86_400, description="...when they all fall within this many seconds"
-    )
-    probe_interval: float = Field(
-        60.0, gt=0, le=86_400, description="retry period while failed (the breaker is open)"
-    )
-
-
 class IngestSettings(_Section):
     """How cameras are read."""
 
-    transport: Transport = "tcp"
+    transport: RtspTransport = "tcp"
     open_timeout: float = Field(5.0, gt=0, le=60, description="seconds to open an RTSP session")
     read_timeout: float = Field(5.0, gt=0, le=60, description="seconds without data = stall")
     thread_nice: int = Field(
@@ -357,30 +331,6 @@ class ClusterSettings(_Section):
         return self
 
 
-class StreamFields(_Section):
-    """A camera's registration, however it comes: the API's body or the config file."""
-
-    url: str
-    transport: Transport = "tcp"
-    mode: Mode = "auto"
-    on_demand: bool = False
-    reconnect: ReconnectPolicy | None = None
-    audio: bool = True
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return validate_source_url(value)
-
-
-class FileStream(StreamFields):
-    """A camera declared in the config file: started with the gateway, changed by editing
-    the file and reloading (SIGHUP, or `watch_config`), never removed through the API.
-    Credentials come from the environment as ${NAME}, so the file can be versioned."""
-
-    id: str = Field(pattern=STREAM_ID_PATTERN)
-
-
 class DemoSettings(_Section):
     width: int = Field(640, ge=16, le=1920, multiple_of=2)
     height: int = Field(480, ge=16, le=1080, multiple_of=2)
@@ -424,8 +374,8 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=lambda: RegistrySettings())
     cluster: ClusterSettings = Field(default_factory=lambda: ClusterSettings())
     demo_source: DemoSettings = Field(default_factory=lambda: DemoSettings())
-    streams: list[FileStream] = Field(
-        default_factory=list, description="cameras declared here (see FileStream)"
+    streams: list[Registration] = Field(
+        default_factory=list, description="cameras declared here (see Registration)"
     )
     watch_config: bool = Field(
         False, description="reload the config file when it changes (SIGHUP always does)"
@@ -433,7 +383,7 @@ class Settings(BaseSettings):
 
     @field_validator("streams")
     @classmethod
-    def _unique_streams(cls, value: list[FileStream]) -> list[FileStream]:
+    def _unique_streams(cls, value: list[Registration]) -> list[Registration]:
         seen: set[str] = set()
         for stream in value:
             if stream.id in seen:

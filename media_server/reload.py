@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from media_server.config import ConfigError, Settings
-from media_server.streams.manager import StreamManager, config_specs
+from media_server.streams.manager import StreamManager
 from media_server.tls import ServerTls
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class Reloader:
                 settings = self._load()
                 if self._tls is not None:
                     ServerTls.check(settings.tls)  # before anything changes
-                changes = await self._streams.apply_config(config_specs(settings))
+                changes = await self._streams.apply_config(settings.streams)
                 if self._tls is not None:
                     self._tls.reload(settings.tls)
             except (ConfigError, OSError, ValueError) as exc:

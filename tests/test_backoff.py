@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from media_server.config import ReconnectPolicy
 from media_server.ingest.backoff import Backoff
+from media_server.model.registration import ReconnectPolicy
 from tests.support.clock import FakeClock
 
 

@@ -13,14 +13,20 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from media_server.config import ReconnectPolicy
+from media_server.model.registration import ReconnectPolicy, Registration
 from media_server.store.redis import RedisRegistry
 from media_server.store.registry import Registry, StoreError
 from media_server.store.sqlite import SqliteRegistry
-from media_server.streams.stream import StreamSpec
 from tests.support.redis_server import RedisServer
 
-SPEC = StreamSpec("cam1", "rtsp://u:p@10.0.0.1/x", "udp", "transcode", True, ReconnectPolicy())
+SPEC = Registration(
+    id="cam1",
+    url="rtsp://u:p@10.0.0.1/x",
+    transport="udp",
+    mode="transcode",
+    on_demand=True,
+    reconnect=ReconnectPolicy(),
+)
 BAD_ROW = '{"id":"x","url":"file:///etc/passwd","transport":"tcp","mode":"auto","on_demand":false}'
 _prefixes = itertools.count()
 
@@ -62,17 +68,19 @@ async def test_round_trip(backend: Backend) -> None:
     store = backend.open()
     assert await store.open() == []
     assert await store.add(SPEC) is None
-    assert await store.add(StreamSpec("cam2", "rtsp://h/y")) is None
+    assert await store.add(Registration(id="cam2", url="rtsp://h/y")) is None
     # Taken: the stored registration is kept and returned, not replaced or duplicated.
-    assert await store.add(StreamSpec("cam2", "rtsp://h/z")) == StreamSpec("cam2", "rtsp://h/y")
+    assert await store.add(Registration(id="cam2", url="rtsp://h/z")) == Registration(
+        id="cam2", url="rtsp://h/y"
+    )
     assert await store.check() is None
     await store.close()
 
     again = backend.open()
-    assert await again.open() == [SPEC, StreamSpec("cam2", "rtsp://h/y")]
+    assert await again.open() == [SPEC, Registration(id="cam2", url="rtsp://h/y")]
     assert await again.delete("cam1") is True
     assert await again.delete("cam1") is False
-    assert await again.load() == [StreamSpec("cam2", "rtsp://h/y")]
+    assert await again.load() == [Registration(id="cam2", url="rtsp://h/y")]
     await again.close()
 
 
@@ -90,7 +98,7 @@ async def test_concurrent_adds_of_one_id_have_one_winner(backend: Backend) -> No
     first, second = backend.open(), backend.open()
     await first.open()
     await second.open()
-    a, b = StreamSpec("cam", "rtsp://h/a"), StreamSpec("cam", "rtsp://h/b")
+    a, b = Registration(id="cam", url="rtsp://h/a"), Registration(id="cam", url="rtsp://h/b")
     results = await asyncio.gather(first.add(a), second.add(b))
     assert results.count(None) == 1, results
     winner = a if results[0] is None else b

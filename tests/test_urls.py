@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from media_server.urls import redact_text, redact_url, validate_source_url
+from media_server.model.registration import validate_source_url
+from media_server.urls import redact_text, redact_url
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,8 @@ from aiohttp import web
 
 from media_server import __version__
 from media_server.api.admin import ProfileRequest
-from media_server.api.schemas import StreamCreate
+from media_server.model.registration import NewRegistration
+from media_server.streams.view import StreamView
 
 routes = web.RouteTableDef()
 
@@ -29,58 +30,6 @@ ERROR = {
         }
     },
 }
-
-STREAM = {
-    "type": "object",
-    "required": ["id", "url", "transport", "mode", "on_demand", "state", "viewers"],
-    "properties": {
-        "id": {"type": "string"},
-        "url": {"type": "string", "description": "credentials redacted"},
-        "transport": {"enum": ["tcp", "udp"]},
-        "mode": {"enum": ["auto", "passthrough", "transcode"]},
-        "on_demand": {"type": "boolean"},
-        "reconnect": {"type": ["object", "null"]},
-        "state": {"enum": ["idle", "starting", "live", "reconnecting", "failed", "stopped"]},
-        "error": {"type": ["string", "null"]},
-        "viewers": {"type": "integer"},
-        "codec": {"type": ["string", "null"]},
-        "profile": {"type": ["string", "null"]},
-        "width": {"type": ["integer", "null"]},
-        "height": {"type": ["integer", "null"]},
-        "fps": {"type": ["number", "null"]},
-        "bitrate": {
-            "type": ["integer", "null"],
-            "description": "ingress bits/s over the last second or more; null unless live",
-        },
-        "effective_mode": {"enum": ["passthrough", "transcode", None]},
-        "audio": {"type": "boolean", "description": "false: viewers get the video only"},
-        "audio_codec": {"type": ["string", "null"], "description": "the camera's, e.g. aac"},
-        "audio_sample_rate": {"type": ["integer", "null"]},
-        "audio_channels": {"type": ["integer", "null"]},
-        "audio_mode": {
-            "enum": ["passthrough", "transcode", "off", None],
-            "description": "passthrough: Opus or G.711 as it is; transcode: Opus made once "
-            "per stream; off: no audio for viewers; null: the source has no audio track",
-        },
-        "managed_by": {
-            "enum": ["api", "config", "demo"],
-            "description": "registered through the API, declared in the config file (not "
-            "removable through the API), or this node's built-in demo",
-        },
-        "ingest_node": {
-            "type": ["string", "null"],
-            "description": "cluster only: the node that ingests the stream (null: none yet)",
-        },
-        "relays": {
-            "type": "integer",
-            "description": "cluster only: nodes this one relays the stream to (not in viewers)",
-        },
-        "created_at": {"type": "number"},
-        "state_since": {"type": "number"},
-        "counters": {"type": "object", "additionalProperties": {"type": "integer"}},
-    },
-}
-
 
 NODES = {
     "type": "object",
@@ -135,8 +84,10 @@ OPEN: list[dict[str, list[str]]] = []  # no credentials needed
 
 
 def build() -> dict[str, Any]:
-    create = StreamCreate.model_json_schema(ref_template="#/components/schemas/{model}")
-    definitions = create.pop("$defs", {})
+    template = "#/components/schemas/{model}"
+    create = NewRegistration.model_json_schema(ref_template=template)
+    stream = StreamView.model_json_schema(ref_template=template, mode="serialization")
+    definitions = create.pop("$defs", {}) | stream.pop("$defs", {})
     return {
         "openapi": "3.1.0",
         "info": {"title": "media_server", "version": __version__},
@@ -145,7 +96,7 @@ def build() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Error": ERROR,
-                "Stream": STREAM,
+                "Stream": stream,
                 "StreamCreate": create,
                 "ProfileRequest": ProfileRequest.model_json_schema(),
                 **definitions,

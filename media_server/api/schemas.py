@@ -3,38 +3,16 @@
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from media_server.api.errors import ApiError
-from media_server.config import STREAM_ID_PATTERN, StreamFields, validation_problems
-from media_server.streams.stream import StreamSpec
+from media_server.config import validation_problems
+from media_server.model.registration import ID_RULE
 
 Model = TypeVar("Model", bound=BaseModel)
-
-
-class StreamCreate(StreamFields):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    id: str | None = Field(None, pattern=STREAM_ID_PATTERN)
-
-    def to_spec(self) -> StreamSpec:
-        stream_id = self.id or f"s-{secrets.token_hex(4)}"
-        return StreamSpec(
-            stream_id,
-            self.url,
-            self.transport,
-            self.mode,
-            self.on_demand,
-            self.reconnect,
-            self.audio,
-        )
-
-
-ID_RULE = "id must be 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit"
 
 
 def _describe(exc: ValidationError) -> str:

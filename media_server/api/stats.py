@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from aiohttp import web
 
@@ -22,24 +23,22 @@ async def stats(request: web.Request) -> web.Response:
     require(request, READ)
     streams = []
     for stream in sorted(gw.streams.all(), key=lambda s: s.id):
-        view = stream.to_dict()
+        view = stream.view()
         streams.append(
             {
-                "id": view["id"],
-                "state": view["state"],
-                "viewers": view["viewers"],
-                "codec": view["codec"],
-                "resolution": f"{view['width']}x{view['height']}" if view["width"] else None,
-                "fps": round(view["fps"], 1) if view["fps"] else None,
-                "bitrate": view["bitrate"],
-                "media_transport": view["media_transport"],
-                "reconnects": view["counters"]["reconnects"],
-                "viewer_dropped": view["counters"]["viewer_dropped"],
+                "id": view.id,
+                "state": str(view.state),
+                "viewers": view.viewers,
+                "codec": view.codec,
+                "resolution": f"{view.width}x{view.height}" if view.width else None,
+                "fps": round(view.fps, 1) if view.fps else None,
+                "bitrate": view.bitrate,
+                "media_transport": view.media_transport,
+                "reconnects": view.counters.reconnects,
+                "viewer_dropped": view.counters.viewer_dropped,
             }
         )
-    states: dict[str, int] = {}
-    for s in streams:
-        states[s["state"]] = states.get(s["state"], 0) + 1
+    states = Counter(str(s["state"]) for s in streams)
     body = {
         "uptime_seconds": round(time.time() - STARTED, 1),
         "process": {

@@ -10,9 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from media_server.api.access import client_key, require, require_viewer
 from media_server.api.context import Gateway, gateway
 from media_server.api.errors import ApiError
-from media_server.api.schemas import StreamCreate, parse, read_json
+from media_server.api.schemas import parse, read_json
 from media_server.auth.tokens import ISSUE, READ, WRITE
 from media_server.ingest.guard import SourceDenied
+from media_server.model.registration import NewRegistration
 from media_server.store.registry import StoreError
 from media_server.streams.manager import CapacityError, ManagedByConfig, StreamConflict
 from media_server.streams.snapshot import NoPicture
@@ -40,32 +41,32 @@ async def create_stream(request: web.Request) -> web.Response:
     gw = gateway(request)
     require(request, WRITE)
     gw.registrations.check(client_key(request))
-    body = parse(StreamCreate, await read_json(request))
-    spec = body.to_spec()
+    body = parse(NewRegistration, await read_json(request))
+    registration = body.registration()
     try:
-        gw.guard.check_url(spec.url)
+        gw.guard.check_url(registration.url)
     except SourceDenied as exc:
         raise ApiError(400, "source-not-allowed", str(exc)) from None
     if body.id is None:
-        same = gw.streams.find_same(spec)
+        same = gw.streams.find_same(registration)
         if same is not None:
-            return web.json_response(same.to_dict(), status=200)
+            return web.json_response(same.view().body(), status=200)
     try:
-        stream, created = await gw.streams.create(spec)
+        stream, created = await gw.streams.create(registration)
     except StreamConflict as exc:
         raise ApiError(409, "stream-conflict", str(exc)) from None
     except CapacityError as exc:
         raise ApiError(503, "capacity", str(exc)) from None
     except StoreError as exc:
         raise ApiError(503, "registry-unavailable", str(exc)) from None
-    response = web.json_response(stream.to_dict(), status=201 if created else 200)
+    response = web.json_response(stream.view().body(), status=201 if created else 200)
     response.headers["Location"] = f"/api/v1/streams/{stream.id}"
     return response
 
 
 def stream_list(gw: Gateway) -> dict[str, Any]:
     """The body of GET /api/v1/streams (also each event of /api/v1/events)."""
-    return {"streams": [s.to_dict() for s in gw.streams.all()]}
+    return {"streams": [s.view().body() for s in gw.streams.all()]}
 
 
 @routes.get("/api/v1/streams")
@@ -77,7 +78,7 @@ async def list_streams(request: web.Request) -> web.Response:
 @routes.get("/api/v1/streams/{stream_id}")
 async def show_stream(request: web.Request) -> web.Response:
     require(request, READ)
-    return web.json_response(get_stream(request).to_dict())
+    return web.json_response(get_stream(request).view().body())
 
 
 @routes.delete("/api/v1/streams/{stream_id}")

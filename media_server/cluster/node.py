@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from media_server.cluster.edge import Origin, RelayIngest
@@ -31,7 +32,8 @@ from media_server.config import Settings
 from media_server.store.redis import RedisRegistry, event, reply
 from media_server.store.registry import StoreError
 from media_server.streams.manager import StreamManager
-from media_server.streams.stream import STATUS_FIELDS, Ingest, Stream
+from media_server.streams.stream import Ingest, Stream
+from media_server.streams.view import STATUS_FIELDS, StreamStatus
 from media_server.tasks import Tasks
 
 log = logging.getLogger(__name__)
@@ -395,10 +397,8 @@ class ClusterNode:
         stream = self._streams.get(stream_id)
         if stream is None or not stream.clustered or stream.ingest_here:
             return
-        with contextlib.suppress(ValueError, TypeError):
-            status = json.loads(text)
-            if isinstance(status, dict):
-                stream.remote = {k: status.get(k) for k in STATUS_FIELDS}
+        with contextlib.suppress(ValidationError):
+            stream.remote = StreamStatus.model_validate_json(text).model_dump()
 
     async def _publish(self) -> None:
         """Announce the status of the streams this node ingests when it changes."""

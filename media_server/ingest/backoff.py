@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from media_server.config import ReconnectPolicy
+from media_server.model.registration import ReconnectPolicy
 
 
 class Backoff:

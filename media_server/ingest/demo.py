@@ -11,12 +11,37 @@ import threading
 import time
 from datetime import datetime
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
 from av.video.codeccontext import VideoCodecContext
 
+from media_server.ingest.source import Source
 from media_server.model.media import Packet, SourceInfo
+from media_server.model.registration import Registration
+
+if TYPE_CHECKING:
+    from media_server.ingest.sources import SourceContext, SourceFactory
+
+DEMO_ID = "demo"
+DEMO_URL = "demo://test-pattern"
+
+
+def registration() -> Registration:
+    """The demo's own registration: built in, never stored, never relayed (its URL is no
+    camera URL, so it is not validated as one)."""
+    return Registration.model_construct(id=DEMO_ID, url=DEMO_URL, mode="passthrough")
+
+
+def source_for(registration: Registration, context: SourceContext) -> SourceFactory:
+    demo = context.settings.demo_source
+
+    def make(stop: threading.Event) -> Source:
+        return DemoSource(demo.width, demo.height, demo.fps, demo.bitrate, stop)
+
+    return make
+
 
 # 3x5 bitmap glyphs for the clock, one string of 15 bits per character.
 _GLYPHS = {

@@ -7,18 +7,41 @@ URL anywhere but RTSP and its RTP transports.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import av
 
 from media_server.codecs import h264
 from media_server.ingest.guard import SourceGuard
-from media_server.ingest.source import PermanentSourceError, SourceError
+from media_server.ingest.source import PermanentSourceError, Source, SourceError
 from media_server.model.media import BROWSER_AUDIO, AudioInfo, AudioMode, Packet, SourceInfo
+from media_server.model.registration import Registration
 from media_server.urls import redact_text
 
+if TYPE_CHECKING:
+    from media_server.ingest.sources import SourceContext, SourceFactory
+
 PROTOCOL_WHITELIST = "rtsp,rtsps,rtp,srtp,udp,tcp,tls"
+
+
+def source_for(registration: Registration, context: SourceContext) -> SourceFactory:
+    settings = context.settings
+
+    def make(stop: threading.Event) -> Source:
+        return RtspSource(
+            registration.url,
+            registration.transport,
+            settings.ingest.open_timeout,
+            settings.ingest.read_timeout,
+            context.guard,
+            socket_timeout=settings.transports.read_timeout == "socket",
+            audio=registration.audio,
+        )
+
+    return make
 
 
 def audio_info(stream: av.audio.stream.AudioStream, wanted: bool) -> AudioInfo:

@@ -20,7 +20,6 @@ import av
 from av.video.codeccontext import VideoCodecContext
 
 from media_server.codecs import h264
-from media_server.config import Mode, ReconnectPolicy
 from media_server.ingest.audio import AudioPath
 from media_server.ingest.backoff import Backoff
 from media_server.ingest.encoder import SharedEncoder
@@ -34,6 +33,7 @@ from media_server.model.media import (
     SourceInfo,
     StreamState,
 )
+from media_server.model.registration import Mode, ReconnectPolicy
 from media_server.procstat import name_thread
 
 log = logging.getLogger(__name__)
@@ -85,21 +85,24 @@ class IngestCounters:
         self.dropped_backlog = 0
         self.reconnects = 0
         self.fps: float | None = None
-        self._window = (time.monotonic(), 0)  # (since, video frames): the fps window
+        self.bitrate: int | None = None  # ingress bits/s of the video, same window
+        self._window = (time.monotonic(), 0, 0)  # (since, video frames, bytes at since)
 
     def frame(self) -> None:
-        """Count a video frame; `fps` is the rate over the last window of 2 s or more."""
-        since, frames = self._window
+        """Count a video frame (after its bytes); `fps` and `bitrate` are the rates over
+        the last window of 2 s or more, so reading them changes nothing."""
+        since, frames, bytes_then = self._window
         now = time.monotonic()
         if now - since >= 2.0:
             self.fps = round((frames + 1) / (now - since), 2)
-            self._window = (now, 0)
+            self.bitrate = round((self.bytes - bytes_then) * 8 / (now - since))
+            self._window = (now, 0, self.bytes)
         else:
-            self._window = (since, frames + 1)
+            self._window = (since, frames + 1, bytes_then)
 
     def restart_window(self) -> None:
-        """A new session: its rate counts from now."""
-        self._window = (time.monotonic(), 0)
+        """A new session: its rates count from now."""
+        self._window = (time.monotonic(), 0, self.bytes)
 
 
 class IngestWorker:

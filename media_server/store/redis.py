@@ -17,8 +17,8 @@ from typing import Any, TypeVar, cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from media_server.store.registry import StoreError, decode_spec, encode_spec
-from media_server.streams.stream import StreamSpec
+from media_server.model.registration import Registration
+from media_server.store.registry import StoreError, decode, encode
 from media_server.urls import redact_url
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def connect(url: str) -> Redis:
     )
 
 
-# KEYS: streams hash, events channel. ARGV: id, spec, announcement.
+# KEYS: streams hash, events channel. ARGV: id, registration, announcement.
 _ADD = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('PUBLISH', KEYS[2], ARGV[3])
@@ -115,7 +115,7 @@ class RedisRegistry:
     def _error(self, exc: Exception) -> StoreError:
         return StoreError(f"registry redis {self.location}: {exc}")
 
-    async def open(self) -> list[StreamSpec]:
+    async def open(self) -> list[Registration]:
         try:
             await reply(self.redis.ping())
         except RedisError as exc:
@@ -140,22 +140,23 @@ class RedisRegistry:
                 config.get("appendfsync"),
             )
 
-    async def load(self) -> list[StreamSpec]:
+    async def load(self) -> list[Registration]:
         try:
             rows: dict[str, str] = await reply(self.redis.hgetall(self.keys.streams))
         except RedisError as exc:
             raise self._error(exc) from None
-        return [decode_spec(rows[key]) for key in sorted(rows)]
+        return [decode(rows[key]) for key in sorted(rows)]
 
-    async def add(self, spec: StreamSpec) -> StreamSpec | None:
-        note = event("stream", "added", spec.id, self.node_id)
+    async def add(self, registration: Registration) -> Registration | None:
+        note = event("stream", "added", registration.id, self.node_id)
         try:
             stored = await self._add(
-                keys=[self.keys.streams, self.keys.events], args=[spec.id, encode_spec(spec), note]
+                keys=[self.keys.streams, self.keys.events],
+                args=[registration.id, encode(registration), note],
             )
         except RedisError as exc:
             raise self._error(exc) from None
-        return decode_spec(stored) if stored else None
+        return decode(stored) if stored else None
 
     async def delete(self, stream_id: str) -> bool:
         note = event("stream", "deleted", stream_id, self.node_id)

@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from media_server.store.registry import StoreError, decode_spec, encode_spec
-from media_server.streams.stream import StreamSpec
+from media_server.model.registration import Registration
+from media_server.store.registry import StoreError, decode, encode
 
 SCHEMA_VERSION = 1
 T = TypeVar("T")
@@ -33,10 +33,10 @@ class SqliteRegistry:
     def location(self) -> str:
         return str(self.path)
 
-    async def open(self) -> list[StreamSpec]:
+    async def open(self) -> list[Registration]:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
 
-    def _open(self) -> list[StreamSpec]:
+    def _open(self) -> list[Registration]:
         memory = str(self.path) == ":memory:"
         try:
             if not memory:
@@ -70,7 +70,7 @@ class SqliteRegistry:
             self._close_now()
             raise StoreError(f"registry store {self.path} is unusable: {exc}") from None
         try:
-            return [decode_spec(row[0]) for row in rows]
+            return [decode(row[0]) for row in rows]
         except StoreError as exc:
             self._close_now()
             raise StoreError(f"registry store {self.path}: {exc}") from None
@@ -88,12 +88,12 @@ class SqliteRegistry:
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
-    async def load(self) -> list[StreamSpec]:
+    async def load(self) -> list[Registration]:
         rows = await self._run(lambda db: db.execute("SELECT spec FROM streams").fetchall())
-        return [decode_spec(row[0]) for row in rows]
+        return [decode(row[0]) for row in rows]
 
-    async def add(self, spec: StreamSpec) -> StreamSpec | None:
-        row = (spec.id, encode_spec(spec), time.time())
+    async def add(self, registration: Registration) -> Registration | None:
+        row = (registration.id, encode(registration), time.time())
 
         def insert(db: sqlite3.Connection) -> str | None:
             cursor = db.execute(
@@ -103,11 +103,11 @@ class SqliteRegistry:
             )
             if cursor.rowcount:
                 return None
-            found = db.execute("SELECT spec FROM streams WHERE id=?", (spec.id,)).fetchone()
+            found = db.execute("SELECT spec FROM streams WHERE id=?", (registration.id,)).fetchone()
             return str(found[0])
 
         stored = await self._run(insert)
-        return decode_spec(stored) if stored is not None else None
+        return decode(stored) if stored is not None else None
 
     async def delete(self, stream_id: str) -> bool:
         cursor = await self._run(

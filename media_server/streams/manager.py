@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from media_server.config import ConfigError, Settings
-from media_server.ingest.demo import DemoSource
+from media_server.ingest import demo
 from media_server.ingest.guard import SourceGuard
-from media_server.ingest.rtsp import RtspSource
-from media_server.ingest.source import Source
+from media_server.ingest.sources import SourceContext, source_for
+from media_server.model.registration import Registration
 from media_server.store.registry import Registry
 from media_server.streams.changes import Changes
-from media_server.streams.stream import RelayFactory, SourceFactory, Stream, StreamSpec
+from media_server.streams.stream import RelayFactory, Stream
+from media_server.streams.view import ManagedBy
 from media_server.tasks import Tasks
+from media_server.urls import redact_url
 
 log = logging.getLogger(__name__)
-
-DEMO_ID = "demo"
-DEMO_URL = "demo://test-pattern"
 
 
 class StreamConflict(Exception):
@@ -44,14 +42,6 @@ class ConfigChanges:
     unchanged: int
 
 
-def config_specs(settings: Settings) -> list[StreamSpec]:
-    """The streams the config file declares."""
-    return [
-        StreamSpec(s.id, s.url, s.transport, s.mode, s.on_demand, s.reconnect, s.audio)
-        for s in settings.streams
-    ]
-
-
 class CapacityError(Exception):
     """A configured limit is reached; the request is refused, nothing else is affected."""
 
@@ -71,7 +61,7 @@ class StreamManager:
         guard: SourceGuard,
     ) -> None:
         self._settings = settings
-        self._guard = guard
+        self._sources = SourceContext(settings, guard)
         self._loop = loop
         self._registry = registry
         self._streams: dict[str, Stream] = {}
@@ -93,62 +83,65 @@ class StreamManager:
     def get(self, stream_id: str) -> Stream | None:
         return self._streams.get(stream_id)
 
-    def find_same(self, spec: StreamSpec) -> Stream | None:
+    def find_same(self, registration: Registration) -> Stream | None:
         """An existing stream registered with the same body (for requests without an id)."""
         for stream in self._streams.values():
-            if replace(stream.spec, id=spec.id) == spec:
+            if stream.registration.same_camera(registration):
                 return stream
         return None
 
-    async def create(self, spec: StreamSpec) -> tuple[Stream, bool]:
+    async def create(self, registration: Registration) -> tuple[Stream, bool]:
         """Store, register and start a stream; (stream, False) when it exists already."""
         async with self._lock:
-            existing = self._streams.get(spec.id)
+            existing = self._streams.get(registration.id)
             if existing is not None:
-                if existing.spec != spec:
+                if existing.registration != registration:
                     raise StreamConflict(
-                        f"stream '{spec.id}' exists with a different configuration"
+                        f"stream '{registration.id}' exists with a different configuration"
                     )
                 return existing, False
             limit = self._settings.limits.streams
             if len(self._streams) >= limit:
                 raise CapacityError(f"the gateway serves at most {limit} streams")
-            stored = await self._registry.add(spec)
+            stored = await self._registry.add(registration)
             if stored is not None:  # another node registered it first
-                if stored != spec:
+                if stored != registration:
                     raise StreamConflict(
-                        f"stream '{spec.id}' exists with a different configuration"
+                        f"stream '{registration.id}' exists with a different configuration"
                     )
-                spec = stored
-            return self._add(spec), True
+                registration = stored
+            return self._add(registration), True
 
-    def restore(self, specs: list[StreamSpec]) -> None:
+    def restore(self, registrations: list[Registration]) -> None:
         """Bring back what the registry holds (at start-up, before serving)."""
-        for spec in specs:
-            self._add(spec)
-        if specs:
-            log.info("restored %d stream(s) from the registry", len(specs))
+        for registration in registrations:
+            self._add(registration)
+        if registrations:
+            log.info("restored %d stream(s) from the registry", len(registrations))
 
     def add_demo(self) -> Stream | None:
         """The built-in demo stream; never stored, so it follows the `demo` setting."""
-        if DEMO_ID in self._streams:
-            log.warning("a registered stream is called '%s'; the demo stays off", DEMO_ID)
+        if demo.DEMO_ID in self._streams:
+            log.warning("a registered stream is called '%s'; the demo stays off", demo.DEMO_ID)
             return None
-        return self._add(StreamSpec(id=DEMO_ID, url=DEMO_URL, mode="passthrough"))
+        return self._add(demo.registration(), "demo")
 
-    def _add(self, spec: StreamSpec, managed_by: str = "api") -> Stream:
+    def _add(self, registration: Registration, managed_by: ManagedBy = "api") -> Stream:
         # The demo and the config file's cameras are each node's own: never relayed.
-        relay = self.relay if managed_by == "api" and spec.url != DEMO_URL else None
-        source = self._source_factory(spec)
-        stream = Stream(spec, self._settings, self._loop, source, self.changes, relay)
-        stream.managed_by = "demo" if spec.url == DEMO_URL else managed_by
-        self._streams[spec.id] = stream
+        relay = self.relay if managed_by == "api" else None
+        source = source_for(registration, self._sources)
+        stream = Stream(registration, self._settings, self._loop, source, self.changes, relay)
+        stream.managed_by = managed_by
+        self._streams[registration.id] = stream
         self.changes.notify()
         if not stream.on_demand:
             stream.start()
-        url = spec.public()["url"]
         log.info(
-            "stream %s registered (%s, %s)", spec.id, url, spec.mode, extra={"stream_id": spec.id}
+            "stream %s registered (%s, %s)",
+            registration.id,
+            redact_url(registration.url),
+            registration.mode,
+            extra={"stream_id": registration.id},
         )
         return stream
 
@@ -158,22 +151,22 @@ class StreamManager:
         lock, so no change made here meanwhile is undone by an older reading."""
         async with self._lock:
             stored = await self._registry.load()
-            wanted = {spec.id: spec for spec in stored}
+            wanted = {registration.id: registration for registration in stored}
             for stream in list(self._streams.values()):
                 if stream.managed_by != "api":
                     continue  # this node's own (the demo, the config file's): not shared
-                if wanted.get(stream.id) != stream.spec:
+                if wanted.get(stream.id) != stream.registration:
                     self._remove(stream)
-            for spec in stored:
-                if spec.id not in self._streams:
-                    self._add(spec)
+            for registration in stored:
+                if registration.id not in self._streams:
+                    self._add(registration)
 
-    async def apply_config(self, specs: list[StreamSpec]) -> ConfigChanges:
+    async def apply_config(self, registrations: list[Registration]) -> ConfigChanges:
         """Make the config file's streams those given: start the new, stop the gone,
         restart the changed; leave the unchanged and their viewers alone. A stream the
         API registered under one of the ids refuses the whole change."""
         async with self._lock:
-            wanted = {spec.id: spec for spec in specs}
+            wanted = {registration.id: registration for registration in registrations}
             for stream_id in wanted:
                 taken = self._streams.get(stream_id)
                 if taken is not None and stream_id not in self._from_config:
@@ -181,7 +174,7 @@ class StreamManager:
                         f"the config file declares stream '{stream_id}', which is already "
                         f"registered ({taken.managed_by}); remove one of them"
                     )
-            current = {i: self._streams[i].spec for i in self._from_config}
+            current = {i: self._streams[i].registration for i in self._from_config}
             removed = sorted(i for i in current if i not in wanted)
             changed = sorted(i for i in current if i in wanted and wanted[i] != current[i])
             added = sorted(i for i in wanted if i not in current)
@@ -204,7 +197,7 @@ class StreamManager:
                     f"stream '{stream_id}' comes from the config file: remove it there "
                     "and reload (SIGHUP)"
                 )
-            if stream.spec.url != DEMO_URL:
+            if stream.managed_by == "api":
                 await self._registry.delete(stream_id)
             self._remove(stream)
         return True
@@ -225,26 +218,3 @@ class StreamManager:
         pending = stops + self._stopping.pending()
         if pending:
             await asyncio.wait(pending, timeout=timeout)
-
-    def _source_factory(self, spec: StreamSpec) -> SourceFactory:
-        ingest = self._settings.ingest
-        demo = self._settings.demo_source
-        if spec.url == DEMO_URL:
-
-            def make_demo(stop: threading.Event) -> Source:
-                return DemoSource(demo.width, demo.height, demo.fps, demo.bitrate, stop)
-
-            return make_demo
-
-        def make_rtsp(stop: threading.Event) -> Source:
-            return RtspSource(
-                spec.url,
-                spec.transport,
-                ingest.open_timeout,
-                ingest.read_timeout,
-                self._guard,
-                socket_timeout=self._settings.transports.read_timeout == "socket",
-                audio=spec.audio,
-            )
-
-        return make_rtsp

@@ -5,34 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import av
 
-from media_server.config import (
-    PASSTHROUGH_CHOICES,
-    TRANSCODE_CHOICES,
-    Mode,
-    ReconnectPolicy,
-    Settings,
-    Transport,
-)
+from media_server.config import PASSTHROUGH_CHOICES, TRANSCODE_CHOICES, Settings
 from media_server.ingest.encoder import SharedEncoder
-from media_server.ingest.source import Source
+from media_server.ingest.sources import SourceFactory
 from media_server.ingest.worker import IngestCounters, IngestWorker
 from media_server.model.media import AccessUnit, EffectiveMode, SourceInfo, StreamState
+from media_server.model.registration import Registration
 from media_server.streams.changes import Changes
 from media_server.streams.fanout import Hub
 from media_server.streams.snapshot import Snapshots
+from media_server.streams.view import STATUS_FIELDS, Counters, ManagedBy, StreamView
 from media_server.urls import redact_url
 
 log = logging.getLogger(__name__)
-
-SourceFactory = Callable[[threading.Event], Source]
 
 
 class Ingest(Protocol):
@@ -52,60 +43,18 @@ class Ingest(Protocol):
 #: Makes the relay that feeds a stream on a node that does not ingest it.
 RelayFactory = Callable[["Stream"], Ingest]
 
-#: What a stream's origin publishes of it to the other nodes of a cluster.
-STATUS_FIELDS = (
-    "state",
-    "error",
-    "codec",
-    "profile",
-    "width",
-    "height",
-    "fps",
-    "bitrate",
-    "effective_mode",
-    "audio_codec",
-    "audio_sample_rate",
-    "audio_channels",
-    "audio_mode",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class StreamSpec:
-    """What an operator registered; equality is what makes registration idempotent."""
-
-    id: str
-    url: str
-    transport: Transport = "tcp"
-    mode: Mode = "auto"
-    on_demand: bool = False
-    reconnect: ReconnectPolicy | None = None  # None: the configured default
-    audio: bool = True  # False: viewers get the video only
-
-    def public(self) -> dict[str, Any]:
-        """The registration as the API shows it: credentials redacted."""
-        return {
-            "id": self.id,
-            "url": redact_url(self.url),
-            "transport": self.transport,
-            "mode": self.mode,
-            "on_demand": self.on_demand,
-            "reconnect": self.reconnect.model_dump() if self.reconnect else None,
-            "audio": self.audio,
-        }
-
 
 class Stream:
     def __init__(
         self,
-        spec: StreamSpec,
+        registration: Registration,
         settings: Settings,
         loop: asyncio.AbstractEventLoop,
         make_source: SourceFactory,
         changes: Changes | None = None,
         make_relay: RelayFactory | None = None,
     ) -> None:
-        self.spec = spec
+        self.registration = registration
         self._make_relay = make_relay
         #: Whether this node ingests the stream from its camera: always on a single node;
         #: in a cluster, while it holds the stream's lease (`lease` is then its fence token).
@@ -119,7 +68,7 @@ class Stream:
         self._switching = asyncio.Lock()  # one change of ingest at a time
         self._stopped = False  # removed: nothing starts again
         #: Who declared it: "api" (the registry), "config" (the config file) or "demo".
-        self.managed_by = "api"
+        self.managed_by: ManagedBy = "api"
         self.changes = changes or Changes()
         self._settings = settings
         self._loop = loop
@@ -147,12 +96,10 @@ class Stream:
         self._idling: asyncio.Task[None] | None = None
         #: How often the stream entered each state (a metric; transitions are also logged).
         self.transitions: dict[StreamState, int] = dict.fromkeys(StreamState, 0)
-        self._rate_sample = (time.monotonic(), 0)  # (when, ingress bytes) for the bitrate
-        self._bitrate: float | None = None
 
     @property
     def id(self) -> str:
-        return self.spec.id
+        return self.registration.id
 
     @property
     def _transcode_transports(self) -> set[str]:
@@ -168,7 +115,7 @@ class Stream:
     @property
     def on_demand(self) -> bool:
         """Ingest only while someone watches: an on-demand camera, or a relay to an edge."""
-        return self.spec.on_demand or not self.ingest_here
+        return self.registration.on_demand or not self.ingest_here
 
     @property
     def clustered(self) -> bool:
@@ -187,7 +134,7 @@ class Stream:
         """The media transport's name (metric label, `X-Media-Transport`): the configured
         one for the stream's mode, or the canary when it is one of that mode's."""
         t = self._settings.transports
-        mode = self.effective_mode or self.spec.mode
+        mode = self.effective_mode or self.registration.mode
         if mode == "passthrough":
             choice = t.canary if canary and t.canary in PASSTHROUGH_CHOICES else t.passthrough
             return "engine" if choice == "engine" else "passthrough"
@@ -218,10 +165,10 @@ class Stream:
         self.worker = IngestWorker(
             self.id,
             self._make_source,
-            self.spec.mode,
+            self.registration.mode,
             self,
             self._loop,
-            self.spec.reconnect or self._settings.ingest.reconnect,
+            self.registration.reconnect or self._settings.ingest.reconnect,
             self._settings.hub.ingest_backlog,
             self._shared_encoder if "shared" in self._transcode_transports else None,
             "per_viewer" in self._transcode_transports,
@@ -372,35 +319,18 @@ class Stream:
         self.state_since = time.time()
         self.changes.notify()
 
-    def _measure_bitrate(self, bytes_in: int) -> float | None:
-        """Ingress bits/s over the time since the last measurement at least 1 s ago."""
-        now = time.monotonic()
-        when, before = self._rate_sample
-        if bytes_in < before:  # a new ingest session counts from zero
-            self._rate_sample = (now, bytes_in)
-        elif now - when >= 1.0:
-            self._bitrate = (bytes_in - before) * 8 / (now - when)
-            self._rate_sample = (now, bytes_in)
-        return self._bitrate if self.state == StreamState.LIVE else None
-
     # -- view -----------------------------------------------------------------------------
-    def _audio_view(self) -> dict[str, Any]:
-        audio = self.info.audio if self.info else None
-        return {
-            "audio_codec": audio.codec if audio else None,
-            "audio_sample_rate": audio.sample_rate if audio else None,
-            "audio_channels": audio.channels if audio else None,
-            "audio_mode": audio.mode if audio else None,
-        }
-
-    def to_dict(self) -> dict[str, Any]:
+    def view(self) -> StreamView:
+        """What the API shows of the stream; reads state, changes none."""
         info = self.info
+        audio = info.audio if info else None
         counters = self.worker.counters if self.worker else None
-        bitrate = self._measure_bitrate(counters.bytes if counters else 0)
-        view = {
-            **self.spec.public(),
+        live = self.state == StreamState.LIVE
+        fields = {
+            **dict(self.registration),
+            "url": redact_url(self.registration.url),
             "managed_by": self.managed_by,
-            "state": str(self.state),
+            "state": self.state,
             "error": self.error,
             "viewers": self.hub.viewers,
             "codec": info.codec if info else None,
@@ -409,36 +339,38 @@ class Stream:
             "height": info.height if info else None,
             "fps": (counters.fps if counters and counters.fps else None)
             or (info.fps if info else None),
-            "bitrate": round(bitrate) if bitrate is not None else None,
-            **self._audio_view(),
+            "bitrate": counters.bitrate if counters and live else None,
+            "audio_codec": audio.codec if audio else None,
+            "audio_sample_rate": audio.sample_rate if audio else None,
+            "audio_channels": audio.channels if audio else None,
+            "audio_mode": audio.mode if audio else None,
             "effective_mode": self.effective_mode,
             "media_transport": self.media_transport,
             "created_at": self.created_at,
             "state_since": self.state_since,
-            "counters": {
-                "packets_in": counters.packets if counters else 0,
-                "bytes_in": counters.bytes if counters else 0,
-                "keyframes_in": counters.keyframes if counters else 0,
-                "frames_decoded": counters.frames_decoded if counters else 0,
-                "frames_encoded": counters.frames_encoded if counters else 0,
-                "reconnects": counters.reconnects if counters else 0,
-                "ingest_dropped": counters.dropped_backlog if counters else 0,
-                "units_out": self.units_out,
-                "frames_out": self.frames_out,
-                "viewer_dropped": self.hub.dropped,
-                "audio_packets_in": counters.audio_packets if counters else 0,
-                "audio_frames_encoded": counters.audio_frames_encoded if counters else 0,
-            },
+            "counters": Counters(
+                packets_in=counters.packets if counters else 0,
+                bytes_in=counters.bytes if counters else 0,
+                keyframes_in=counters.keyframes if counters else 0,
+                frames_decoded=counters.frames_decoded if counters else 0,
+                frames_encoded=counters.frames_encoded if counters else 0,
+                reconnects=counters.reconnects if counters else 0,
+                ingest_dropped=counters.dropped_backlog if counters else 0,
+                units_out=self.units_out,
+                frames_out=self.frames_out,
+                viewer_dropped=self.hub.dropped,
+                audio_packets_in=counters.audio_packets if counters else 0,
+                audio_frames_encoded=counters.audio_frames_encoded if counters else 0,
+            ),
         }
         if self.clustered:
-            view["ingest_node"] = self.origin
-            view["viewers"] -= self.relays
-            view["relays"] = self.relays
+            fields["ingest_node"] = self.origin
+            fields["viewers"] -= self.relays
+            fields["relays"] = self.relays
             if self.worker is None and self.remote is not None:
-                view.update(self.remote)  # not relayed here now: as its origin sees it
-        return view
+                fields.update(self.remote)  # not relayed here now: as its origin sees it
+        return StreamView.model_construct(**fields)
 
     def status(self) -> dict[str, Any]:
         """What the origin publishes of this stream to the other nodes."""
-        view = self.to_dict()
-        return {key: view[key] for key in STATUS_FIELDS}
+        return self.view().model_dump(mode="json", include=set(STATUS_FIELDS))

@@ -289,7 +289,7 @@ class SessionManager:
                     lambda reason: self._close_soon(session, reason),
                 )
             transceiver.setCodecPreferences(_preferred_codecs(transport))
-            if stream.spec.audio and stream.info is None and _receiving(offer, "audio"):
+            if stream.registration.audio and stream.info is None and _receiving(offer, "audio"):
                 # A starting stream (an on-demand one at its first viewer above all): wait
                 # to learn whether it has sound, or this viewer would never get any.
                 await stream.wait_info(INFO_WAIT)
