@@ -1,4 +1,5 @@
-"""Shared fixtures: one real RTSP server, Redis server and gateway process for the session."""
+"""Shared fixtures: one real RTSP server, Redis server and gateway process for the session
+(used by tests/e2e; tests/unit needs none of them)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,14 @@ def gateway() -> Iterator[Gateway]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under tests/e2e run real processes: mark them, so `-m "not e2e"` (or the
+    path tests/unit) runs only the in-process unit tests, in seconds."""
+    for item in items:
+        if "e2e" in item.path.parts:
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.hookimpl(hookwrapper=True)

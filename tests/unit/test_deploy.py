@@ -14,7 +14,7 @@ from media_server.app import build_app
 from media_server.cli import check_exposure
 from media_server.config import load_settings
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "cluster"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "cluster"
 PLACEHOLDER = "a-placeholder-value-of-length"
 
 

@@ -256,7 +256,7 @@ async def test_frozen_viewer_does_not_slow_others(
     frozen = subprocess.Popen(
         [sys.executable, "-m", "tests.support.viewer", gateway.base_url, "demo"],
         stdout=subprocess.PIPE,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     watcher = Viewer(gateway.base_url, "demo")
     try:

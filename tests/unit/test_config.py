@@ -10,7 +10,7 @@ import pytest
 
 from media_server.config import ConfigError, IngestSettings, TransportSettings, load_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

@@ -445,7 +445,7 @@ async def test_websocket_viewer_told_when_its_stream_goes(
 async def test_offer_without_dtls_or_ice_is_refused(
     http: aiohttp.ClientSession, gateway: Gateway
 ) -> None:
-    from tests.test_signaling import expect_error, make_offer
+    from tests.e2e.test_signaling import expect_error, make_offer
 
     offer = await make_offer()
     no_fingerprint = "\r\n".join(x for x in offer.split("\r\n") if "fingerprint" not in x)

@@ -44,7 +44,7 @@ CHROMIUM_ARGS = [
 ]
 PLAY_TIMEOUT_MS = 20_000
 SCREENSHOT = Path("/tmp/view_demo.png")
-WEB_ROOT = Path(__file__).resolve().parent.parent / "media_server" / "web"
+WEB_ROOT = Path(__file__).resolve().parents[2] / "media_server" / "web"
 AUTH_TOKEN = "browser-test-token"
 
 pytestmark = pytest.mark.browser

@@ -23,7 +23,7 @@ from tests.support.viewer import watch
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "media_server.json"
 PROMTOOL = shutil.which("promtool")
 
