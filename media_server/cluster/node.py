@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from media_server.cluster.edge import Origin, RelayIngest
 from media_server.cluster.leases import Leases
 from media_server.cluster.membership import Membership, NodeInfo
+from media_server.cluster.placement import claims
 from media_server.config import Settings
 from media_server.store.redis import RedisRegistry, event, reply
 from media_server.store.registry import StoreError
@@ -272,22 +273,9 @@ class ClusterNode:
         fresh = [
             n for n in self.nodes if n.age is not None and n.age < 2.5 * self._config.heartbeat
         ]
-        candidates = {n.id: n for n in fresh} | {self.id: self.record()}
-        # Load from the leases just read, not from the records: every node reads the same.
-        loads = dict.fromkeys(candidates, 0)
-        for holder, _ in self._holders.values():
-            if holder in loads:
-                loads[holder] += 1
-        for stream_id in unowned:
-            room = [i for i in candidates if loads[i] < candidates[i].capacity]
-            if not room:
-                return  # every node ingests all it may
-            chosen = min(room, key=lambda i: (loads[i] / candidates[i].capacity, i))
-            loads[chosen] += 1
-            if chosen != self.id and (
-                self._unowned[stream_id] < UNOWNED_TICKS or self.id not in room
-            ):
-                continue
+        capacities = {n.id: n.capacity for n in fresh} | {self.id: self._settings.limits.streams}
+        holders = [holder for holder, _ in self._holders.values()]
+        for stream_id in claims(self.id, capacities, holders, self._unowned, UNOWNED_TICKS):
             asked = time.monotonic()  # the lease runs from before Redis granted it
             token = await self.leases.acquire(stream_id)
             if token is None:
