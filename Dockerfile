@@ -3,8 +3,9 @@
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-# The fan-out engine's native part is compiled here, against Debian's libsrtp2.
-RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev libsrtp2-dev \
+# The fan-out engine's native part is compiled here: a C compiler is all it needs (it calls
+# the libsrtp inside pylibsrtp, which aiortc installs).
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
 COPY pyproject.toml setup.py README.md ./
@@ -13,8 +14,6 @@ RUN /opt/venv/bin/pip install --upgrade pip && /opt/venv/bin/pip install . \
  && /opt/venv/bin/python -c "import media_server.engine._fanout"
 
 FROM python:3.11-slim-bookworm
-RUN apt-get update && apt-get install -y --no-install-recommends libsrtp2-1 \
- && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --create-home --uid 10001 media \
  && mkdir -p /var/lib/media_server && chown media /var/lib/media_server
 COPY --from=build /opt/venv /opt/venv

@@ -1,7 +1,8 @@
-"""The native part of the fan-out engine, built from source against Debian's libsrtp2.
+"""The native part of the fan-out engine, built from source with nothing but a C compiler
+and Python's headers: it calls the libsrtp inside pylibsrtp, which aiortc installs.
 
-Optional: without a compiler or libsrtp2-dev the package installs without it and the engine
-runs its pure-Python send path (scripts/setup.sh installs both, so the tests build it).
+Optional: without a compiler the package installs without it and the engine runs its
+pure-Python send path (start-up says so once, and /metrics shows engine="python").
 """
 
 from setuptools import Extension, setup
@@ -11,7 +12,6 @@ setup(
         Extension(
             "media_server.engine._fanout",
             sources=["media_server/engine/_fanout.c"],
-            libraries=["srtp2"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
         )

@@ -157,7 +157,7 @@ class TransportSettings(_Section):
     )
     engine: Literal["native", "python"] = Field(
         "native",
-        description="the engine's send path: native (C, libsrtp2, sendmmsg, lanes of threads) "
+        description="the engine's send path: native (C, sendmmsg, lanes of threads) "
         "or pure Python; native falls back to Python when it was not built",
     )
     engine_lanes: int = Field(0, ge=0, le=64, description="sending threads, 0: one per core")

@@ -44,8 +44,9 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   fi
 fi
 
-# The fan-out engine's native part is compiled from source against Debian's libsrtp2.
-apt_install gcc libc6-dev libsrtp2-dev
+# The fan-out engine's native part is compiled from source: a C compiler and Python's
+# headers are all it needs (its libsrtp is pylibsrtp's, which aiortc installs).
+apt_install gcc libc6-dev
 if ! "$VENV/bin/python" -c 'import os, sysconfig
 raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'
 then

@@ -1,14 +1,19 @@
 /*
  * The fan-out engine's per-packet loop, in C: for every viewer of a stream, write the RTP
  * header (SSRC, sequence number, timestamp, payload type, header extensions) in front of
- * payloads packetized once per stream, protect it with that viewer's SRTP keys (libsrtp2)
- * and send the access unit's packets with one sendmmsg. The GIL is released for all of it,
+ * payloads packetized once per stream, protect it with that viewer's SRTP keys and send
+ * the access unit's packets with one sendmmsg. The GIL is released for all of it,
  * so several lanes of viewers can send at once on several cores.
  *
  * Each Viewer holds its own dup() of the socket ICE selected, so the descriptor stays
  * valid (and never names another socket) whatever aiortc does with its own; and a mutex,
  * because libsrtp contexts are not thread-safe and retransmissions come from the event
  * loop while a lane sends.
+ *
+ * libsrtp is pylibsrtp's, the one aiortc uses: Python makes each viewer's session with
+ * pylibsrtp and hands over the context and the addresses of srtp_protect and
+ * srtp_protect_rtcp (engine/srtp.py checks their signature first). So building this needs
+ * only a C compiler, and the viewer keeps its pylibsrtp session alive while it sends.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -18,7 +23,6 @@
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <pthread.h>
-#include <srtp2/srtp.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -38,7 +42,14 @@
 #ifndef SOL_UDP
 #define SOL_UDP 17
 #endif
+#define SRTP_MAX_TRAILER_LEN (16 + 128) /* libsrtp 2: SRTP_MAX_TAG_LEN + SRTP_MAX_MKI_LEN */
 #define PACKET_ROOM (HEADER_ROOM + MAX_PAYLOAD + SRTP_MAX_TRAILER_LEN)
+
+/* libsrtp 2's context and its protect functions (0 is srtp_err_status_ok). */
+typedef struct srtp_ctx_t_ *srtp_t;
+typedef int (*protect_fn)(srtp_t ctx, void *packet, int *len);
+static protect_fn srtp_protect = NULL, srtp_protect_rtcp = NULL;
+#define SRTP_OK 0
 
 typedef struct {
     uint16_t seq;
@@ -50,6 +61,7 @@ typedef struct {
     PyObject_HEAD
     pthread_mutex_t lock;
     srtp_t srtp;
+    PyObject *session; /* the pylibsrtp session that owns srtp */
     int fd;
     struct sockaddr_storage addr;
     socklen_t addrlen;
@@ -134,8 +146,8 @@ static int parse_address(const char *host, int port, struct sockaddr_storage *ou
 static void viewer_release(Viewer *v) {
     if (v->closed) return;
     v->closed = 1;
-    if (v->srtp) srtp_dealloc(v->srtp);
     v->srtp = NULL;
+    Py_CLEAR(v->session); /* pylibsrtp deallocates the context with its session */
     if (v->fd >= 0) close(v->fd);
     v->fd = -1;
 }
@@ -154,15 +166,17 @@ static int Viewer_init(Viewer *self, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_RuntimeError, "Viewer is already initialised");
         return -1;
     }
-    static char *kwlist[] = {"fd", "host", "port", "profile", "key", "ssrc", "payload_type",
+    static char *kwlist[] = {"fd", "host", "port", "session", "srtp", "ssrc", "payload_type",
                              "seq", "ts_offset", "mid_id", "mid", "abs_send_time_id",
                              "rtx_ssrc", "rtx_payload_type", "rtx_seq", "gso", NULL};
-    int fd, port, profile, payload_type, seq, mid_id, abs_id, rtx_pt, rtx_seq, gso = 1;
+    int fd, port, payload_type, seq, mid_id, abs_id, rtx_pt, rtx_seq, gso = 1;
     const char *host;
-    Py_buffer key, mid;
+    PyObject *session;
+    unsigned long long context;
+    Py_buffer mid;
     unsigned int ssrc, ts_offset, rtx_ssrc;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "isiiy*IiiIiy*iIii|p", kwlist, &fd, &host,
-                                     &port, &profile, &key, &ssrc, &payload_type, &seq,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "isiOKIiiIiy*iIii|p", kwlist, &fd, &host,
+                                     &port, &session, &context, &ssrc, &payload_type, &seq,
                                      &ts_offset, &mid_id, &mid, &abs_id, &rtx_ssrc, &rtx_pt,
                                      &rtx_seq, &gso))
         return -1;
@@ -170,6 +184,10 @@ static int Viewer_init(Viewer *self, PyObject *args, PyObject *kwds) {
     self->fd = -1;
     self->srtp = NULL;
     self->closed = 1; /* until fully set up: a failed init leaves nothing to release */
+    if (!srtp_protect || !srtp_protect_rtcp || !context) {
+        PyErr_SetString(PyExc_RuntimeError, "no SRTP context or protect functions (bind first)");
+        goto done;
+    }
     if (parse_address(host, port, &self->addr, &self->addrlen) < 0) {
         PyErr_Format(PyExc_ValueError, "not an IP address: %s", host);
         goto done;
@@ -212,34 +230,14 @@ static int Viewer_init(Viewer *self, PyObject *args, PyObject *kwds) {
         memcpy(self->ext, ext, self->ext_len);
     }
 
-    srtp_policy_t policy;
-    memset(&policy, 0, sizeof(policy));
-    if (srtp_crypto_policy_set_from_profile_for_rtp(&policy.rtp, profile) ||
-        srtp_crypto_policy_set_from_profile_for_rtcp(&policy.rtcp, profile)) {
-        PyErr_Format(PyExc_ValueError, "unsupported SRTP profile %d", profile);
-        goto done;
-    }
-    if (key.len != policy.rtp.cipher_key_len) {
-        PyErr_Format(PyExc_ValueError, "SRTP key and salt must be %d bytes",
-                     policy.rtp.cipher_key_len);
-        goto done;
-    }
-    policy.ssrc.type = ssrc_any_outbound;
-    policy.key = (unsigned char *)key.buf;
-    policy.window_size = 1024;
-    policy.allow_repeat_tx = 1; /* retransmissions without RTX repeat a sequence number */
-    if (srtp_create(&self->srtp, &policy) != srtp_err_status_ok) {
-        self->srtp = NULL;
-        PyErr_SetString(PyExc_RuntimeError, "libsrtp refused the session");
-        goto done;
-    }
     self->fd = dup(fd);
     if (self->fd < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
-        srtp_dealloc(self->srtp);
-        self->srtp = NULL;
         goto done;
     }
+    self->srtp = (srtp_t)(uintptr_t)context;
+    Py_INCREF(session);
+    self->session = session;
     pthread_mutex_init(&self->lock, NULL);
     self->ssrc = ssrc;
     self->payload_type = (uint8_t)payload_type;
@@ -258,7 +256,6 @@ static int Viewer_init(Viewer *self, PyObject *args, PyObject *kwds) {
     self->closed = 0;
     ok = 0;
 done:
-    PyBuffer_Release(&key);
     PyBuffer_Release(&mid);
     return ok;
 }
@@ -367,7 +364,7 @@ static unsigned int send_unit_to(Viewer *v, const Payload *payloads, Py_ssize_t 
         slot->seq = seq;
         slot->timestamp = timestamp;
         slot->index = first_index + i;
-        if (srtp_protect(v->srtp, buf, &len) == srtp_err_status_ok) {
+        if (srtp_protect(v->srtp, buf, &len) == SRTP_OK) {
             iovs[queued].iov_base = buf;
             iovs[queued].iov_len = (size_t)len;
             v->packets++;
@@ -481,7 +478,7 @@ static PyObject *Viewer_retransmit(Viewer *self, PyObject *args) {
             memcpy(buf + h, payload.buf, payload.len);
             len = h + (int)payload.len;
         }
-        if (srtp_protect(self->srtp, buf, &len) == srtp_err_status_ok &&
+        if (srtp_protect(self->srtp, buf, &len) == SRTP_OK &&
             sendto(self->fd, buf, (size_t)len, MSG_DONTWAIT, (struct sockaddr *)&self->addr,
                    self->addrlen) == len) {
             self->retransmits++;
@@ -510,7 +507,7 @@ static PyObject *Viewer_send_rtcp(Viewer *self, PyObject *args) {
     PyBuffer_Release(&data);
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&self->lock);
-    if (!self->closed && srtp_protect_rtcp(self->srtp, buf, &len) == srtp_err_status_ok)
+    if (!self->closed && srtp_protect_rtcp(self->srtp, buf, &len) == SRTP_OK)
         sent = sendto(self->fd, buf, (size_t)len, MSG_DONTWAIT, (struct sockaddr *)&self->addr,
                       self->addrlen) == len;
     pthread_mutex_unlock(&self->lock);
@@ -612,7 +609,21 @@ static PyTypeObject ViewerType = {
     .tp_getset = Viewer_getset,
 };
 
+static PyObject *fanout_bind(PyObject *module, PyObject *args) {
+    unsigned long long protect, protect_rtcp;
+    if (!PyArg_ParseTuple(args, "KK", &protect, &protect_rtcp)) return NULL;
+    if (!protect || !protect_rtcp) {
+        PyErr_SetString(PyExc_ValueError, "null protect function");
+        return NULL;
+    }
+    srtp_protect = (protect_fn)(uintptr_t)protect;
+    srtp_protect_rtcp = (protect_fn)(uintptr_t)protect_rtcp;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"bind", fanout_bind, METH_VARARGS,
+     "bind(srtp_protect, srtp_protect_rtcp): the addresses of libsrtp's protect functions"},
     {"send_unit", fanout_send_unit, METH_VARARGS,
      "send_unit(viewers, payloads, timestamp, first_index): one access unit to every viewer "
      "(the last payload carries the marker bit); returns the packets sent"},
@@ -627,10 +638,6 @@ static struct PyModuleDef fanout_module = {
 };
 
 PyMODINIT_FUNC PyInit__fanout(void) {
-    if (srtp_init() != srtp_err_status_ok) {
-        PyErr_SetString(PyExc_ImportError, "libsrtp2 failed to initialise");
-        return NULL;
-    }
     if (PyType_Ready(&ViewerType) < 0) return NULL;
     PyObject *m = PyModule_Create(&fanout_module);
     if (!m) return NULL;
@@ -640,6 +647,5 @@ PyMODINIT_FUNC PyInit__fanout(void) {
         Py_DECREF(m);
         return NULL;
     }
-    PyModule_AddIntConstant(m, "LIBSRTP_VERSION", srtp_get_version());
     return m;
 }

@@ -14,7 +14,8 @@ import struct
 import time
 
 from pylibsrtp import Error as SrtpError
-from pylibsrtp import Policy, Session
+
+from media_server.engine import srtp
 
 RING = 1024
 NTP_EPOCH = 2_208_988_800
@@ -50,9 +51,7 @@ class Viewer:
         gso: bool = False,
     ) -> None:
         """`gso` is accepted for the native path's sake: one sendto per packet here."""
-        policy = Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile)
-        policy.allow_repeat_tx = True  # retransmissions without RTX repeat a number
-        self._srtp = Session(policy)
+        self._srtp = srtp.session(profile, key)
         self._sock = socket.socket(fileno=os.dup(fd))
         self._sock.setblocking(False)
         self._addr = (host, port)

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from media_server.engine import srtp
+
 log = logging.getLogger(__name__)
 
 
@@ -44,15 +46,28 @@ def native_available() -> bool:
     return True
 
 
+def _native_viewer(native: Any) -> Callable[..., TxViewer]:
+    """The native Viewer, given the pylibsrtp session its keys make."""
+
+    def viewer(*, profile: int, key: bytes, **rest: Any) -> TxViewer:
+        session = srtp.session(profile, key)
+        tx: TxViewer = native.Viewer(session=session, srtp=srtp.context(session), **rest)
+        return tx
+
+    return viewer
+
+
 def load(wanted: Literal["native", "python"]) -> SendPath:
-    """The send path asked for; native falls back to Python (logged) when not built."""
+    """The send path asked for; native falls back to Python (logged) when it was not
+    built or cannot bind pylibsrtp's libsrtp."""
     if wanted == "native":
         try:
             native = importlib.import_module(NATIVE)
+            native.bind(*srtp.protect_functions())
         except ImportError as exc:
-            log.warning("engine: native send path not built (%s); using pure Python", exc)
+            log.warning("engine: native send path unavailable (%s); using pure Python", exc)
         else:
-            return SendPath("native", native.Viewer, native.send_unit, True)
+            return SendPath("native", _native_viewer(native), native.send_unit, True)
     from media_server.engine import pysend
 
     return SendPath("python", pysend.Viewer, pysend.send_unit, False)

@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -30,7 +31,7 @@ from aiortc.rtp import (
 )
 from pylibsrtp import Policy, Session
 
-from media_server.engine import _fanout, rtcp, sendpath
+from media_server.engine import _fanout, rtcp, sendpath, srtp
 from media_server.engine.engine import Engine, EngineConfig
 from media_server.engine.feed import Feed
 from media_server.engine.lanes import Lanes
@@ -348,9 +349,10 @@ def test_runs_of_equal_packets_leave_as_separate_datagrams_in_order(
     """With UDP GSO the kernel cuts each run (balanced FU-A fragments and a shorter last
     one) into datagrams: the viewer must see exactly the packets, in order."""
     rx, tx = udp_pair
-    viewer = _fanout.Viewer(
-        **{**VIEWER, "fd": tx.fileno(), "port": rx.getsockname()[1], "gso": gso}
-    )
+    native = sendpath.load("native")
+    assert native.name == "native"
+    viewer = native.viewer(**{**VIEWER, "fd": tx.fileno(), "port": rx.getsockname()[1], "gso": gso})
+    assert isinstance(viewer, _fanout.Viewer)
     sizes = [30, 1201, 1201, 1200, 1200, 1200, 700, 90, 90]
     payloads = tuple(bytes([i]) * size for i, size in enumerate(sizes))
     assert _fanout.send_unit((viewer,), payloads, 0, 0) == len(sizes)
@@ -359,6 +361,30 @@ def test_runs_of_equal_packets_leave_as_separate_datagrams_in_order(
     assert [p["payload"] for p in got] == list(payloads)
     assert [p["seq"] for p in got] == list(range(10, 10 + len(sizes)))
     assert viewer.gso == gso  # loopback takes GSO: it was never turned off
+
+
+def test_the_native_path_links_no_libsrtp_of_its_own() -> None:
+    """It calls the libsrtp inside pylibsrtp (the one aiortc uses): no libsrtp2 to link."""
+    linked = subprocess.run(["ldd", _fanout.__file__], capture_output=True, text=True).stdout
+    assert "srtp" not in linked
+    assert sendpath.load("native").name == "native"
+
+
+def test_pylibsrtp_gives_what_the_native_path_calls() -> None:
+    """Each private of pylibsrtp the engine uses (engine/srtp.py) is still there."""
+    protect, protect_rtcp = srtp.protect_functions()
+    assert protect and protect_rtcp and protect != protect_rtcp
+    session = srtp.session(PROFILE, KEY)
+    assert srtp.context(session) != 0
+    assert srtp.context(session) != srtp.context(srtp.session(PROFILE, KEY))
+
+
+def test_a_libsrtp_of_another_signature_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """libsrtp 3 changed srtp_protect's arguments: calling it as 2's would corrupt memory."""
+    monkeypatch.setattr(srtp, "PROTECT_TYPE", "srtp_err_status_t(*)(void)")
+    with pytest.raises(ImportError, match="srtp_protect"):
+        srtp.protect_functions()
+    assert sendpath.load("native").name == "python"
 
 
 def test_without_the_native_part_the_engine_falls_back_to_python(
