@@ -1,9 +1,10 @@
 """Plugs one viewer into the engine in place of aiortc's RTP and RTCP tasks for its video.
 
 aiortc calls `sender.send(parameters)` once DTLS is connected; here that call derives the
-viewer's SRTP keys from the same DTLS session (as `RTCDtlsTransport._setup_srtp` does),
-finds the socket and address ICE selected, and hands the viewer to the engine instead of
-starting aiortc's own send loop. RTCP for our SSRC keeps arriving through aiortc's router.
+viewer's SRTP keys from the same DTLS session, finds the socket and address ICE
+selected, and hands the viewer to the engine instead of starting aiortc's own send loop.
+RTCP for our SSRC keeps arriving through aiortc's router. Every use of aiortc's
+internals goes through `media_server.aiortc_internals`.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from aiortc.stats import (
     RTCStatsReport,
 )
 
+from media_server import aiortc_internals as internals
 from media_server.engine.sendpath import TxViewer
-from media_server.engine.viewer import EngineViewer, route_of
+from media_server.engine.viewer import EngineViewer
 
 if TYPE_CHECKING:
     from media_server.engine.engine import Engine
@@ -39,26 +41,14 @@ class EngineError(Exception):
     """The viewer cannot be served by the engine (no keys, no route, not H.264)."""
 
 
-def srtp_keys(dtls: Any) -> tuple[int, bytes]:
-    """(libsrtp profile, our transmit key and salt) from the viewer's DTLS session."""
-    selected = dtls._ssl.get_selected_srtp_profile()
-    profile = next((p for p in dtls._srtp_profiles if p.openssl_profile == selected), None)
-    if profile is None:
-        raise EngineError("DTLS negotiated no SRTP profile")
-    material = dtls._ssl.export_keying_material(
-        b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length)
-    )
-    key: bytes = profile.get_key_and_salt(material, 1 if dtls._role == "server" else 0)
-    return int(profile.libsrtp_profile), key
-
-
 def selected_route(dtls: Any) -> tuple[Any, Any, int, str, int]:
     """(ICE connection, selected pair, socket descriptor, remote host, remote port)."""
-    connection = dtls.transport._connection
-    pair = connection._nominated.get(1)
-    if pair is None or pair.protocol.transport is None:
+    connection = internals.ice_connection(dtls)
+    pair = internals.nominated_pair(connection)
+    route = internals.pair_route(pair) if pair is not None else None
+    if route is None:
         raise EngineError("ICE has no selected pair")
-    return (connection, pair, *route_of(pair))
+    return (connection, pair, *route)
 
 
 class EngineSender:
@@ -80,10 +70,7 @@ class EngineSender:
         self.viewer: EngineViewer | None = None
         self._tx: TxViewer | None = None  # kept after stop: its counts stay readable
         self._registered = False
-        sender.send = self.send  # type: ignore[method-assign]
-        sender.stop = self.stop  # type: ignore[method-assign]
-        sender._handle_rtcp_packet = self.handle_rtcp  # type: ignore[method-assign]
-        sender.getStats = self.get_stats  # type: ignore[method-assign]
+        internals.take_over_sender(sender, self.send, self.stop, self.handle_rtcp, self.get_stats)
 
     def sent(self) -> tuple[int, int]:
         if self._tx is None:
@@ -117,7 +104,11 @@ class EngineSender:
         )
         ids = {ext.uri: ext.id for ext in parameters.headerExtensions}
         dtls = self._sender.transport
-        profile, key = srtp_keys(dtls)
+        try:
+            profile, key = internals.srtp_keys(dtls)
+        except LookupError as exc:
+            raise EngineError(str(exc)) from None
+        ssrc, rtx_ssrc = internals.sender_ssrcs(self._sender)
         try:
             seq, ts_offset = self._engine.start(self._stream_id)
         except LookupError:
@@ -129,24 +120,24 @@ class EngineSender:
             port=port,
             profile=profile,
             key=key,
-            ssrc=self._sender._ssrc,
+            ssrc=ssrc,
             payload_type=codec.payloadType,
             seq=seq,
             ts_offset=ts_offset,
             mid_id=ids.get(MID_URI, 0),
             mid=(parameters.muxId or "").encode(),
             abs_send_time_id=ids.get(ABS_SEND_TIME_URI, 0),
-            rtx_ssrc=self._sender._rtx_ssrc,
+            rtx_ssrc=rtx_ssrc,
             rtx_payload_type=rtx,
             rtx_seq=random.getrandbits(16),
             gso=self._engine.gso,
         )
-        dtls._register_rtp_sender(self._sender, parameters)
+        internals.route_rtcp(dtls, self._sender, parameters)
         self._registered = True
         return EngineViewer(
             tx=tx,
             lane=self._engine.lanes.assign(),
-            ssrc=self._sender._ssrc,
+            ssrc=ssrc,
             cname=parameters.rtcp.cname,
             pair=pair,
             connection=connection,
@@ -162,7 +153,7 @@ class EngineSender:
             viewer.tx.close()
         if self._registered:
             self._registered = False
-            self._sender.transport._unregister_rtp_sender(self._sender)
+            internals.unroute_rtcp(self._sender.transport, self._sender)
 
     async def handle_rtcp(self, packet: Any) -> None:
         if self.viewer is not None:
@@ -176,12 +167,12 @@ class EngineSender:
                 timestamp=clock.current_datetime(),
                 type="outbound-rtp",
                 id=f"outbound-rtp_{id(self)}",
-                ssrc=self._sender._ssrc,
+                ssrc=internals.sender_ssrcs(self._sender)[0],
                 kind="video",
-                transportId=self._sender.transport._stats_id,
+                transportId=internals.transport_stats_id(self._sender.transport),
                 packetsSent=packets,
                 bytesSent=octets,
-                trackId=self._sender._track_id,
+                trackId=internals.sender_track_id(self._sender),
             )
         )
         viewer = self.viewer
@@ -193,7 +184,7 @@ class EngineSender:
                     id=f"remote-inbound-rtp_{id(self)}",
                     ssrc=viewer.ssrc,
                     kind="video",
-                    transportId=self._sender.transport._stats_id,
+                    transportId=internals.transport_stats_id(self._sender.transport),
                     packetsReceived=max(0, packets - viewer.packets_lost),
                     packetsLost=viewer.packets_lost,
                     jitter=viewer.jitter,

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from aiortc.codecs.h264 import H264Encoder
-
+from media_server.aiortc_internals import packetize_h264
 from media_server.model.media import AccessUnit
 
 
@@ -33,7 +32,7 @@ class Packetizer:
         self._next = 0
 
     def packetize(self, unit: AccessUnit) -> Packetized:
-        payloads = H264Encoder._packetize(H264Encoder._split_bitstream(bytes(unit.packet)))
+        payloads = packetize_h264(bytes(unit.packet))
         packed = Packetized(tuple(payloads), unit.pts & 0xFFFFFFFF, self._next, unit.keyframe)
         self._next = packed.end
         return packed

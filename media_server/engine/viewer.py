@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from media_server import aiortc_internals as internals
 from media_server.engine.sendpath import TxViewer
 
 
@@ -37,18 +38,12 @@ class EngineViewer:
     def follow_route(self) -> str | None:
         """Send where ICE sends now: a browser may nominate another pair after the first.
         Returns why the viewer cannot be sent to any more, or None."""
-        pair = self.connection._nominated.get(1)
+        pair = internals.nominated_pair(self.connection)
         if pair is self.pair:
             return None
-        if pair is None or pair.protocol.transport is None:
+        route = internals.pair_route(pair) if pair is not None else None
+        if route is None:
             return "ICE has no selected pair"
-        self.tx.retarget(*route_of(pair))
+        self.tx.retarget(*route)
         self.pair = pair
         return None
-
-
-def route_of(pair: Any) -> tuple[int, str, int]:
-    """(socket descriptor, remote host, remote port) of an aioice candidate pair."""
-    sock = pair.protocol.transport.get_extra_info("socket")
-    host, port = pair.remote_addr[:2]
-    return sock.fileno(), host, port

@@ -19,12 +19,13 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
+from media_server.aiortc_internals import gather_loopback, sent_counts
 from media_server.config import LimitsSettings, WebRTCSettings
 from media_server.engine.engine import Engine
 from media_server.engine.sender import EngineSender
 from media_server.streams.fanout import Wants
 from media_server.streams.stream import Stream
-from media_server.webrtc.ice import enable_loopback_candidates, rtc_configuration
+from media_server.webrtc.ice import rtc_configuration
 from media_server.webrtc.track import HubTrack
 
 log = logging.getLogger(__name__)
@@ -145,8 +146,9 @@ class ViewerSession:
         counts for its RTCP sender reports; they are read, never reset)."""
         packets, octets = self.engine.sent() if self.engine is not None else (0, 0)
         for sender in self.pc.getSenders():
-            packets += getattr(sender, "_RTCRtpSender__packet_count", 0)
-            octets += getattr(sender, "_RTCRtpSender__octet_count", 0)
+            sent = sent_counts(sender)
+            packets += sent[0]
+            octets += sent[1]
         return packets, octets
 
     @property
@@ -198,7 +200,7 @@ class SessionManager:
     def __init__(
         self, settings: WebRTCSettings, limits: LimitsSettings, engine: Engine | None = None
     ) -> None:
-        enable_loopback_candidates()
+        gather_loopback()
         self._settings = settings
         self._limits = limits
         #: Serves the viewers whose transport is "engine"; None: nobody is given it.

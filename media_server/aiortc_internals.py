@@ -1,0 +1,149 @@
+"""Every use of aiortc's and aioice's private internals, in one place.
+
+The fan-out engine takes over a viewer's video sending once aiortc's DTLS has produced
+the keys: it needs the DTLS session's keying material, the ICE pair aiortc sends on, the
+RTP router that hands it RTCP, and aiortc's own H.264 packetizer. The sessions read the
+senders' packet counts, and ICE gathering is taught a loopback candidate. None of that is
+public API, so an aiortc upgrade may move any of it: each function here raises
+`AiortcChanged` naming what moved, rather than failing somewhere deep in a viewer, and
+tests/unit/test_aiortc_internals.py exercises each on real aiortc peers.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Coroutine
+from types import ModuleType
+from typing import Any
+
+import aioice.ice
+from aiortc import RTCRtpSender
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpparameters import RTCRtpSendParameters
+from aiortc.stats import RTCStatsReport
+
+
+class AiortcChanged(RuntimeError):
+    """aiortc (or aioice) no longer has an internal the gateway relies on."""
+
+
+def _get(obj: Any, name: str) -> Any:
+    try:
+        return getattr(obj, name)
+    except AttributeError:
+        owner = obj.__name__ if isinstance(obj, type | ModuleType) else type(obj).__name__
+        raise AiortcChanged(f"{owner}.{name} is gone (aiortc changed)") from None
+
+
+# -- DTLS: the viewer's SRTP keys --------------------------------------------------------
+def srtp_keys(dtls: RTCDtlsTransport) -> tuple[int, bytes]:
+    """(libsrtp profile, our transmit key and salt) from a connected DTLS session, derived
+    as `RTCDtlsTransport._setup_srtp` derives them. LookupError: no profile negotiated."""
+    ssl = _get(dtls, "_ssl")
+    selected = ssl.get_selected_srtp_profile()
+    profiles = _get(dtls, "_srtp_profiles")
+    profile = next((p for p in profiles if p.openssl_profile == selected), None)
+    if profile is None:
+        raise LookupError("DTLS negotiated no SRTP profile")
+    material = ssl.export_keying_material(
+        b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length)
+    )
+    server = _get(dtls, "_role") == "server"
+    key: bytes = profile.get_key_and_salt(material, 1 if server else 0)
+    return int(profile.libsrtp_profile), key
+
+
+# -- ICE: where aiortc sends ---------------------------------------------------------------
+def ice_connection(dtls: RTCDtlsTransport) -> Any:
+    """The aioice connection under a DTLS transport."""
+    return _get(dtls.transport, "_connection")
+
+
+def nominated_pair(connection: Any) -> Any | None:
+    """The candidate pair ICE selected for RTP (component 1), or None."""
+    return _get(connection, "_nominated").get(1)
+
+
+def pair_route(pair: Any) -> tuple[int, str, int] | None:
+    """(socket descriptor, remote host, remote port) of a candidate pair; None once its
+    socket is closed."""
+    transport = _get(_get(pair, "protocol"), "transport")
+    if transport is None:
+        return None
+    sock: socket.socket = transport.get_extra_info("socket")
+    host, port = _get(pair, "remote_addr")[:2]
+    return sock.fileno(), host, port
+
+
+_original_host_addresses = aioice.ice.get_host_addresses
+
+
+def _host_addresses_with_loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    addresses: list[str] = list(_original_host_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6))
+    if use_ipv4 and "127.0.0.1" not in addresses:
+        addresses.append("127.0.0.1")
+    return addresses
+
+
+def gather_loopback() -> None:
+    """Make aioice gather a 127.0.0.1 host candidate as well (idempotent): it leaves
+    loopback out, which strands a viewer on the same host when that is all there is."""
+    _get(aioice.ice, "get_host_addresses")
+    aioice.ice.get_host_addresses = _host_addresses_with_loopback
+
+
+# -- the RTP sender: taken over by the engine -------------------------------------------
+def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
+    """(media SSRC, RTX SSRC) aiortc chose for a sender (and announced in the SDP)."""
+    return int(_get(sender, "_ssrc")), int(_get(sender, "_rtx_ssrc"))
+
+
+def sender_track_id(sender: RTCRtpSender) -> str:
+    return str(_get(sender, "_track_id"))
+
+
+def transport_stats_id(dtls: RTCDtlsTransport) -> str:
+    return str(_get(dtls, "_stats_id"))
+
+
+def take_over_sender(
+    sender: RTCRtpSender,
+    send: Callable[[RTCRtpSendParameters], Coroutine[Any, Any, None]],
+    stop: Callable[[], Coroutine[Any, Any, None]],
+    handle_rtcp: Callable[[Any], Coroutine[Any, Any, None]],
+    get_stats: Callable[[], Coroutine[Any, Any, RTCStatsReport]],
+) -> None:
+    """Replace a sender's send loop, stop, RTCP handler and stats with the engine's."""
+    _get(sender, "_handle_rtcp_packet")
+    sender.send = send  # type: ignore[method-assign, assignment]
+    sender.stop = stop  # type: ignore[method-assign]
+    sender._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign, assignment]
+    sender.getStats = get_stats  # type: ignore[method-assign]
+
+
+def route_rtcp(dtls: RTCDtlsTransport, sender: RTCRtpSender, params: RTCRtpSendParameters) -> None:
+    """Have the DTLS transport's RTP router hand RTCP for the sender's SSRCs to it."""
+    _get(dtls, "_register_rtp_sender")(sender, params)
+
+
+def unroute_rtcp(dtls: RTCDtlsTransport, sender: RTCRtpSender) -> None:
+    _get(dtls, "_unregister_rtp_sender")(sender)
+
+
+def sent_counts(sender: RTCRtpSender) -> tuple[int, int]:
+    """RTP packets and payload bytes aiortc's own sender has sent (kept for its RTCP
+    sender reports; read, never reset)."""
+    return (
+        int(_get(sender, "_RTCRtpSender__packet_count")),
+        int(_get(sender, "_RTCRtpSender__octet_count")),
+    )
+
+
+# -- H.264: aiortc's packetizer, run once per stream --------------------------------------
+def packetize_h264(annex_b: bytes) -> list[bytes]:
+    """RTP payloads (single NAL, STAP-A, FU-A) exactly as aiortc's sender would make them."""
+    split = _get(H264Encoder, "_split_bitstream")
+    packetize = _get(H264Encoder, "_packetize")
+    payloads: list[bytes] = packetize(split(annex_b))
+    return payloads
