@@ -32,12 +32,12 @@ from media_server.engine.engine import Engine, EngineConfig
 from media_server.ingest.guard import SourceGuard
 from media_server.loopwatch import LoopMonitor
 from media_server.metrics import CONTENT_TYPE, Metrics
+from media_server.runtime.jsoncodec import json_codec
 from media_server.store.redis import RedisRegistry
 from media_server.store.registry import Registry
 from media_server.store.sqlite import SqliteRegistry
 from media_server.streams.fanout import Hub
 from media_server.streams.manager import StreamManager
-from media_server.transports.jsoncodec import json_codec
 from media_server.webrtc.session import SessionManager
 
 log = logging.getLogger(__name__)
@@ -111,22 +111,22 @@ async def drain(gw: Gateway, interrupted: asyncio.Event) -> None:
 
 def _engine(settings: Settings, streams: StreamManager) -> Engine | None:
     """The fan-out engine, when configuration gives it to any viewer."""
-    t = settings.transports
-    if t.passthrough != "engine" and not (t.canary == "engine" and t.canary_percent > 0):
+    if settings.webrtc.media_path != "engine" and not settings.canary.gives("engine"):
         return None
 
     def hub(stream_id: str) -> Hub | None:
         stream = streams.get(stream_id)
         return stream.hub if stream is not None else None
 
+    e = settings.engine
     config = EngineConfig(
-        send_path=t.engine,
-        lanes=t.engine_lanes,
-        gso=t.engine_gso,
-        lane_depth=t.engine_lane_depth,
-        lane_max_lag=t.engine_lane_max_lag,
-        history=t.engine_history,
-        start=t.engine_start,
+        send_path=e.send_path,
+        lanes=e.lanes,
+        gso=e.gso,
+        lane_depth=e.lane_depth,
+        lane_max_lag=e.lane_max_lag,
+        history=e.history,
+        start=e.start,
         gop_units=settings.hub.gop_cache_units,
         gop_bytes=settings.hub.gop_cache_bytes,
     )
@@ -163,7 +163,7 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
             "registrations", limits.registrations_per_minute, limits.registrations_burst
         ),
         offers=RateLimiter("offers", limits.offers_per_minute, limits.offers_burst),
-        json=json_codec(settings.transports.json_codec),
+        json=json_codec(settings.runtime.json_codec),
     )
     if isinstance(registry, RedisRegistry):
         gw.cluster = ClusterNode(
@@ -173,9 +173,15 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
     manager.on_removed.append(
         lambda stream: gw.background.spawn(gw.sessions.close_stream(stream.id))
     )
-    chosen = settings.transports.model_dump(
-        include={"loop", "json_codec", "transcode", "passthrough", "read_timeout", "gc"}
-    )
+    # The metric's labels keep the names dashboards know (transports.* before the rename).
+    chosen: dict[str, str] = {
+        "loop": settings.runtime.loop,
+        "json_codec": settings.runtime.json_codec,
+        "gc": settings.runtime.gc,
+        "transcode": settings.transcode.encode,
+        "passthrough": settings.webrtc.media_path,
+        "read_timeout": settings.ingest.stall_check,
+    }
     if engine is not None:
         chosen["engine"] = engine.path.name  # the send path it runs, after any fallback
     gw.metrics.transports(chosen)

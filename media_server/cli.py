@@ -20,10 +20,10 @@ from media_server.app import build_app, drain
 from media_server.config import ConfigError, Settings, load_settings
 from media_server.logs import AccessLog, setup_logging
 from media_server.reload import Reloader
+from media_server.runtime.gc import apply_gc_policy
+from media_server.runtime.loop import loop_factory
 from media_server.store.registry import StoreError
 from media_server.tls import ServerTls
-from media_server.transports.gc import apply_gc_policy
-from media_server.transports.loop import loop_factory
 
 log = logging.getLogger("media_server")
 
@@ -163,9 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"media-server: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_format)
-    apply_gc_policy(settings.transports.gc)
+    for note in settings.renamed:
+        log.warning("%s", note)
+    apply_gc_policy(settings.runtime.gc)
     try:
-        with asyncio.Runner(loop_factory=loop_factory(settings.transports.loop)) as runner:
+        with asyncio.Runner(loop_factory=loop_factory(settings.runtime.loop)) as runner:
             runner.run(serve(settings, lambda: load_settings(args.config, **cli), args.config))
     except ConfigError as exc:
         print(f"media-server: {exc}", file=sys.stderr)

@@ -9,13 +9,15 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -30,6 +32,20 @@ from pydantic_settings import (
 
 from media_server.model.registration import ReconnectPolicy, Registration, RtspTransport
 
+#: Who sends a passed-through viewer's video: aiortc's own RTP sender, or our fan-out engine.
+MediaPath = Literal["aiortc", "engine"]
+#: Where a transcoded stream is encoded: once for all its viewers, or by aiortc per viewer.
+TranscodeEncode = Literal["shared", "per_viewer"]
+#: The fan-out engine's send path.
+SendPathName = Literal["native", "python"]
+#: How an RTSP read that stalls is noticed (see IngestSettings.stall_check).
+StallCheck = Literal["interpreter", "socket"]
+EventLoop = Literal["asyncio", "uvloop"]
+GcPolicy = Literal["standard", "relaxed"]
+JsonCodecName = Literal["stdlib", "orjson"]
+MEDIA_PATHS: tuple[MediaPath, ...] = get_args(MediaPath)
+TRANSCODE_ENCODES: tuple[TranscodeEncode, ...] = get_args(TranscodeEncode)
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -39,6 +55,11 @@ class IngestSettings(_Section):
     """How cameras are read."""
 
     transport: RtspTransport = "tcp"
+    stall_check: StallCheck = Field(
+        "socket",  # measured side by side in PHASES.md: x0.73 CPU at 50 streams
+        description="interpreter: PyAV checks the read timeout under the GIL each time "
+        "FFmpeg polls; socket: FFmpeg's own socket timeout, reads never take the GIL",
+    )
     open_timeout: float = Field(5.0, gt=0, le=60, description="seconds to open an RTSP session")
     read_timeout: float = Field(5.0, gt=0, le=60, description="seconds without data = stall")
     thread_nice: int = Field(
@@ -78,6 +99,12 @@ class WebRTCSettings(_Section):
     """Peer settings. No ICE server by default: the gateway never contacts the internet."""
 
     ice_servers: list[IceServer] = Field(default_factory=list)
+    media_path: MediaPath = Field(
+        "engine",  # measured side by side in PHASES.md: x0.24-0.40 CPU per packet
+        description="who sends a passed-through viewer's video: aiortc (its sender "
+        "packetizes, protects and sends for every viewer) or engine (our fan-out engine "
+        "packetizes once per stream and sends in batches)",
+    )
     connect_timeout: float = Field(30.0, gt=0, le=600, description="seconds for ICE+DTLS")
 
 
@@ -136,69 +163,119 @@ class SourcesSettings(_Section):
     deny: list[str] = Field(default_factory=lambda: list(DEFAULT_DENY))
 
 
-#: Which `transports.canary` values apply to which streams.
-PASSTHROUGH_CHOICES = ("aiortc", "engine")
-TRANSCODE_CHOICES = ("per_viewer", "shared")
+class TranscodeSettings(_Section):
+    """How a stream that browsers cannot take as it is gets to them."""
 
-
-class TransportSettings(_Section):
-    """The swappable parts of the media path, chosen by configuration (PHASES.md)."""
-
-    transcode: Literal["per_viewer", "shared"] = Field(
+    encode: TranscodeEncode = Field(
         "shared",  # measured side by side in PHASES.md: x0.12 CPU, x0.2 RSS at 20 viewers
-        description="per_viewer: aiortc encodes for every viewer (the Phase 1 baseline); "
-        "shared: the stream encodes H.264 once and all its viewers share it",
+        description="shared: the stream encodes H.264 once and all its viewers share it; "
+        "per_viewer: aiortc encodes for every viewer (the Phase 1 baseline)",
     )
-    shared_bitrate: int = Field(1_500_000, ge=100_000, le=20_000_000, description="bits/s")
-    passthrough: Literal["aiortc", "engine"] = Field(
-        "engine",  # measured side by side in PHASES.md: x0.24-0.40 CPU per packet
-        description="aiortc: its sender packetizes, protects and sends for every viewer; "
-        "engine: our fan-out engine packetizes once per stream and sends in batches",
+    bitrate: int = Field(
+        1_500_000, ge=100_000, le=20_000_000, description="bits/s of the shared encode"
     )
-    engine: Literal["native", "python"] = Field(
+
+
+class EngineSettings(_Section):
+    """The fan-out engine (webrtc.media_path: engine)."""
+
+    send_path: SendPathName = Field(
         "native",
-        description="the engine's send path: native (C, sendmmsg, lanes of threads) "
-        "or pure Python; native falls back to Python when it was not built",
+        description="native (C, sendmmsg, lanes of threads) or pure Python; native falls "
+        "back to Python when it was not built",
     )
-    engine_lanes: int = Field(0, ge=0, le=64, description="sending threads, 0: one per core")
-    engine_gso: bool = Field(
+    lanes: int = Field(0, ge=0, le=64, description="sending threads, 0: one per core")
+    gso: bool = Field(
         True,
         description="native send path: runs of equal-sized packets to a viewer go out as one "
         "UDP GSO send where the kernel and route allow it (else one datagram each)",
     )
-    engine_lane_depth: int = Field(1024, ge=8, le=65_536, description="jobs queued per lane")
-    engine_lane_max_lag: float = Field(
+    lane_depth: int = Field(1024, ge=8, le=65_536, description="jobs queued per lane")
+    lane_max_lag: float = Field(
         0.25,
         gt=0,
         le=5,
         description="seconds a send may wait in its lane; later ones are skipped and their "
         "viewers restart at the next keyframe (a late frame only adds delay)",
     )
-    engine_history: int = Field(
+    history: int = Field(
         4096, ge=256, le=65_536, description="packets per stream kept to answer NACKs"
     )
-    engine_start: Literal["random", "near-wrap"] = Field(
+    start: Literal["random", "near-wrap"] = Field(
         "random",
-        description="each engine viewer's first RTP sequence number and timestamp: random "
+        description="each viewer's first RTP sequence number and timestamp: random "
         "(RFC 3550), or near-wrap: both wrap within seconds (tests of long runs)",
     )
-    canary: Literal["per_viewer", "shared", "aiortc", "engine"] | None = Field(
+
+
+class CanarySettings(_Section):
+    """A share of new viewers gets another choice, to compare it live and roll it back."""
+
+    choice: MediaPath | TranscodeEncode | None = Field(
         None,
-        description="transport given to a share of new viewers: a transcode one "
-        "(per_viewer, shared) for transcoded streams, a passthrough one (aiortc, engine) "
-        "for passed-through streams",
+        description="a media path (aiortc, engine) for passed-through streams, or a "
+        "transcode encode (shared, per_viewer) for transcoded ones",
     )
-    canary_percent: float = Field(0, ge=0, le=100, description="that share, in per cent")
-    read_timeout: Literal["interpreter", "socket"] = Field(
-        "socket",  # measured side by side in PHASES.md: x0.73 CPU at 50 streams
-        description="interpreter: PyAV checks the RTSP read timeout under the GIL each time "
-        "FFmpeg polls; socket: FFmpeg's own socket timeout, reads never take the GIL",
-    )
-    loop: Literal["asyncio", "uvloop"] = Field("asyncio", description="the event loop")
-    gc: Literal["standard", "relaxed"] = Field(
+    percent: float = Field(0, ge=0, le=100, description="that share, in per cent")
+
+    def gives(self, choice: str) -> bool:
+        return self.choice == choice and self.percent > 0
+
+
+class RuntimeSettings(_Section):
+    """The interpreter's machinery, chosen by measurement (PHASES.md)."""
+
+    loop: EventLoop = Field("asyncio", description="the event loop")
+    gc: GcPolicy = Field(
         "standard", description="garbage collector thresholds: the interpreter's, or relaxed"
     )
-    json_codec: Literal["stdlib", "orjson"] = Field("stdlib", description="signaling JSON")
+    json_codec: JsonCodecName = Field("stdlib", description="signaling JSON")
+
+
+#: The settings once called transports.*, and what they are called now. The old names
+#: work for one release, with a warning at start-up.
+RENAMED = {
+    "transcode": "transcode.encode",
+    "shared_bitrate": "transcode.bitrate",
+    "passthrough": "webrtc.media_path",
+    "engine": "engine.send_path",
+    "engine_lanes": "engine.lanes",
+    "engine_gso": "engine.gso",
+    "engine_lane_depth": "engine.lane_depth",
+    "engine_lane_max_lag": "engine.lane_max_lag",
+    "engine_history": "engine.history",
+    "engine_start": "engine.start",
+    "canary": "canary.choice",
+    "canary_percent": "canary.percent",
+    "read_timeout": "ingest.stall_check",
+    "loop": "runtime.loop",
+    "gc": "runtime.gc",
+    "json_codec": "runtime.json_codec",
+}
+
+
+def _rename(data: Any, notes: list[str]) -> Any:
+    """Move `transports.*` values to their new names (a new name given as well wins)."""
+    if not isinstance(data, dict) or "transports" not in data:
+        return data
+    old = data.pop("transports")
+    if old is None:
+        return data
+    if not isinstance(old, dict):
+        raise ValueError("transports: the section is renamed (see RENAMED in config.py)")
+    data = dict(data)
+    for key, value in old.items():
+        if key not in RENAMED:
+            raise ValueError(f"transports.{key}: unknown setting")
+        section, name = RENAMED[key].split(".")
+        current = data.get(section)
+        if current is None:
+            current = {}
+        elif not isinstance(current, dict):
+            continue  # a section given whole (an object already): it wins
+        data[section] = {name: value, **current}
+        notes.append(f"setting transports.{key} is now {RENAMED[key]}; the old name goes")
+    return data
 
 
 class HttpSettings(_Section):
@@ -369,7 +446,13 @@ class Settings(BaseSettings):
     sources: SourcesSettings = Field(default_factory=lambda: SourcesSettings())
     http: HttpSettings = Field(default_factory=lambda: HttpSettings())
     tls: TlsSettings = Field(default_factory=lambda: TlsSettings())
-    transports: TransportSettings = Field(default_factory=lambda: TransportSettings())
+    transcode: TranscodeSettings = Field(default_factory=lambda: TranscodeSettings())
+    engine: EngineSettings = Field(default_factory=lambda: EngineSettings())
+    canary: CanarySettings = Field(default_factory=lambda: CanarySettings())
+    runtime: RuntimeSettings = Field(default_factory=lambda: RuntimeSettings())
+    #: The old names of transcode, webrtc.media_path, engine, canary, runtime and
+    #: ingest.stall_check (see RENAMED); read for one release, never written.
+    transports: dict[str, Any] | None = Field(None, exclude=True)
     auth: AuthSettings = Field(default_factory=lambda: AuthSettings())
     registry: RegistrySettings = Field(default_factory=lambda: RegistrySettings())
     cluster: ClusterSettings = Field(default_factory=lambda: ClusterSettings())
@@ -390,6 +473,21 @@ class Settings(BaseSettings):
                 raise ValueError(f"stream id '{stream.id}' is declared twice")
             seen.add(stream.id)
         return value
+
+    _renamed: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _old_names(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
+        notes: list[str] = []
+        settings = handler(_rename(data, notes))
+        settings._renamed = notes
+        return settings
+
+    @property
+    def renamed(self) -> list[str]:
+        """What was set under an old name (to be said once at start-up)."""
+        return list(self._renamed)
 
     @model_validator(mode="after")
     def _cluster(self) -> Settings:

@@ -15,10 +15,10 @@ from media_server.ingest.guard import SourceGuard
 from media_server.loopwatch import LoopMonitor
 from media_server.metrics import Metrics
 from media_server.procstat import CpuMeter
+from media_server.runtime.jsoncodec import JsonCodec
 from media_server.store.registry import Registry
 from media_server.streams.manager import StreamManager
 from media_server.tasks import Tasks
-from media_server.transports.jsoncodec import JsonCodec
 from media_server.webrtc.session import SessionManager
 
 

@@ -37,7 +37,7 @@ def source_for(registration: Registration, context: SourceContext) -> SourceFact
             settings.ingest.open_timeout,
             settings.ingest.read_timeout,
             context.guard,
-            socket_timeout=settings.transports.read_timeout == "socket",
+            socket_timeout=settings.ingest.stall_check == "socket",
             audio=registration.audio,
         )
 

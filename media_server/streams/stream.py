@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import av
 
-from media_server.config import PASSTHROUGH_CHOICES, TRANSCODE_CHOICES, Settings
+from media_server.config import MEDIA_PATHS, TRANSCODE_ENCODES, Settings
 from media_server.ingest.encoder import SharedEncoder
 from media_server.ingest.sources import SourceFactory
 from media_server.ingest.worker import IngestCounters, IngestWorker
@@ -102,12 +102,12 @@ class Stream:
         return self.registration.id
 
     @property
-    def _transcode_transports(self) -> set[str]:
-        """The transcode transports this stream feeds: the default, and the canary's."""
-        t = self._settings.transports
-        chosen: set[str] = {t.transcode}
-        if t.canary in TRANSCODE_CHOICES and t.canary_percent > 0:
-            chosen.add(t.canary)
+    def _transcode_encodes(self) -> set[str]:
+        """Where this stream's transcode is encoded: the default, and the canary's."""
+        chosen: set[str] = {self._settings.transcode.encode}
+        canary = self._settings.canary
+        if canary.choice in TRANSCODE_ENCODES and canary.percent > 0:
+            chosen.add(canary.choice)
         if self.clustered:
             chosen.add("shared")  # a relay carries encoded units to the other nodes
         return chosen
@@ -123,7 +123,7 @@ class Stream:
         return self._make_relay is not None
 
     def _shared_encoder(self) -> SharedEncoder:
-        return SharedEncoder(self._settings.transports.shared_bitrate)
+        return SharedEncoder(self._settings.transcode.bitrate)
 
     @property
     def media_transport(self) -> str:
@@ -133,25 +133,25 @@ class Stream:
     def _transport_name(self, canary: bool) -> str:
         """The media transport's name (metric label, `X-Media-Transport`): the configured
         one for the stream's mode, or the canary when it is one of that mode's."""
-        t = self._settings.transports
+        settings = self._settings
+        other = settings.canary.choice if canary else None
         mode = self.effective_mode or self.registration.mode
         if mode == "passthrough":
-            choice = t.canary if canary and t.canary in PASSTHROUGH_CHOICES else t.passthrough
-            return "engine" if choice == "engine" else "passthrough"
+            path = other if other in MEDIA_PATHS else settings.webrtc.media_path
+            return "engine" if path == "engine" else "passthrough"
         if mode == "transcode":
-            choice = t.canary if canary and t.canary in TRANSCODE_CHOICES else t.transcode
-            return "transcode-shared" if choice == "shared" else "transcode-per-viewer"
+            encode = other if other in TRANSCODE_ENCODES else settings.transcode.encode
+            return "transcode-shared" if encode == "shared" else "transcode-per-viewer"
         return "pending"
 
     def viewer_transport(self) -> str:
-        """The transport for the next viewer: the canary's for exactly `canary_percent` %
+        """The transport for the next viewer: the canary's for exactly `canary.percent` %
         of new viewers (spread evenly, not by chance), the default for the rest."""
-        t = self._settings.transports
-        share = t.canary_percent / 100 if t.canary else 0.0
+        canary = self._settings.canary
+        share = canary.percent / 100 if canary.choice else 0.0
         n = self._viewers_admitted
         self._viewers_admitted += 1
-        canary = int((n + 1) * share) > int(n * share)
-        return self._transport_name(canary)
+        return self._transport_name(int((n + 1) * share) > int(n * share))
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -170,8 +170,8 @@ class Stream:
             self._loop,
             self.registration.reconnect or self._settings.ingest.reconnect,
             self._settings.hub.ingest_backlog,
-            self._shared_encoder if "shared" in self._transcode_transports else None,
-            "per_viewer" in self._transcode_transports,
+            self._shared_encoder if "shared" in self._transcode_encodes else None,
+            "per_viewer" in self._transcode_encodes,
             self._settings.ingest.thread_nice,
         )
         self.worker.start()

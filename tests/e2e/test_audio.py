@@ -168,7 +168,7 @@ async def test_lip_sync_holds_and_survives_a_camera_reconnect(
     limit of its flash, before and after the camera restarts under a connected viewer.
     With the fan-out engine sending the video, its sender reports are the ones measured.
     """
-    env = {**FAST, "MEDIA_SERVER_TRANSPORTS__PASSTHROUGH": video}
+    env = {**FAST, "MEDIA_SERVER_WEBRTC__MEDIA_PATH": video}
     with start_rtsp_server() as camera, run_gateway("--no-demo", env=env) as gw:
         port = camera.port
         status, _ = await register(http, gw.base_url, id="sync", url=camera.url(mount))

@@ -22,14 +22,14 @@ from tests.support.viewer import Viewer, frames_between, unwrap
 
 pytestmark = pytest.mark.e2e
 
-ENGINE = {**GENEROUS, **FAST, "MEDIA_SERVER_TRANSPORTS__PASSTHROUGH": "engine"}
+ENGINE = {**GENEROUS, **FAST, "MEDIA_SERVER_WEBRTC__MEDIA_PATH": "engine"}
 
 
 @pytest.fixture(scope="module")
 def engine_gateway() -> Iterator[Gateway]:
     """Native send path; every viewer's sequence number and timestamp wrap within
     seconds of joining, so each test here also runs across both wraps."""
-    env = {**ENGINE, "MEDIA_SERVER_TRANSPORTS__ENGINE_START": "near-wrap"}
+    env = {**ENGINE, "MEDIA_SERVER_ENGINE__START": "near-wrap"}
     with run_gateway("--no-demo", env=env) as gw:
         yield gw
 
@@ -44,7 +44,7 @@ async def live(http: aiohttp.ClientSession, gw: Gateway, sid: str, url: str) -> 
 async def test_viewers_decode_what_the_engine_sends(
     http: aiohttp.ClientSession, rtsp: RtspServer, send_path: str
 ) -> None:
-    env = {**ENGINE, "MEDIA_SERVER_TRANSPORTS__ENGINE": send_path}
+    env = {**ENGINE, "MEDIA_SERVER_ENGINE__SEND_PATH": send_path}
     with run_gateway("--no-demo", env=env) as gw:
         await live(http, gw, "cam", rtsp.url("/baseline"))
         viewers = [Viewer(gw.base_url, "cam", via) for via in ("ws", "whep", "ws")]
@@ -248,9 +248,9 @@ async def test_the_engine_as_a_canary_for_a_share_of_passthrough_viewers(
     transcoded stream's viewers are not its to take."""
     env = {
         **GENEROUS,
-        "MEDIA_SERVER_TRANSPORTS__PASSTHROUGH": "aiortc",
-        "MEDIA_SERVER_TRANSPORTS__CANARY": "engine",
-        "MEDIA_SERVER_TRANSPORTS__CANARY_PERCENT": "50",
+        "MEDIA_SERVER_WEBRTC__MEDIA_PATH": "aiortc",
+        "MEDIA_SERVER_CANARY__CHOICE": "engine",
+        "MEDIA_SERVER_CANARY__PERCENT": "50",
     }
     with run_gateway("--no-demo", env=env) as gw:
         await live(http, gw, "pass", rtsp.url("/small"))

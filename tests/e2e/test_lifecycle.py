@@ -115,7 +115,7 @@ async def test_on_demand_opens_on_first_viewer_and_idles_after_last(
 async def test_transports_by_configuration(
     http: aiohttp.ClientSession, loop: str, codec: str
 ) -> None:
-    env = {"MEDIA_SERVER_TRANSPORTS__LOOP": loop, "MEDIA_SERVER_TRANSPORTS__JSON_CODEC": codec}
+    env = {"MEDIA_SERVER_RUNTIME__LOOP": loop, "MEDIA_SERVER_RUNTIME__JSON_CODEC": codec}
     with run_gateway(env=env) as gw:
         viewer = Viewer(gw.base_url, "demo")
         await viewer.connect()

@@ -221,7 +221,7 @@ async def test_per_viewer_transcode(
     http: aiohttp.ClientSession, rtsp: RtspServer, via: str
 ) -> None:
     """The Phase 1 baseline stays selectable: aiortc encodes for each viewer (VP8 first)."""
-    env = {"MEDIA_SERVER_TRANSPORTS__TRANSCODE": "per_viewer"}
+    env = {"MEDIA_SERVER_TRANSCODE__ENCODE": "per_viewer"}
     with run_gateway("--no-demo", env=env) as gw:
         status, _ = await register(
             http, gw.base_url, id="pv", url=rtsp.url("/baseline"), mode="transcode"
@@ -238,8 +238,8 @@ async def test_per_viewer_transcode(
 async def test_shared_transcode_encodes_once_for_all_viewers(
     http: aiohttp.ClientSession, rtsp: RtspServer
 ) -> None:
-    """transports.transcode=shared: one H.264 encode per stream, viewers get passthrough."""
-    env = {"MEDIA_SERVER_TRANSPORTS__TRANSCODE": "shared"}
+    """transcode.encode=shared: one H.264 encode per stream, viewers get passthrough."""
+    env = {"MEDIA_SERVER_TRANSCODE__ENCODE": "shared"}
     with run_gateway("--no-demo", env=env) as gw:
         status, _ = await register(http, gw.base_url, id="hi", url=rtsp.url("/high"))
         assert status == 201
@@ -266,9 +266,9 @@ async def test_canary_gives_a_share_of_new_viewers_the_other_transport(
 ) -> None:
     """Default per-viewer transcode, shared encode for 50 % of new viewers: both play."""
     env = {
-        "MEDIA_SERVER_TRANSPORTS__TRANSCODE": "per_viewer",
-        "MEDIA_SERVER_TRANSPORTS__CANARY": "shared",
-        "MEDIA_SERVER_TRANSPORTS__CANARY_PERCENT": "50",
+        "MEDIA_SERVER_TRANSCODE__ENCODE": "per_viewer",
+        "MEDIA_SERVER_CANARY__CHOICE": "shared",
+        "MEDIA_SERVER_CANARY__PERCENT": "50",
     }
     with run_gateway("--no-demo", env=env) as gw:
         status, _ = await register(

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from media_server.config import ConfigError, IngestSettings, TransportSettings, load_settings
+from media_server.config import (
+    CanarySettings,
+    ConfigError,
+    EngineSettings,
+    IngestSettings,
+    RuntimeSettings,
+    TranscodeSettings,
+    WebRTCSettings,
+    load_settings,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,7 +97,9 @@ def test_shipped_config_file_is_valid() -> None:
     s = load_settings(ROOT / "config" / "media_server.yaml")
     assert s.port == 8080
     # The file documents the defaults: where PHASES.md moves one, the file moves with it.
-    assert s.ingest == IngestSettings() and s.transports == TransportSettings()
+    assert s.ingest == IngestSettings() and s.webrtc == WebRTCSettings()
+    assert s.transcode == TranscodeSettings() and s.engine == EngineSettings()
+    assert s.canary == CanarySettings() and s.runtime == RuntimeSettings()
 
 
 def test_cli_refuses_bad_setting_with_its_name() -> None:
@@ -117,3 +128,31 @@ def test_cluster_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDIA_SERVER_CLUSTER__ADVERTISE_URL", "http://10.0.0.5:8080")
     settings = load_settings()
     assert settings.registry.backend == "redis" and settings.cluster.lease_ttl == 8
+
+
+def test_old_transports_names_work_for_one_release(monkeypatch: pytest.MonkeyPatch) -> None:
+    """transports.* was four things; the old names still set the new ones, with a note."""
+    monkeypatch.setenv("MEDIA_SERVER_TRANSPORTS__PASSTHROUGH", "aiortc")
+    monkeypatch.setenv("MEDIA_SERVER_TRANSPORTS__ENGINE_LANES", "3")
+    monkeypatch.setenv("MEDIA_SERVER_TRANSPORTS__READ_TIMEOUT", "interpreter")
+    monkeypatch.setenv("MEDIA_SERVER_ENGINE__GSO", "false")
+    settings = load_settings(demo=False)
+    assert settings.webrtc.media_path == "aiortc"
+    assert settings.engine.lanes == 3 and settings.engine.gso is False
+    assert settings.ingest.stall_check == "interpreter"
+    assert any("transports.passthrough is now webrtc.media_path" in n for n in settings.renamed)
+    monkeypatch.setenv("MEDIA_SERVER_WEBRTC__MEDIA_PATH", "engine")  # the new name wins
+    assert load_settings(demo=False).webrtc.media_path == "engine"
+    monkeypatch.setenv("MEDIA_SERVER_TRANSPORTS__WARP", "9")
+    with pytest.raises(ConfigError, match=r"transports\.warp: unknown setting"):
+        load_settings(demo=False)
+
+
+def test_old_names_in_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "old.yaml"
+    config.write_text(
+        "transports:\n  transcode: per_viewer\n  canary: shared\n  canary_percent: 5\n"
+    )
+    settings = load_settings(config, demo=False)
+    assert settings.transcode.encode == "per_viewer"
+    assert settings.canary.choice == "shared" and settings.canary.percent == 5
