@@ -23,3 +23,10 @@ class Tasks:
 
     def pending(self) -> list[asyncio.Task[Any]]:
         return list(self._running)
+
+    async def cancel(self) -> None:
+        """Cancel every task still running and wait until each has ended."""
+        running = self.pending()
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)

@@ -112,7 +112,7 @@ class ClusterNode:
         self._holders: dict[str, tuple[str, int]] = {}
         self._unowned: dict[str, int] = {}
         self._published: dict[str, tuple[tuple[Any, ...], float]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loops = Tasks()  # heartbeat, fence, channel, re-reads, announcements
         self._changing = Tasks()  # ingest switches, off the heartbeat
         self._dirty = asyncio.Event()  # the registry changed: read it again
         self._session: aiohttp.ClientSession | None = None
@@ -181,21 +181,13 @@ class ClusterNode:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, connect=reach, sock_connect=reach)
         )
-        self._tasks = [
-            asyncio.create_task(self._beat()),
-            asyncio.create_task(self._guard()),
-            asyncio.create_task(self._watch()),
-            asyncio.create_task(self._resync()),
-            asyncio.create_task(self._publish()),
-        ]
+        for loop in (self._beat, self._guard, self._watch, self._resync, self._publish):
+            self._loops.spawn(loop())
 
     async def stop(self) -> None:
         """Stop taking part: no more heartbeats, claims or announcements. The leases stay
         held (and valid for a while) until `leave`, once ingest here has stopped."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await self._loops.cancel()
 
     async def leave(self) -> None:
         """Give the leases up at once, so the other nodes need not wait them out."""

@@ -25,6 +25,7 @@ from media_server.engine.engine import Engine
 from media_server.engine.sender import EngineSender
 from media_server.streams.fanout import Wants
 from media_server.streams.stream import Stream
+from media_server.tasks import Tasks
 from media_server.webrtc.ice import rtc_configuration
 from media_server.webrtc.track import HubTrack
 
@@ -206,7 +207,7 @@ class SessionManager:
         #: Serves the viewers whose transport is "engine"; None: nobody is given it.
         self.engine = engine
         self._sessions: dict[str, ViewerSession] = {}
-        self._tasks: set[asyncio.Future[None]] = set()
+        self._closing = Tasks()  # closes asked for by callbacks that cannot wait
         self.accepting = True
         self.on_connected: list[Callable[[ViewerSession], None]] = []
         #: Called with a session and its time from offer to first media handed to aiortc.
@@ -364,9 +365,7 @@ class SessionManager:
         """Close from a callback that cannot wait for it."""
         if session.closed.is_set():
             return
-        task = asyncio.ensure_future(self.close(session, reason))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._closing.spawn(self.close(session, reason))
 
     async def close(self, session: ViewerSession, reason: str = "closed") -> None:
         """Release everything a viewer held; safe to call more than once."""
