@@ -12,6 +12,7 @@ from aiohttp import web
 
 from media_server import __version__
 from media_server.api.admin import ProfileRequest
+from media_server.api.streams import ViewerToken, ViewerTokenRequest
 from media_server.model.registration import NewRegistration
 from media_server.streams.view import StreamView
 
@@ -83,6 +84,227 @@ STREAM_REF = {"$ref": "#/components/schemas/Stream"}
 OPEN: list[dict[str, list[str]]] = []  # no credentials needed
 
 
+def _stream_paths() -> dict[str, Any]:
+    """Registering, listing, showing and removing streams."""
+    return {
+        "/api/v1/streams": {
+            "get": {
+                "summary": "List the streams",
+                "responses": {
+                    "200": _json(
+                        "the streams",
+                        {
+                            "type": "object",
+                            "properties": {"streams": {"type": "array", "items": STREAM_REF}},
+                        },
+                    ),
+                    **_errors(401, 403),
+                },
+            },
+            "post": {
+                "summary": "Register a stream (idempotent per id and body)",
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": {"$ref": "#/components/schemas/StreamCreate"}}},
+                },
+                "responses": {
+                    "201": _json("registered", STREAM_REF),
+                    "200": _json("the same stream was registered already", STREAM_REF),
+                    **_errors(400, 401, 403, 409, 413, 415, 429, 503),
+                },
+            },
+        },
+        "/api/v1/streams/{stream_id}": {
+            "parameters": [STREAM_ID],
+            "get": {
+                "summary": "One stream",
+                "responses": {"200": _json("the stream", STREAM_REF), **_errors(401, 403, 404)},
+            },
+            "delete": {
+                "summary": "Remove a stream; ends its viewers and its ingest",
+                "description": "409 `managed-by-config` for a stream the config file "
+                "declares: it is removed by editing the file and reloading.",
+                "responses": {
+                    "204": {"description": "removed"},
+                    **_errors(401, 403, 404, 409, 503),
+                },
+            },
+        },
+    }
+
+
+def _viewing_paths() -> dict[str, Any]:
+    """What a viewer uses: the snapshot, viewer tokens and WHEP."""
+    return {
+        "/api/v1/streams/{stream_id}/snapshot.jpg": {
+            "get": {
+                "summary": "The latest picture as a JPEG (viewer access)",
+                "description": "Decoded from the last keyframe onwards; cached for a "
+                "second, and made once however many ask at the same time.",
+                "security": [{"bearer": []}, {}],
+                "parameters": [STREAM_ID],
+                "responses": {
+                    "200": {
+                        "description": "the picture",
+                        "content": {"image/jpeg": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(401, 403, 404, 503),
+                },
+            }
+        },
+        "/api/v1/streams/{stream_id}/viewer-tokens": {
+            "parameters": [STREAM_ID],
+            "post": {
+                "summary": "Issue a signed, expiring token that opens this stream",
+                "requestBody": {
+                    "required": False,
+                    "content": {JSON: {"schema": ViewerTokenRequest.model_json_schema()}},
+                },
+                "responses": {
+                    "201": _json("the token", ViewerToken.model_json_schema()),
+                    **_errors(400, 401, 403, 404, 415),
+                },
+            },
+        },
+        "/api/v1/streams/{stream_id}/whep": {
+            "parameters": [STREAM_ID],
+            "post": {
+                "summary": "WHEP: an SDP offer in, an SDP answer out",
+                "security": [{"bearer": []}, {}],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/sdp": {"schema": {"type": "string"}}},
+                },
+                "responses": {
+                    "201": {
+                        "description": "the answer; Location names the session, ETag "
+                        "its ICE session, X-Media-Transport the media path it gets",
+                        "content": {"application/sdp": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(400, 401, 403, 404, 413, 415, 429, 503),
+                },
+            },
+        },
+        "/api/v1/streams/{stream_id}/whep/{session_id}": {
+            "parameters": [STREAM_ID, SESSION_ID],
+            "patch": {
+                "summary": "WHEP: trickle ICE candidates",
+                "security": OPEN,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/trickle-ice-sdpfrag": {"schema": {"type": "string"}}},
+                },
+                "responses": {
+                    "204": {"description": "applied"},
+                    **_errors(400, 404, 412, 415, 422),
+                },
+            },
+            "delete": {
+                "summary": "WHEP: end the session",
+                "security": OPEN,
+                "responses": {"200": {"description": "ended"}, **_errors(404)},
+            },
+        },
+    }
+
+
+def _operation_paths() -> dict[str, Any]:
+    """Operating the gateway: health, metrics, events, the cluster, profiling."""
+    return {
+        "/api/v1/admin/profile": {
+            "post": {
+                "summary": "Profile the running gateway with py-spy for a few seconds",
+                "requestBody": {
+                    "required": False,
+                    "content": {JSON: {"schema": {"$ref": "#/components/schemas/ProfileRequest"}}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "speedscope JSON or flamegraph SVG",
+                        "content": {
+                            JSON: {"schema": {"type": "object"}},
+                            "image/svg+xml": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **_errors(400, 401, 403, 409, 415, 503),
+                },
+            }
+        },
+        "/api/v1/health": {
+            "get": {
+                "summary": "Liveness: fails for a while after the event loop was blocked",
+                "security": OPEN,
+                "responses": {
+                    "200": _json("alive", {"type": "object"}),
+                    "503": _json("blocked", {"type": "object"}),
+                },
+            }
+        },
+        "/api/v1/health/ready": {
+            "get": {
+                "summary": "Readiness with a status per component",
+                "security": OPEN,
+                "responses": {
+                    "200": _json("ready", {"type": "object"}),
+                    "503": _json("not ready (starting, draining or a component failing)", {}),
+                },
+            }
+        },
+        "/api/v1/cluster": {
+            "get": {
+                "summary": "The nodes of the cluster and their load (a single gateway "
+                "lists itself)",
+                "responses": {
+                    "200": _json("this node's id, the registry backend and the nodes", NODES),
+                    **_errors(401, 403),
+                },
+            }
+        },
+        "/api/v1/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "security": OPEN,
+                "responses": {"200": _json("OpenAPI 3.1", {"type": "object"})},
+            }
+        },
+        "/api/v1/events": {
+            "get": {
+                "summary": "Live stream list (server-sent events)",
+                "description": "text/event-stream: a `streams` event (the body of "
+                "GET /api/v1/streams) at once, on every change, and at least every 2 s.",
+                "responses": {
+                    "200": {
+                        "description": "an event stream that stays open",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(401, 403, 429, 503),
+                },
+            }
+        },
+        "/stats": {
+            "get": {
+                "summary": "The numbers of /metrics as compact JSON, with process CPU and RSS",
+                "responses": {
+                    "200": _json("figures", {"type": "object"}),
+                    **_errors(401, 403),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {
+                        "description": "text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(401, 403),
+                },
+            }
+        },
+    }
+
+
 def build() -> dict[str, Any]:
     template = "#/components/schemas/{model}"
     create = NewRegistration.model_json_schema(ref_template=template)
@@ -102,238 +324,7 @@ def build() -> dict[str, Any]:
                 **definitions,
             },
         },
-        "paths": {
-            "/api/v1/streams": {
-                "get": {
-                    "summary": "List the streams",
-                    "responses": {
-                        "200": _json(
-                            "the streams",
-                            {
-                                "type": "object",
-                                "properties": {"streams": {"type": "array", "items": STREAM_REF}},
-                            },
-                        ),
-                        **_errors(401, 403),
-                    },
-                },
-                "post": {
-                    "summary": "Register a stream (idempotent per id and body)",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            JSON: {"schema": {"$ref": "#/components/schemas/StreamCreate"}}
-                        },
-                    },
-                    "responses": {
-                        "201": _json("registered", STREAM_REF),
-                        "200": _json("the same stream was registered already", STREAM_REF),
-                        **_errors(400, 401, 403, 409, 413, 415, 429, 503),
-                    },
-                },
-            },
-            "/api/v1/streams/{stream_id}": {
-                "parameters": [STREAM_ID],
-                "get": {
-                    "summary": "One stream",
-                    "responses": {"200": _json("the stream", STREAM_REF), **_errors(401, 403, 404)},
-                },
-                "delete": {
-                    "summary": "Remove a stream; ends its viewers and its ingest",
-                    "description": "409 `managed-by-config` for a stream the config file "
-                    "declares: it is removed by editing the file and reloading.",
-                    "responses": {
-                        "204": {"description": "removed"},
-                        **_errors(401, 403, 404, 409, 503),
-                    },
-                },
-            },
-            "/api/v1/streams/{stream_id}/snapshot.jpg": {
-                "get": {
-                    "summary": "The latest picture as a JPEG (viewer access)",
-                    "description": "Decoded from the last keyframe onwards; cached for a "
-                    "second, and made once however many ask at the same time.",
-                    "security": [{"bearer": []}, {}],
-                    "parameters": [STREAM_ID],
-                    "responses": {
-                        "200": {
-                            "description": "the picture",
-                            "content": {"image/jpeg": {"schema": {"type": "string"}}},
-                        },
-                        **_errors(401, 403, 404, 503),
-                    },
-                }
-            },
-            "/api/v1/streams/{stream_id}/viewer-tokens": {
-                "parameters": [STREAM_ID],
-                "post": {
-                    "summary": "Issue a signed, expiring token that opens this stream",
-                    "requestBody": {
-                        "required": False,
-                        "content": {
-                            JSON: {
-                                "schema": {
-                                    "type": "object",
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "ttl": {"type": "number", "exclusiveMinimum": 0}
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "201": _json(
-                            "the token",
-                            {
-                                "type": "object",
-                                "properties": {
-                                    "stream": {"type": "string"},
-                                    "token": {"type": "string"},
-                                    "expires_at": {"type": "number"},
-                                    "view_url": {"type": "string"},
-                                },
-                            },
-                        ),
-                        **_errors(400, 401, 403, 404, 415),
-                    },
-                },
-            },
-            "/api/v1/streams/{stream_id}/whep": {
-                "parameters": [STREAM_ID],
-                "post": {
-                    "summary": "WHEP: an SDP offer in, an SDP answer out",
-                    "security": [{"bearer": []}, {}],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/sdp": {"schema": {"type": "string"}}},
-                    },
-                    "responses": {
-                        "201": {
-                            "description": "the answer; Location names the session, ETag "
-                            "its ICE session, X-Media-Transport the media path it gets",
-                            "content": {"application/sdp": {"schema": {"type": "string"}}},
-                        },
-                        **_errors(400, 401, 403, 404, 413, 415, 429, 503),
-                    },
-                },
-            },
-            "/api/v1/streams/{stream_id}/whep/{session_id}": {
-                "parameters": [STREAM_ID, SESSION_ID],
-                "patch": {
-                    "summary": "WHEP: trickle ICE candidates",
-                    "security": OPEN,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/trickle-ice-sdpfrag": {"schema": {"type": "string"}}
-                        },
-                    },
-                    "responses": {
-                        "204": {"description": "applied"},
-                        **_errors(400, 404, 412, 415, 422),
-                    },
-                },
-                "delete": {
-                    "summary": "WHEP: end the session",
-                    "security": OPEN,
-                    "responses": {"200": {"description": "ended"}, **_errors(404)},
-                },
-            },
-            "/api/v1/admin/profile": {
-                "post": {
-                    "summary": "Profile the running gateway with py-spy for a few seconds",
-                    "requestBody": {
-                        "required": False,
-                        "content": {
-                            JSON: {"schema": {"$ref": "#/components/schemas/ProfileRequest"}}
-                        },
-                    },
-                    "responses": {
-                        "200": {
-                            "description": "speedscope JSON or flamegraph SVG",
-                            "content": {
-                                JSON: {"schema": {"type": "object"}},
-                                "image/svg+xml": {"schema": {"type": "string"}},
-                            },
-                        },
-                        **_errors(400, 401, 403, 409, 415, 503),
-                    },
-                }
-            },
-            "/api/v1/health": {
-                "get": {
-                    "summary": "Liveness: fails for a while after the event loop was blocked",
-                    "security": OPEN,
-                    "responses": {
-                        "200": _json("alive", {"type": "object"}),
-                        "503": _json("blocked", {"type": "object"}),
-                    },
-                }
-            },
-            "/api/v1/health/ready": {
-                "get": {
-                    "summary": "Readiness with a status per component",
-                    "security": OPEN,
-                    "responses": {
-                        "200": _json("ready", {"type": "object"}),
-                        "503": _json("not ready (starting, draining or a component failing)", {}),
-                    },
-                }
-            },
-            "/api/v1/cluster": {
-                "get": {
-                    "summary": "The nodes of the cluster and their load (a single gateway "
-                    "lists itself)",
-                    "responses": {
-                        "200": _json("this node's id, the registry backend and the nodes", NODES),
-                        **_errors(401, 403),
-                    },
-                }
-            },
-            "/api/v1/openapi.json": {
-                "get": {
-                    "summary": "This document",
-                    "security": OPEN,
-                    "responses": {"200": _json("OpenAPI 3.1", {"type": "object"})},
-                }
-            },
-            "/api/v1/events": {
-                "get": {
-                    "summary": "Live stream list (server-sent events)",
-                    "description": "text/event-stream: a `streams` event (the body of "
-                    "GET /api/v1/streams) at once, on every change, and at least every 2 s.",
-                    "responses": {
-                        "200": {
-                            "description": "an event stream that stays open",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                        },
-                        **_errors(401, 403, 429, 503),
-                    },
-                }
-            },
-            "/stats": {
-                "get": {
-                    "summary": "The numbers of /metrics as compact JSON, with process CPU and RSS",
-                    "responses": {
-                        "200": _json("figures", {"type": "object"}),
-                        **_errors(401, 403),
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics",
-                    "responses": {
-                        "200": {
-                            "description": "text exposition format",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        },
-                        **_errors(401, 403),
-                    },
-                }
-            },
-        },
+        "paths": {**_stream_paths(), **_viewing_paths(), **_operation_paths()},
     }
 
 

@@ -28,6 +28,15 @@ class ViewerTokenRequest(BaseModel):
     ttl: float = Field(3600, gt=0, description="seconds; capped by auth.viewer_token_ttl")
 
 
+class ViewerToken(BaseModel):
+    """A signed, expiring token that opens one stream's page, WebSocket and WHEP."""
+
+    stream: str
+    token: str
+    expires_at: float = Field(description="Unix time")
+    view_url: str = Field(description="the player's page for this stream, with the token")
+
+
 def get_stream(request: web.Request) -> Stream:
     stream_id = request.match_info["stream_id"]
     stream = gateway(request).streams.get(stream_id)
@@ -103,15 +112,13 @@ async def issue_viewer_token(request: web.Request) -> web.Response:
     stream = get_stream(request)
     body = parse(ViewerTokenRequest, await read_json(request) if request.can_read_body else {})
     token, expires = gateway(request).auth.issue_viewer_token(stream.id, body.ttl)
-    return web.json_response(
-        {
-            "stream": stream.id,
-            "token": token,
-            "expires_at": expires,
-            "view_url": f"/view/{stream.id}?token={token}",
-        },
-        status=201,
+    issued = ViewerToken(
+        stream=stream.id,
+        token=token,
+        expires_at=expires,
+        view_url=f"/view/{stream.id}?token={token}",
     )
+    return web.json_response(issued.model_dump(), status=201)
 
 
 @routes.get("/api/v1/streams/{stream_id}/snapshot.jpg")
