@@ -222,106 +222,8 @@ class IngestWorker:
 
     def _pump(self, source: Source, info: SourceInfo, timeline: Timeline, backoff: Backoff) -> None:
         """Read until the source ends or stop is asked; raise SourceError on failure."""
-        params = h264.parameter_sets(info.extradata) if info.codec == "h264" else b""
-        mode: EffectiveMode | None = None
-        decoder: VideoCodecContext | None = None
-        encoder = self._make_encoder() if self._make_encoder else None
-        need_key = True
-        reordered = False
-        audio = AudioPath(info.audio) if info.audio and info.audio.mode != "off" else None
-        last_src_pts: int | None = None
-        last_frame_pts: int | None = None
-        counters = self.counters
-        counters.restart_window()
-        while not self._stop.is_set():
-            packet = source.read()
-            if packet is None:
-                return
-            if packet.stream is not None and packet.stream.type == "audio":
-                if audio is not None and mode is not None:  # video leads: it sets the clock
-                    self._audio(audio, packet, timeline)
-                continue
-            data = bytes(packet)
-            counters.packets += 1
-            counters.bytes += len(data)
-            key = packet.is_keyframe
-            if info.codec == "h264":
-                types = h264.nal_types(data)
-                key = h264.NAL_IDR in types
-                if key and h264.NAL_SPS in types:
-                    fresh = h264.parameter_sets(data)
-                    if fresh != params:
-                        params = fresh
-                        info = self._with_sps(info, data, reordered)
-                        if mode is not None:
-                            self._post(self._sink.on_info, info, mode)
-                elif key and params:
-                    data = params + data
-            if key:
-                counters.keyframes += 1
-
-            if mode is None:
-                if not key:
-                    continue  # nothing decodes before the first keyframe
-                mode = choose_mode(self._requested, info)
-                self._post(self._sink.on_info, info, mode)
-                self._post(self._sink.on_state, StreamState.LIVE, None)
-                backoff.success()
-
-            src_pts = packet.pts
-            if src_pts is not None and last_src_pts is not None and src_pts < last_src_pts:
-                # Presentation order differs from decode order: B-frames, which browsers
-                # cannot take as they are. In auto mode, decode from the next keyframe.
-                reordered = True
-                if mode == "passthrough" and self._requested == "auto":
-                    info = replace(info, browser_safe=False)
-                    mode = "transcode"
-                    need_key = True
-                    self._post(self._sink.on_info, info, mode)
-            if src_pts is not None:
-                last_src_pts = src_pts
-            pts = timeline.map(src_pts, float(packet.time_base) if packet.time_base else 1 / 90000)
-
-            counters.frame()
-
-            if self._congested():
-                counters.dropped_backlog += 1
-                need_key = True
-                continue
-            if need_key and not key:
-                continue
-            need_key = False
-            unit = AccessUnit.of(data, pts, TIME_BASE, key)
-            if mode == "passthrough":
-                self._post(self._sink.on_unit, unit)
-                self._video_sent(timeline, pts)
-                continue
-            if decoder is None:
-                decoder = cast(VideoCodecContext, av.CodecContext.create(info.codec, "r"))
-            try:
-                frames = decoder.decode(unit.packet)
-            except av.FFmpegError:
-                counters.decode_errors += 1
-                need_key = True
-                continue
-            for frame in frames:
-                counters.frames_decoded += 1
-                # Encoders (libvpx above all) refuse a frame whose pts does not increase.
-                if frame.pts is None or (
-                    last_frame_pts is not None and frame.pts <= last_frame_pts
-                ):
-                    frame.pts = pts if last_frame_pts is None else max(pts, last_frame_pts + 1)
-                last_frame_pts = frame.pts
-                frame.time_base = TIME_BASE
-                if self._publish_frames:  # for viewers whose own encoder takes frames
-                    self._post(self._sink.on_frame, frame)
-                    self._video_sent(timeline, frame.pts)
-                if encoder is None:
-                    continue
-                for unit in encoder.encode(frame, info.fps or counters.fps or 30.0):
-                    counters.frames_encoded += 1
-                    self._post(self._sink.on_unit, unit)
-                    self._video_sent(timeline, unit.pts)
+        self.counters.restart_window()
+        _Pump(self, info, timeline, backoff).run(source)
 
     def _audio(self, audio: AudioPath, packet: Packet, timeline: Timeline) -> None:
         counters = self.counters
@@ -362,3 +264,140 @@ class IngestWorker:
             profile=sps.profile_name,
             browser_safe=h264.browser_safe(sps) and not reordered,
         )
+
+
+class _Pump:
+    """One source session's packets on their way out: keyframes and parameter sets, the
+    mode once the first keyframe shows what the source is, then passthrough units, or
+    decoded frames and the shared encoder's units."""
+
+    def __init__(
+        self, worker: IngestWorker, info: SourceInfo, timeline: Timeline, backoff: Backoff
+    ) -> None:
+        self._worker = worker
+        self._sink = worker._sink
+        self._counters = worker.counters
+        self._info = info
+        self._timeline = timeline
+        self._backoff = backoff
+        self._params = h264.parameter_sets(info.extradata) if info.codec == "h264" else b""
+        self._mode: EffectiveMode | None = None
+        self._decoder: VideoCodecContext | None = None
+        self._encoder = worker._make_encoder() if worker._make_encoder else None
+        self._need_key = True
+        self._reordered = False
+        audio = info.audio
+        self._audio = AudioPath(audio) if audio and audio.mode != "off" else None
+        self._last_src_pts: int | None = None
+        self._last_frame_pts: int | None = None
+
+    def run(self, source: Source) -> None:
+        worker = self._worker
+        while not worker._stop.is_set():
+            packet = source.read()
+            if packet is None:
+                return
+            if packet.stream is not None and packet.stream.type == "audio":
+                if self._audio is not None and self._mode is not None:  # video sets the clock
+                    worker._audio(self._audio, packet, self._timeline)
+                continue
+            self._video(packet)
+
+    def _video(self, packet: Packet) -> None:
+        counters = self._counters
+        data, key = self._keyframe(bytes(packet), packet.is_keyframe)
+        if self._mode is None and not self._start(key):
+            return  # nothing decodes before the first keyframe
+        self._check_order(packet.pts)
+        time_base = float(packet.time_base) if packet.time_base else 1 / 90000
+        pts = self._timeline.map(packet.pts, time_base)
+        counters.frame()
+        if self._worker._congested():
+            counters.dropped_backlog += 1
+            self._need_key = True
+            return
+        if self._need_key and not key:
+            return
+        self._need_key = False
+        unit = AccessUnit.of(data, pts, TIME_BASE, key)
+        if self._mode == "passthrough":
+            self._worker._post(self._sink.on_unit, unit)
+            self._worker._video_sent(self._timeline, pts)
+        else:
+            self._transcode(unit, pts)
+
+    def _keyframe(self, data: bytes, key: bool) -> tuple[bytes, bool]:
+        """Count the packet; for H.264, whether it is a keyframe (an IDR), with the
+        parameter sets put in front of one that lacks them, and a change of them noted."""
+        counters = self._counters
+        counters.packets += 1
+        counters.bytes += len(data)
+        if self._info.codec == "h264":
+            types = h264.nal_types(data)
+            key = h264.NAL_IDR in types
+            if key and h264.NAL_SPS in types:
+                fresh = h264.parameter_sets(data)
+                if fresh != self._params:
+                    self._params = fresh
+                    self._info = IngestWorker._with_sps(self._info, data, self._reordered)
+                    if self._mode is not None:
+                        self._worker._post(self._sink.on_info, self._info, self._mode)
+            elif key and self._params:
+                data = self._params + data
+        if key:
+            counters.keyframes += 1
+        return data, key
+
+    def _start(self, key: bool) -> bool:
+        """At the first keyframe: choose the mode, and say the stream is live."""
+        if not key:
+            return False
+        self._mode = choose_mode(self._worker._requested, self._info)
+        self._worker._post(self._sink.on_info, self._info, self._mode)
+        self._worker._post(self._sink.on_state, StreamState.LIVE, None)
+        self._backoff.success()
+        return True
+
+    def _check_order(self, src_pts: int | None) -> None:
+        """Presentation order that differs from decode order means B-frames, which
+        browsers cannot take as they are: in auto mode, decode from the next keyframe."""
+        last = self._last_src_pts
+        if src_pts is not None and last is not None and src_pts < last:
+            self._reordered = True
+            if self._mode == "passthrough" and self._worker._requested == "auto":
+                self._info = replace(self._info, browser_safe=False)
+                self._mode = "transcode"
+                self._need_key = True
+                self._worker._post(self._sink.on_info, self._info, self._mode)
+        if src_pts is not None:
+            self._last_src_pts = src_pts
+
+    def _transcode(self, unit: AccessUnit, pts: int) -> None:
+        """Decode; hand frames to viewers whose own encoder takes them, and encode them
+        once for the rest."""
+        counters, worker = self._counters, self._worker
+        if self._decoder is None:
+            self._decoder = cast(VideoCodecContext, av.CodecContext.create(self._info.codec, "r"))
+        try:
+            frames = self._decoder.decode(unit.packet)
+        except av.FFmpegError:
+            counters.decode_errors += 1
+            self._need_key = True
+            return
+        for frame in frames:
+            counters.frames_decoded += 1
+            # Encoders (libvpx above all) refuse a frame whose pts does not increase.
+            last = self._last_frame_pts
+            if frame.pts is None or (last is not None and frame.pts <= last):
+                frame.pts = pts if last is None else max(pts, last + 1)
+            self._last_frame_pts = frame.pts
+            frame.time_base = TIME_BASE
+            if worker._publish_frames:
+                worker._post(self._sink.on_frame, frame)
+                worker._video_sent(self._timeline, frame.pts)
+            if self._encoder is None:
+                continue
+            for encoded in self._encoder.encode(frame, self._info.fps or counters.fps or 30.0):
+                counters.frames_encoded += 1
+                worker._post(self._sink.on_unit, encoded)
+                worker._video_sent(self._timeline, encoded.pts)
