@@ -244,6 +244,38 @@ class SessionManager:
         self, stream: Stream, offer_sdp: str, via: str, client: str = "-"
     ) -> tuple[ViewerSession, str]:
         """Answer an offer for `stream`; the answer carries all our candidates."""
+        self._admit(stream, client)
+        offer = check_offer(offer_sdp)
+        if self.engine is not None and stream.effective_mode is None:
+            # Whether the engine may serve this viewer depends on the stream's mode.
+            await stream.wait_info(INFO_WAIT)
+        transport = stream.viewer_transport()
+        if transport == "engine" and self.engine is None:
+            transport = "passthrough"
+        track = None if transport == "engine" else HubTrack(stream.hub, WANTS.get(transport, "any"))
+        pc = RTCPeerConnection(rtc_configuration(self._settings))
+        session = ViewerSession(stream, pc, track, via, client, transport)
+        self._sessions[session.id] = session
+        stream.acquire()
+        try:
+            self._add_video(session)
+            await self._add_audio(session, offer)
+            await self._answer(session, offer_sdp)
+        except BaseException:
+            await self.close(session, "negotiation failed")
+            raise
+        self._follow(session)
+        log.info(
+            "viewer %s of stream %s negotiated via %s",
+            session.id,
+            stream.id,
+            via,
+            extra={"stream_id": stream.id},
+        )
+        return session, pc.localDescription.sdp
+
+    def _admit(self, stream: Stream, client: str) -> None:
+        """Refuse a viewer past any limit, before anything is built for it."""
         if not self.accepting:
             raise SignalingError("shutting-down", "the gateway is shutting down", 503)
         if len(self._sessions) >= self._limits.viewers:
@@ -260,61 +292,62 @@ class SessionManager:
                 f"a client may hold {self._limits.sessions_per_client} viewer sessions",
                 429,
             )
-        offer = check_offer(offer_sdp)
-        if self.engine is not None and stream.effective_mode is None:
-            # Whether the engine may serve this viewer depends on the stream's mode.
-            await stream.wait_info(INFO_WAIT)
-        pc = RTCPeerConnection(rtc_configuration(self._settings))
-        transport = stream.viewer_transport()
-        if transport == "engine" and self.engine is None:
-            transport = "passthrough"
-        track = None if transport == "engine" else HubTrack(stream.hub, WANTS.get(transport, "any"))
-        session = ViewerSession(stream, pc, track, via, client, transport)
 
-        def first_media() -> None:
+    def _first_media(self, session: ViewerSession) -> Callable[[], None]:
+        def told() -> None:
             for callback in self.on_first_media:
                 callback(session, time.monotonic() - session.opened_at)
 
-        self._sessions[session.id] = session
-        stream.acquire()
+        return told
+
+    def _add_video(self, session: ViewerSession) -> None:
+        """The video sender: aiortc's, fed by the hub track, or the engine in its place."""
+        pc, track = session.pc, session.track
+        if track is not None:
+            track.on_first = self._first_media(session)
+            transceiver = pc.addTransceiver(track, direction="sendonly")
+        else:
+            assert self.engine is not None
+            transceiver = pc.addTransceiver("video", direction="sendonly")
+            session.engine = EngineSender(
+                self.engine,
+                transceiver.sender,
+                session.stream.id,
+                self._first_media(session),
+                lambda reason: self._close_soon(session, reason),
+            )
+        transceiver.setCodecPreferences(_preferred_codecs(session.transport))
+
+    async def _add_audio(self, session: ViewerSession, offer: SessionDescription) -> None:
+        """The audio sender, when the stream has sound in a codec the offer takes."""
+        stream = session.stream
+        if stream.registration.audio and stream.info is None and _receiving(offer, "audio"):
+            # A starting stream (an on-demand one at its first viewer above all): wait
+            # to learn whether it has sound, or this viewer would never get any.
+            await stream.wait_info(INFO_WAIT)
+            self._still_open(session)
+        audio_codec = _audio_codec(offer, stream)
+        if audio_codec is not None:
+            session.audio_track = HubTrack(stream.audio_hub, "units", kind="audio")
+            listening = session.pc.addTransceiver(session.audio_track, direction="sendonly")
+            listening.setCodecPreferences([audio_codec])
+
+    async def _answer(self, session: ViewerSession, offer_sdp: str) -> None:
+        pc = session.pc
         try:
-            if track is not None:
-                track.on_first = first_media
-                transceiver = pc.addTransceiver(track, direction="sendonly")
-            else:
-                assert self.engine is not None
-                transceiver = pc.addTransceiver("video", direction="sendonly")
-                session.engine = EngineSender(
-                    self.engine,
-                    transceiver.sender,
-                    stream.id,
-                    first_media,
-                    lambda reason: self._close_soon(session, reason),
-                )
-            transceiver.setCodecPreferences(_preferred_codecs(transport))
-            if stream.registration.audio and stream.info is None and _receiving(offer, "audio"):
-                # A starting stream (an on-demand one at its first viewer above all): wait
-                # to learn whether it has sound, or this viewer would never get any.
-                await stream.wait_info(INFO_WAIT)
-                self._still_open(session)
-            audio_codec = _audio_codec(offer, stream)
-            if audio_codec is not None:
-                session.audio_track = HubTrack(stream.audio_hub, "units", kind="audio")
-                listening = pc.addTransceiver(session.audio_track, direction="sendonly")
-                listening.setCodecPreferences([audio_codec])
-            try:
-                await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-                self._still_open(session)
-                await pc.setLocalDescription(await pc.createAnswer())
-                self._still_open(session)
-            except SignalingError:
-                raise
-            except Exception as exc:
-                self._still_open(session)  # a peer closed under us is not the offer's fault
-                raise self._offer_error(exc) from None
-        except BaseException:
-            await self.close(session, "negotiation failed")
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            self._still_open(session)
+            await pc.setLocalDescription(await pc.createAnswer())
+            self._still_open(session)
+        except SignalingError:
             raise
+        except Exception as exc:
+            self._still_open(session)  # a peer closed under us is not the offer's fault
+            raise self._offer_error(exc) from None
+
+    def _follow(self, session: ViewerSession) -> None:
+        """Count the viewer once connected, close it when its peer fails or never comes."""
+        pc = session.pc
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -329,14 +362,6 @@ class SessionManager:
         session.expiry = asyncio.get_running_loop().call_later(
             self._settings.connect_timeout, self._expire_unconnected, session
         )
-        log.info(
-            "viewer %s of stream %s negotiated via %s",
-            session.id,
-            stream.id,
-            via,
-            extra={"stream_id": stream.id},
-        )
-        return session, pc.localDescription.sdp
 
     @staticmethod
     def _still_open(session: ViewerSession) -> None:
