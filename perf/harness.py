@@ -170,6 +170,111 @@ def _results(proc: subprocess.Popen[str], timeout: float) -> list[dict[str, Any]
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
+def _load(
+    gws: list[Gateway], stream_ids: list[str], per_stream: int, args: argparse.Namespace
+) -> tuple[list[subprocess.Popen[str]], list[subprocess.Popen[str]]]:
+    """Start the viewers, spread evenly over the nodes (a process or more each), and the
+    probes, which watch from a node that does not ingest the first stream, if any."""
+    timing = ["--warmup", str(args.warmup), "--window", str(args.seconds)]
+    total = len(stream_ids) * per_stream
+    shares = max(-(-total // VIEWERS_PER_PROCESS), min(total, len(gws)))
+    remaining = total
+    viewers = []
+    for share in range(shares):
+        count = total // shares + (share < total % shares)
+        remaining -= count
+        node = gws[share % len(gws)]
+        viewers.append(
+            _spawn(
+                "perf.cheap_viewer",
+                node.base_url,
+                ",".join(stream_ids),
+                "--count",
+                str(count),
+                "--offset",
+                str(remaining),
+                "--mode",
+                args.viewer,
+                *timing,
+            )
+        )
+    if not args.probe:
+        return viewers, []
+    gw = gws[0]
+    origin = gw.get_json(f"/api/v1/streams/{stream_ids[0]}").get("ingest_node")
+    probed = next((n for n in gws if n.get_json("/api/v1/cluster")["node"] != origin), gw)
+    probes = [
+        _spawn(module, probed.base_url, stream_ids[0], *timing)
+        for module in ("perf.latency_probe", "perf.ping_probe")
+    ]
+    return viewers, probes
+
+
+def _window(gws: list[Gateway], seconds: float) -> dict[str, Any]:
+    """The gateways' figures over `seconds` of load: CPU (per node, per thread group, the
+    host's), memory, event-loop lag, lane backlog, GC pauses and hub drops."""
+    wall_start = time.monotonic()
+    cpu_start = [cpu_seconds(node.pid) for node in gws]
+    threads_start = [thread_cpu_seconds(node.pid) for node in gws]
+    host_start = host_busy_seconds()
+    before = [scrape(node, GC, DROPS) for node in gws]
+    lags, rss, backlogs, unanswered = [], [], [], 0
+    while time.monotonic() - wall_start < seconds:
+        time.sleep(1)
+        for node in gws:
+            sample = scrape(node, LAG, BACKLOG)
+            if sample is None:
+                unanswered += 1
+                lags.append(SCRAPE_TIMEOUT)  # the loop was late by at least that
+            else:
+                lags.append(sample[LAG])
+                backlogs.append(sample[BACKLOG])
+            rss.append(rss_mb(node.pid))
+    elapsed = time.monotonic() - wall_start
+    node_cpu = [
+        (cpu_seconds(node.pid) - start) / elapsed * 100
+        for node, start in zip(gws, cpu_start, strict=True)
+    ]
+    threads = dict.fromkeys(threads_start[0], 0.0)
+    for node, start in zip(gws, threads_start, strict=True):
+        for group, spent in thread_cpu_seconds(node.pid).items():
+            threads[group] += (spent - start.get(group, 0.0)) / elapsed * 100
+    host_cpu = (host_busy_seconds() - host_start) / elapsed * 100
+    after = [scrape(node, GC, DROPS) for node in gws]
+    gc_ms_per_s = drops_per_s = None
+    pairs = [(a, b) for a, b in zip(after, before, strict=True) if a and b]
+    if len(pairs) == len(gws):
+        gc_ms_per_s = sum(a[GC] - b[GC] for a, b in pairs) / elapsed * 1000
+        drops_per_s = sum(a[DROPS] - b[DROPS] for a, b in pairs) / elapsed
+    return {
+        "node_cpu": node_cpu,
+        "lags": lags,
+        "rss_max": max(rss, default=0.0),
+        "host_cpu_percent": host_cpu,  # everything: gateway, viewers, RTSP server
+        "cpu_percent_lanes": threads["lanes"],
+        "cpu_percent_ingest": threads["ingest"],
+        "cpu_percent_loop_other": threads["loop+other"],
+        "metrics_unanswered": unanswered,  # scrapes of /metrics that timed out
+        "lane_backlog_max": max(backlogs, default=0.0),  # engine sends waiting in lanes
+        "gc_pause_ms_per_s": gc_ms_per_s,
+        "hub_drops_per_s": drops_per_s,  # units or frames skipped for slow viewers
+    }
+
+
+def _profile(
+    gw: Gateway, profile: str, streams: int, per_stream: int, args: argparse.Namespace
+) -> threading.Thread:
+    """py-spy on the (first) gateway for the window, saved beside the results."""
+    stamp = time.strftime("%H%M%S")
+    name = f"profile-{args.py_spy}-{profile}-{streams}x{per_stream}-{stamp}.json"
+    profiler = threading.Thread(
+        target=take_profile,
+        args=(gw, max(1, int(args.seconds) - 1), args.py_spy == "gil", args.out / name),
+    )
+    profiler.start()
+    return profiler
+
+
 def measure(
     profile: str,
     spec: dict[str, Any],
@@ -180,7 +285,6 @@ def measure(
 ) -> dict[str, Any]:
     """One run of one profile: start a gateway, load it, measure, stop it."""
     env = {**UNLIMITED, **{k: str(v) for k, v in spec.get("env", {}).items()}}
-    timing = ["--warmup", str(args.warmup), "--window", str(args.seconds)]
     with gateways(int(spec.get("nodes", 1)), env) as gws:
         gw = gws[0]
         stream_ids = [f"s{i}" for i in range(streams)]
@@ -189,97 +293,19 @@ def measure(
         for node in gws:
             wait_live(node, stream_ids, timeout=30 + streams / 2)
         labels = transports(gw)
-        # The probes watch from a node that does not ingest the first stream, if any.
-        origin = gw.get_json(f"/api/v1/streams/{stream_ids[0]}").get("ingest_node")
-        probed_node = next((n for n in gws if n.get_json("/api/v1/cluster")["node"] != origin), gw)
-        procs: list[subprocess.Popen[str]] = []
-        total = streams * per_stream
-        # Viewers spread evenly over the nodes: a process or more for each.
-        shares = max(-(-total // VIEWERS_PER_PROCESS), min(total, len(gws)))
-        remaining = total
-        for share in range(shares):
-            count = total // shares + (share < total % shares)
-            remaining -= count
-            node = gws[share % len(gws)]
-            procs.append(
-                _spawn(
-                    "perf.cheap_viewer",
-                    node.base_url,
-                    ",".join(stream_ids),
-                    "--count",
-                    str(count),
-                    "--offset",
-                    str(remaining),
-                    "--mode",
-                    args.viewer,
-                    *timing,
-                )
-            )
-        probes = []
-        if args.probe:
-            probes = [
-                _spawn(module, probed_node.base_url, stream_ids[0], *timing)
-                for module in ("perf.latency_probe", "perf.ping_probe")
-            ]
+        procs, probes = _load(gws, stream_ids, per_stream, args)
         time.sleep(args.warmup)
-        profiler = None
-        if args.py_spy:
-            stamp = time.strftime("%H%M%S")
-            name = f"profile-{args.py_spy}-{profile}-{streams}x{per_stream}-{stamp}.json"
-            profiler = threading.Thread(
-                target=take_profile,
-                args=(gw, max(1, int(args.seconds) - 1), args.py_spy == "gil", args.out / name),
-            )
-            profiler.start()
-        wall_start = time.monotonic()
-        cpu_start = [cpu_seconds(node.pid) for node in gws]
-        threads_start = [thread_cpu_seconds(node.pid) for node in gws]
-        host_start = host_busy_seconds()
-        before = [scrape(node, GC, DROPS) for node in gws]
-        lags, rss, backlogs, unanswered = [], [], [], 0
-        while time.monotonic() - wall_start < args.seconds:
-            time.sleep(1)
-            for node in gws:
-                sample = scrape(node, LAG, BACKLOG)
-                if sample is None:
-                    unanswered += 1
-                    lags.append(SCRAPE_TIMEOUT)  # the loop was late by at least that
-                else:
-                    lags.append(sample[LAG])
-                    backlogs.append(sample[BACKLOG])
-                rss.append(rss_mb(node.pid))
-        elapsed = time.monotonic() - wall_start
-        node_cpu = [
-            (cpu_seconds(node.pid) - start) / elapsed * 100
-            for node, start in zip(gws, cpu_start, strict=True)
-        ]
-        cpu = sum(node_cpu)
-        threads = dict.fromkeys(threads_start[0], 0.0)
-        for node, start in zip(gws, threads_start, strict=True):
-            for group, seconds in thread_cpu_seconds(node.pid).items():
-                threads[group] += (seconds - start.get(group, 0.0)) / elapsed * 100
-        host_cpu = (host_busy_seconds() - host_start) / elapsed * 100
-        after = [scrape(node, GC, DROPS) for node in gws]
-        gc_ms_per_s = drops_per_s = None
-        pairs = [(a, b) for a, b in zip(after, before, strict=True) if a and b]
-        if len(pairs) == len(gws):
-            gc_ms_per_s = sum(a[GC] - b[GC] for a, b in pairs) / elapsed * 1000
-            drops_per_s = sum(a[DROPS] - b[DROPS] for a, b in pairs) / elapsed
+        profiler = _profile(gw, profile, streams, per_stream, args) if args.py_spy else None
+        window = _window(gws, args.seconds)
+        node_cpu, lags, rss = window.pop("node_cpu"), window.pop("lags"), window.pop("rss_max")
         per_node = [node_figures(node, node_cpu[i]) for i, node in enumerate(gws)]
         if profiler is not None:
             profiler.join()
         timeout = args.seconds + args.warmup + 60
         viewers = [line for proc in procs for line in _results(proc, timeout)]
         probed = [line for proc in probes for line in _results(proc, timeout)]
-    run = summarize(profile, viewers, cpu, max(rss, default=0.0), lags)
-    run["host_cpu_percent"] = host_cpu  # everything: gateway, viewers, RTSP server
-    run["cpu_percent_lanes"] = threads["lanes"]
-    run["cpu_percent_ingest"] = threads["ingest"]
-    run["cpu_percent_loop_other"] = threads["loop+other"]
-    run["metrics_unanswered"] = unanswered  # scrapes of /metrics that timed out
-    run["lane_backlog_max"] = max(backlogs, default=0.0)  # engine sends waiting in lanes
-    run["gc_pause_ms_per_s"] = gc_ms_per_s
-    run["hub_drops_per_s"] = drops_per_s  # units or frames skipped for slow viewers
+    run = summarize(profile, viewers, sum(node_cpu), rss, lags)
+    run.update(window)
     run["transports"] = labels  # what produced these figures, as the gateway reports it
     run["nodes"] = per_node
     run["cpu_percent_node_max"] = max(n["cpu_percent"] for n in per_node)
@@ -540,7 +566,7 @@ def _counts(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="media_server perf harness")
     parser.add_argument(
         "--profiles", default="passthrough", help="comma-separated, see profiles.toml"
@@ -575,6 +601,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--phase", default="phase1", help="targets to check (targets.toml)")
     parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results" / "latest")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     catalogue = load_toml("profiles.toml")
     profiles = args.profiles.split(",")
