@@ -131,7 +131,7 @@ class _StreamCollector(Collector):
             )
         }
         for stream in streams:
-            viewers.add_metric([stream.id], stream.hub.viewers)
+            viewers.add_metric([stream.id], stream.consumers["viewer"])
             for state, count in stream.transitions.items():
                 transitions.add_metric([stream.id, state.value], count)
             counters = stream.worker.counters if stream.worker else None

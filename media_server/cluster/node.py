@@ -159,7 +159,7 @@ class ClusterNode:
         return len(self._held)
 
     def relays(self) -> int:
-        return sum(s.relays for s in self._streams.all())
+        return sum(s.consumers["relay"] for s in self._streams.all())
 
     def record(self) -> NodeInfo:
         return NodeInfo(

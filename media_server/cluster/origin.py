@@ -1,6 +1,6 @@
 """The origin's end of the internal link: a stream's units, sent to an edge node.
 
-An edge counts as one viewer of the stream here (an on-demand camera opens for it), and
+An edge is one consumer of the stream here, of kind relay (an on-demand camera opens for it), and
 its units come from the same bounded hub queue as any viewer's: an edge that cannot keep
 up loses units up to the next keyframe and never slows the stream or anyone else.
 """
@@ -27,10 +27,9 @@ FENCE_CHECK = 0.5
 async def serve(ws: web.WebSocketResponse, stream: Stream) -> None:
     """Relay `stream` on `ws` until the edge leaves, the stream goes, or the lease moves."""
     lease = stream.lease
-    stream.acquire()
-    stream.relays += 1
-    video = stream.hub.subscribe("units")
-    audio = stream.audio_hub.subscribe("units")
+    consumer = stream.attach("relay")
+    video = consumer.video("units")
+    audio = consumer.audio()
     sending = asyncio.Lock()
     described: list[SourceInfo | None] = [None]
 
@@ -70,10 +69,7 @@ async def serve(ws: web.WebSocketResponse, stream: Stream) -> None:
         for task in tasks:
             task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        stream.hub.unsubscribe(video)
-        stream.audio_hub.unsubscribe(audio)
-        stream.relays -= 1
-        stream.release()
+        consumer.close()
     for result in results:
         if isinstance(result, Exception) and not isinstance(result, (StreamEnded, ConnectionError)):
             log.error(

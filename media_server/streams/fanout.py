@@ -92,8 +92,6 @@ class Tap(Protocol):
     which packetizes once and sends to its viewers itself (media_server/engine)."""
 
     @property
-    def viewers(self) -> int: ...
-    @property
     def dropped(self) -> int: ...
     def on_unit(self, unit: AccessUnit) -> None: ...
     def on_reset(self) -> None:
@@ -117,10 +115,6 @@ class Hub:
         self._subscribers: set[Subscriber] = set()
         self._taps: list[Tap] = []
         self._ended = False
-
-    @property
-    def viewers(self) -> int:
-        return len(self._subscribers) + sum(t.viewers for t in self._taps)
 
     @property
     def dropped(self) -> int:

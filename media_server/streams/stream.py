@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -18,6 +19,7 @@ from media_server.ingest.worker import IngestCounters, IngestWorker
 from media_server.model.media import AccessUnit, EffectiveMode, SourceInfo, StreamState
 from media_server.model.registration import Registration
 from media_server.streams.changes import Changes
+from media_server.streams.consumer import Consumer, ConsumerKind
 from media_server.streams.fanout import Hub
 from media_server.streams.snapshot import Snapshots
 from media_server.streams.view import STATUS_FIELDS, Counters, ManagedBy, StreamView
@@ -63,8 +65,8 @@ class Stream:
         #: In a cluster: the node that ingests the stream, and the status it published.
         self.origin: str | None = None
         self.remote: dict[str, Any] | None = None
-        #: Edge nodes this origin relays the stream to (each counts once among viewers).
-        self.relays = 0
+        #: Who consumes the stream now, by kind (what the API, metrics and console show).
+        self.consumers: Counter[ConsumerKind] = Counter()
         self._switching = asyncio.Lock()  # one change of ingest at a time
         self._stopped = False  # removed: nothing starts again
         #: Who declared it: "api" (the registry), "config" (the config file) or "demo".
@@ -225,18 +227,26 @@ class Stream:
                 self._set_state(StreamState.IDLE, None)
             self.changes.notify()
 
-    # -- on-demand ingest: the camera is open only while someone watches -----------------
-    def acquire(self) -> None:
-        """A viewer session begins; an on-demand stream opens its source."""
+    # -- consumers; on demand, the camera is open only while someone consumes -------------
+    def attach(self, kind: ConsumerKind) -> Consumer:
+        """A consumer of the stream (see streams/consumer.py); close it when done."""
+        return Consumer(self, kind)
+
+    def _hold(self, kind: ConsumerKind | None = None) -> None:
+        """Someone needs the stream: an on-demand stream opens its source."""
         self._holders += 1
+        if kind is not None:
+            self.consumers[kind] += 1
         self.changes.notify()
         self._cancel_linger()
         if self.on_demand and self.worker is None:
             self.start()
 
-    def release(self) -> None:
-        """A viewer session ended; the last one lets an on-demand stream idle after a while."""
+    def _let_go(self, kind: ConsumerKind | None = None) -> None:
+        """The last to let go lets an on-demand stream idle after a while."""
         self._holders = max(0, self._holders - 1)
+        if kind is not None:
+            self.consumers[kind] = max(0, self.consumers[kind] - 1)
         self.changes.notify()
         if self.on_demand and self._holders == 0 and self.worker is not None:
             linger = self._settings.ingest.on_demand_linger
@@ -264,12 +274,12 @@ class Stream:
         The wait holds the stream, so one that starts for its viewers (on demand, or
         relayed from the node that ingests it) starts now, not after the wait."""
         if self.info is None:
-            self.acquire()
+            self._hold()
             try:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._info_known.wait(), timeout)
             finally:
-                self.release()
+                self._let_go()
         return self.info
 
     # -- IngestSink (called on the loop) -----------------------------------------------
@@ -332,7 +342,7 @@ class Stream:
             "managed_by": self.managed_by,
             "state": self.state,
             "error": self.error,
-            "viewers": self.hub.viewers,
+            "viewers": self.consumers["viewer"],
             "codec": info.codec if info else None,
             "profile": info.profile if info else None,
             "width": info.width if info else None,
@@ -365,8 +375,7 @@ class Stream:
         }
         if self.clustered:
             fields["ingest_node"] = self.origin
-            fields["viewers"] -= self.relays
-            fields["relays"] = self.relays
+            fields["relays"] = self.consumers["relay"]
             if self.worker is None and self.remote is not None:
                 fields.update(self.remote)  # not relayed here now: as its origin sees it
         return StreamView.model_construct(**fields)

@@ -121,17 +121,18 @@ class ViewerSession:
         self,
         stream: Stream,
         pc: RTCPeerConnection,
-        track: HubTrack | None,
         via: str,
         client: str,
         transport: str,
     ) -> None:
         self.id = secrets.token_urlsafe(12)
+        self.consumer = stream.attach("viewer")  # holds the stream while the session lives
         self.transport = transport
         self.client = client
         self.stream = stream
         self.pc = pc
-        self.track = track
+        #: aiortc's sender's video track; None while not built, or when the engine sends.
+        self.track: HubTrack | None = None
         self.via = via
         self.connected_at: float | None = None
         self.closed = asyncio.Event()
@@ -252,11 +253,9 @@ class SessionManager:
         transport = stream.viewer_transport()
         if transport == "engine" and self.engine is None:
             transport = "passthrough"
-        track = None if transport == "engine" else HubTrack(stream.hub, WANTS.get(transport, "any"))
         pc = RTCPeerConnection(rtc_configuration(self._settings))
-        session = ViewerSession(stream, pc, track, via, client, transport)
+        session = ViewerSession(stream, pc, via, client, transport)
         self._sessions[session.id] = session
-        stream.acquire()
         try:
             self._add_video(session)
             await self._add_audio(session, offer)
@@ -302,9 +301,11 @@ class SessionManager:
 
     def _add_video(self, session: ViewerSession) -> None:
         """The video sender: aiortc's, fed by the hub track, or the engine in its place."""
-        pc, track = session.pc, session.track
-        if track is not None:
+        pc = session.pc
+        if session.transport != "engine":
+            track = HubTrack(session.consumer, WANTS.get(session.transport, "any"))
             track.on_first = self._first_media(session)
+            session.track = track
             transceiver = pc.addTransceiver(track, direction="sendonly")
         else:
             assert self.engine is not None
@@ -328,7 +329,7 @@ class SessionManager:
             self._still_open(session)
         audio_codec = _audio_codec(offer, stream)
         if audio_codec is not None:
-            session.audio_track = HubTrack(stream.audio_hub, "units", kind="audio")
+            session.audio_track = HubTrack(session.consumer, "units", kind="audio")
             listening = session.pc.addTransceiver(session.audio_track, direction="sendonly")
             listening.setCodecPreferences([audio_codec])
 
@@ -403,7 +404,7 @@ class SessionManager:
             session.expiry = None
         self._sessions.pop(session.id, None)
         _count_egress(self._ended_egress, session)
-        session.stream.release()
+        session.consumer.close()
         if session.track is not None:
             session.track.stop()
         if session.audio_track is not None:

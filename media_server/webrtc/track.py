@@ -1,4 +1,4 @@
-"""The video track a viewer's sender pulls from: items of the stream's hub, as aiortc wants them.
+"""The track a viewer's aiortc sender pulls from: its consumer's queue, as aiortc wants it.
 
 An `av.Packet` goes to aiortc's H.264 packetizer untouched (passthrough); an
 `av.VideoFrame` is encoded by the sender (transcode). Subscribing waits for the first
@@ -14,16 +14,17 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from media_server.model.media import AccessUnit, Packet
-from media_server.streams.fanout import Hub, StreamEnded, Subscriber, Wants
+from media_server.streams.consumer import Consumer
+from media_server.streams.fanout import StreamEnded, Subscriber, Wants
 
 
 class HubTrack(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, hub: Hub, wants: Wants = "any", kind: str = "video") -> None:
+    def __init__(self, consumer: Consumer, wants: Wants = "any", kind: str = "video") -> None:
         super().__init__()
         self.kind = kind
-        self._hub = hub
+        self._consumer = consumer
         self._wants = wants
         self._sub: Subscriber | None = None
         #: Told when the first item goes to the sender (time to first frame).
@@ -38,7 +39,8 @@ class HubTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         if self._sub is None:
-            self._sub = self._hub.subscribe(self._wants)
+            audio = self.kind == "audio"
+            self._sub = self._consumer.audio() if audio else self._consumer.video(self._wants)
         try:
             item = await self._sub.get()
         except StreamEnded:
@@ -52,7 +54,7 @@ class HubTrack(MediaStreamTrack):
 
     def stop(self) -> None:
         if self._sub is not None:
-            self._hub.unsubscribe(self._sub)
+            self._consumer.drop(self._sub)
             self._sub = None
         super().stop()
 

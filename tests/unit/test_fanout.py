@@ -97,4 +97,5 @@ async def test_end_wakes_a_waiting_viewer() -> None:
     hub.end_all()
     with pytest.raises(StreamEnded):
         await waiter
-    assert hub.viewers == 0
+    with pytest.raises(StreamEnded):  # and a viewer subscribing after the end ends at once
+        await hub.subscribe().get()

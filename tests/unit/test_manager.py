@@ -23,7 +23,7 @@ from media_server.streams.manager import (
 
 
 def cam(stream_id: str, path: str = "x") -> Registration:
-    return Registration(id=stream_id, url=f"rtsp://10.0.0.1/{path}", on_demand=True)
+    return Registration(id=stream_id, url=f"rtsp://127.0.0.1:9/{path}", on_demand=True)
 
 
 class MemoryRegistry:

@@ -1,0 +1,67 @@
+"""What consumes a stream, and the one way each does: a `Consumer`.
+
+A WebRTC viewer (served by aiortc's sender or by the engine), a relay to another node of
+a cluster, and the egresses to come (fMP4 for MSE and HLS, recording) each attach to a
+stream as a consumer of a kind, then subscribe to what they need: access units, decoded
+frames, or audio, each from a bounded queue that starts at the cached keyframe. Attaching
+holds the stream open (an on-demand camera opens for its first consumer and closes a
+while after its last); the stream counts its consumers by kind, and the API, the metrics
+and the console all read that one count.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from media_server.streams.fanout import Subscriber, Wants
+
+if TYPE_CHECKING:
+    from media_server.streams.stream import Stream
+
+#: viewer: a WebRTC session; relay: another node of a cluster fanning the stream out.
+ConsumerKind = Literal["viewer", "relay"]
+
+
+class Consumer:
+    def __init__(self, stream: Stream, kind: ConsumerKind) -> None:
+        self.stream = stream
+        self.kind = kind
+        self._subscribed: list[tuple[bool, Subscriber]] = []  # (audio, queue)
+        self.closed = False
+        stream._hold(kind)
+
+    def video(self, wants: Wants = "any") -> Subscriber:
+        """A queue of the stream's video: encoded units, decoded frames, or whichever it
+        carries. Subscribe at the first read: a consumer that never reads is never fed."""
+        return self._subscribe(False, wants)
+
+    def audio(self) -> Subscriber:
+        """A queue of the stream's audio units, as viewers receive them."""
+        return self._subscribe(True, "units")
+
+    def _subscribe(self, audio: bool, wants: Wants) -> Subscriber:
+        hub = self.stream.audio_hub if audio else self.stream.hub
+        sub = hub.subscribe(wants)
+        if self.closed:
+            sub.end()
+        else:
+            self._subscribed.append((audio, sub))
+        return sub
+
+    def drop(self, sub: Subscriber) -> None:
+        """Stop taking one of the queues (the consumer stays attached)."""
+        for entry in self._subscribed:
+            if entry[1] is sub:
+                self._subscribed.remove(entry)
+                hub = self.stream.audio_hub if entry[0] else self.stream.hub
+                hub.unsubscribe(sub)
+                return
+
+    def close(self) -> None:
+        """Let go of the stream: its queues end, and it is counted no more. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        for _, sub in list(self._subscribed):
+            self.drop(sub)
+        self.stream._let_go(self.kind)

@@ -1,0 +1,63 @@
+"""Consumers of a stream: each attaches the same way, is counted by its kind, holds an
+on-demand stream open, and ends its queues when it closes.
+
+The camera here is a loopback port nobody listens on: the on-demand stream's ingest
+starts and fails to connect, which is all these tests need of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from media_server.config import load_settings
+from media_server.ingest.guard import SourceGuard
+from media_server.model.media import TIME_BASE, AccessUnit
+from media_server.model.registration import Registration
+from media_server.streams.fanout import StreamEnded
+from media_server.streams.manager import StreamManager
+from tests.support.rtsp import free_port
+from tests.unit.test_manager import MemoryRegistry
+
+
+async def on_demand_stream() -> tuple[StreamManager, str]:
+    settings = load_settings(demo=False, ingest={"on_demand_linger": 0.05})
+    guard = SourceGuard(settings.sources.allow, settings.sources.deny)
+    streams = StreamManager(settings, asyncio.get_running_loop(), MemoryRegistry(), guard)
+    url = f"rtsp://127.0.0.1:{free_port()}/x"
+    await streams.create(Registration(id="od", url=url, on_demand=True))
+    return streams, "od"
+
+
+async def test_counted_by_kind_and_holding_an_on_demand_stream() -> None:
+    streams, stream_id = await on_demand_stream()
+    stream = streams.get(stream_id)
+    assert stream is not None and stream.worker is None
+    viewer, relay = stream.attach("viewer"), stream.attach("relay")
+    assert stream.worker is not None  # the first consumer opened the camera
+    view = stream.view()
+    assert (view.viewers, dict(stream.consumers)) == (1, {"viewer": 1, "relay": 1})
+    viewer.close()
+    viewer.close()  # idempotent: counted off once
+    assert dict(stream.consumers) == {"viewer": 0, "relay": 1}
+    relay.close()
+    await asyncio.sleep(0.5)  # past the linger: the camera closes for nobody
+    assert stream.worker is None
+    await streams.close(1.0)
+
+
+async def test_queues_start_at_the_keyframe_and_end_with_the_consumer() -> None:
+    streams, stream_id = await on_demand_stream()
+    stream = streams.get(stream_id)
+    assert stream is not None
+    stream.hub.publish_unit(AccessUnit.of(b"\x00\x00\x01\x65key", 0, TIME_BASE, True))
+    consumer = stream.attach("viewer")
+    video, audio = consumer.video("units"), consumer.audio()
+    assert (await video.get()).keyframe  # type: ignore[union-attr]
+    consumer.close()
+    for queue in (video, audio):
+        assert len(queue) == 0
+    with pytest.raises(StreamEnded):  # a closed consumer gets an ended queue
+        await consumer.video("units").get()
+    await streams.close(1.0)
