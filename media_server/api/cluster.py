@@ -64,16 +64,21 @@ async def relay(request: web.Request) -> web.WebSocketResponse:
         raise ApiError(401, "unauthorized", "the internal link needs the cluster secret")
     stream = get_stream(request)
     lease = request.query.get("lease")
-    if not stream.ingest_here or lease != str(stream.lease):
+
+    def fenced() -> bool:
+        return not stream.ingest_here or lease != str(node.lease_of(stream.id))
+
+    if fenced():
+        holder = node.origin_of(stream.id)
         raise ApiError(
             409,
             "not-origin",
             f"node {node.id} does not ingest stream '{stream.id}'"
-            + (f"; node {stream.origin} does" if stream.origin else ""),
+            + (f"; node {holder} does" if holder else ""),
         )
     ws = web.WebSocketResponse(heartbeat=10, compress=False)
     await ws.prepare(request)
-    await origin.serve(ws, stream)
+    await origin.serve(ws, stream, fenced)
     return ws
 
 

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from media_server.api.access import require
 from media_server.api.context import gateway
+from media_server.api.streams import describe
 from media_server.auth.tokens import READ
 from media_server.procstat import rss_bytes
 
@@ -23,7 +24,7 @@ async def stats(request: web.Request) -> web.Response:
     require(request, READ)
     streams = []
     for stream in sorted(gw.streams.all(), key=lambda s: s.id):
-        view = stream.view()
+        view = describe(gw, stream)
         streams.append(
             {
                 "id": view.id,

@@ -18,6 +18,7 @@ from media_server.store.registry import StoreError
 from media_server.streams.manager import CapacityError, ManagedByConfig, StreamConflict
 from media_server.streams.snapshot import NoPicture
 from media_server.streams.stream import Stream
+from media_server.streams.view import StreamView
 
 routes = web.RouteTableDef()
 
@@ -35,6 +36,11 @@ class ViewerToken(BaseModel):
     token: str
     expires_at: float = Field(description="Unix time")
     view_url: str = Field(description="the player's page for this stream, with the token")
+
+
+def describe(gw: Gateway, stream: Stream) -> StreamView:
+    """A stream as this node's API shows it (in a cluster, with the cluster's part)."""
+    return gw.cluster.view(stream) if gw.cluster is not None else stream.view()
 
 
 def get_stream(request: web.Request) -> Stream:
@@ -59,7 +65,7 @@ async def create_stream(request: web.Request) -> web.Response:
     if body.id is None:
         same = gw.streams.find_same(registration)
         if same is not None:
-            return web.json_response(same.view().body(), status=200)
+            return web.json_response(describe(gw, same).body(), status=200)
     try:
         stream, created = await gw.streams.create(registration)
     except StreamConflict as exc:
@@ -68,14 +74,14 @@ async def create_stream(request: web.Request) -> web.Response:
         raise ApiError(503, "capacity", str(exc)) from None
     except StoreError as exc:
         raise ApiError(503, "registry-unavailable", str(exc)) from None
-    response = web.json_response(stream.view().body(), status=201 if created else 200)
+    response = web.json_response(describe(gw, stream).body(), status=201 if created else 200)
     response.headers["Location"] = f"/api/v1/streams/{stream.id}"
     return response
 
 
 def stream_list(gw: Gateway) -> dict[str, Any]:
     """The body of GET /api/v1/streams (also each event of /api/v1/events)."""
-    return {"streams": [s.view().body() for s in gw.streams.all()]}
+    return {"streams": [describe(gw, s).body() for s in gw.streams.all()]}
 
 
 @routes.get("/api/v1/streams")
@@ -87,7 +93,7 @@ async def list_streams(request: web.Request) -> web.Response:
 @routes.get("/api/v1/streams/{stream_id}")
 async def show_stream(request: web.Request) -> web.Response:
     require(request, READ)
-    return web.json_response(get_stream(request).view().body())
+    return web.json_response(describe(gateway(request), get_stream(request)).body())
 
 
 @routes.delete("/api/v1/streams/{stream_id}")

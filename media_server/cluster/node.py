@@ -34,7 +34,7 @@ from media_server.store.redis import RedisRegistry, event, reply
 from media_server.store.registry import StoreError
 from media_server.streams.manager import StreamManager
 from media_server.streams.stream import Ingest, Stream
-from media_server.streams.view import STATUS_FIELDS, StreamStatus
+from media_server.streams.view import STATUS_FIELDS, StreamStatus, StreamView
 from media_server.tasks import Tasks
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,8 @@ class ClusterNode:
         self._holders: dict[str, tuple[str, int]] = {}
         self._unowned: dict[str, int] = {}
         self._published: dict[str, tuple[tuple[Any, ...], float]] = {}
+        #: The status each stream's origin published, for streams another node ingests.
+        self._remote: dict[str, dict[str, Any]] = {}
         self._loops = Tasks()  # heartbeat, fence, channel, re-reads, announcements
         self._changing = Tasks()  # ingest switches, off the heartbeat
         self._dirty = asyncio.Event()  # the registry changed: read it again
@@ -137,6 +139,32 @@ class ClusterNode:
             if node.id == holder[0]:
                 return Origin(node.id, node.url, holder[1])
         return None
+
+    def lease_of(self, stream_id: str) -> int | None:
+        """The fence token of this node's lease of a stream (None: not held here)."""
+        held = self._held.get(stream_id)
+        return held.token if held is not None else None
+
+    def origin_of(self, stream_id: str) -> str | None:
+        """The node that ingests a stream, as of the last heartbeat (None: none yet)."""
+        holder = self._holders.get(stream_id)
+        return holder[0] if holder is not None else None
+
+    def view(self, stream: Stream) -> StreamView:
+        """The stream as the API shows it on this node: its own view, with which node
+        ingests it and the relays from here; a stream not relayed here now is shown as
+        its origin published it."""
+        view = stream.view()
+        if not stream.clustered:
+            return view  # this node's own (the demo, the config file's)
+        update: dict[str, Any] = {
+            "ingest_node": self.origin_of(stream.id),
+            "relays": stream.consumers["relay"],
+        }
+        remote = self._remote.get(stream.id)
+        if stream.worker is None and not stream.ingest_here and remote is not None:
+            update |= remote
+        return view.model_copy(update=update)
 
     def public_origin(self, stream: Stream) -> str | None:
         """Where a viewer of `stream` is sent in redirect mode (None: serve it here)."""
@@ -248,13 +276,10 @@ class ClusterNode:
         await self.membership.beat(self.record())
         self.nodes = await self.membership.nodes()
         ids = [s.id for s in self._streams.all() if s.clustered]
+        before = {i: holder[0] for i, holder in self._holders.items()}
         self._holders = await self.leases.holders(ids)
-        for stream in self._streams.all():
-            holder = self._holders.get(stream.id)
-            origin = holder[0] if holder else None
-            if stream.clustered and stream.origin != origin:
-                stream.origin = origin
-                self._streams.changes.notify()
+        if before != {i: holder[0] for i, holder in self._holders.items()}:
+            self._streams.changes.notify()  # an ingest node moved: the views changed
         await self._claim(ids)
 
     async def _claim(self, ids: list[str]) -> None:
@@ -278,14 +303,13 @@ class ClusterNode:
                 continue
             self._held[stream_id] = Held(token, self._deadline(asked))
             self._holders[stream_id] = (self.id, token)
-            stream.origin = self.id
             log.info(
                 "cluster: this node ingests stream %s (lease %d)",
                 stream_id,
                 token,
                 extra={"stream_id": stream_id},
             )
-            self._changing.spawn(stream.set_ingest_here(True, token))
+            self._changing.spawn(stream.set_ingest_here(True))
 
     def _lose(self, stream_id: str, why: str) -> None:
         log.warning(
@@ -299,13 +323,13 @@ class ClusterNode:
         self._holders.pop(stream_id, None)
         stream = self._streams.get(stream_id)
         if stream is not None:
-            stream.origin = None
             self._changing.spawn(stream.set_ingest_here(False))
 
     def _forget(self, stream: Stream) -> None:
         """A stream was removed: give its lease back."""
         held = self._held.pop(stream.id, None)
         self._published.pop(stream.id, None)
+        self._remote.pop(stream.id, None)
         if held is not None:
             self._changing.spawn(self._release(stream.id, held.token))
 
@@ -378,7 +402,7 @@ class ClusterNode:
         if stream is None or not stream.clustered or stream.ingest_here:
             return
         with contextlib.suppress(ValidationError):
-            stream.remote = StreamStatus.model_validate_json(text).model_dump()
+            self._remote[stream_id] = StreamStatus.model_validate_json(text).model_dump()
 
     async def _publish(self) -> None:
         """Announce the status of the streams this node ingests when it changes."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from aiohttp import WSCloseCode, web
 
@@ -24,17 +25,14 @@ log = logging.getLogger(__name__)
 FENCE_CHECK = 0.5
 
 
-async def serve(ws: web.WebSocketResponse, stream: Stream) -> None:
-    """Relay `stream` on `ws` until the edge leaves, the stream goes, or the lease moves."""
-    lease = stream.lease
+async def serve(ws: web.WebSocketResponse, stream: Stream, fenced: Callable[[], bool]) -> None:
+    """Relay `stream` on `ws` until the edge leaves, the stream goes, or `fenced` says
+    this node no longer holds the lease the edge was told of."""
     consumer = stream.attach("relay")
     video = consumer.video("units")
     audio = consumer.audio()
     sending = asyncio.Lock()
     described: list[SourceInfo | None] = [None]
-
-    def fenced() -> bool:
-        return not stream.ingest_here or stream.lease != lease
 
     async def send(unit: AccessUnit, kind: int) -> None:
         async with sending:

@@ -58,13 +58,9 @@ class Stream:
     ) -> None:
         self.registration = registration
         self._make_relay = make_relay
-        #: Whether this node ingests the stream from its camera: always on a single node;
-        #: in a cluster, while it holds the stream's lease (`lease` is then its fence token).
+        #: Whether its camera feeds it here, or a relay from another node of a cluster
+        #: (which one is the cluster's to decide: `set_ingest_here`).
         self.ingest_here = make_relay is None
-        self.lease: int | None = None
-        #: In a cluster: the node that ingests the stream, and the status it published.
-        self.origin: str | None = None
-        self.remote: dict[str, Any] | None = None
         #: Who consumes the stream now, by kind (what the API, metrics and console show).
         self.consumers: Counter[ConsumerKind] = Counter()
         self._switching = asyncio.Lock()  # one change of ingest at a time
@@ -205,13 +201,12 @@ class Stream:
                 extra={"stream_id": self.id},
             )
 
-    async def set_ingest_here(self, here: bool, lease: int | None = None) -> None:
+    async def set_ingest_here(self, here: bool) -> None:
         """Become (or stop being) the cluster node that ingests this stream from its camera.
 
         Viewers stay: their hub is fed again by whichever ingest follows, from the next
         keyframe. A node that lost its lease stops reading the camera here, at once.
         """
-        self.lease = lease if here else None
         if here == self.ingest_here:
             return
         self.ingest_here = here
@@ -373,11 +368,6 @@ class Stream:
                 audio_frames_encoded=counters.audio_frames_encoded if counters else 0,
             ),
         }
-        if self.clustered:
-            fields["ingest_node"] = self.origin
-            fields["relays"] = self.consumers["relay"]
-            if self.worker is None and self.remote is not None:
-                fields.update(self.remote)  # not relayed here now: as its origin sees it
         return StreamView.model_construct(**fields)
 
     def status(self) -> dict[str, Any]:
