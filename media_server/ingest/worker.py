@@ -115,7 +115,7 @@ class IngestWorker:
         loop: asyncio.AbstractEventLoop,
         policy: ReconnectPolicy,
         backlog: int,
-        make_encoder: Callable[[], SharedEncoder] | None = None,
+        shared_bitrate: int | None = None,
         publish_frames: bool = True,
         nice: int = 0,
     ) -> None:
@@ -126,8 +126,8 @@ class IngestWorker:
         self._sink = sink
         self._loop = loop
         self._policy = policy
-        self._make_encoder = make_encoder
-        self._publish_frames = publish_frames or make_encoder is None
+        self._shared_bitrate = shared_bitrate  # None: no shared encode
+        self._publish_frames = publish_frames or shared_bitrate is None
         self._backlog = backlog
         self._stop = threading.Event()
         self._video_lag = 0.0  # seconds video leaves after its moment (thread only)
@@ -283,7 +283,8 @@ class _Pump:
         self._params = h264.parameter_sets(info.extradata) if info.codec == "h264" else b""
         self._mode: EffectiveMode | None = None
         self._decoder: VideoCodecContext | None = None
-        self._encoder = worker._make_encoder() if worker._make_encoder else None
+        bitrate = worker._shared_bitrate
+        self._encoder = SharedEncoder(bitrate) if bitrate is not None else None
         self._need_key = True
         self._reordered = False
         audio = info.audio

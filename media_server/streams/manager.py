@@ -8,9 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from media_server.config import ConfigError, Settings
-from media_server.ingest import demo
-from media_server.ingest.guard import SourceGuard
-from media_server.ingest.sources import SourceContext, source_for
+from media_server.ingest import SourceContext, SourceGuard, demo_registration, source_for
 from media_server.model.registration import Registration
 from media_server.store.registry import Registry
 from media_server.streams.changes import Changes
@@ -121,10 +119,11 @@ class StreamManager:
 
     def add_demo(self) -> Stream | None:
         """The built-in demo stream; never stored, so it follows the `demo` setting."""
-        if demo.DEMO_ID in self._streams:
-            log.warning("a registered stream is called '%s'; the demo stays off", demo.DEMO_ID)
+        demo = demo_registration()
+        if demo.id in self._streams:
+            log.warning("a registered stream is called '%s'; the demo stays off", demo.id)
             return None
-        return self._add(demo.registration(), "demo")
+        return self._add(demo, "demo")
 
     def _add(self, registration: Registration, managed_by: ManagedBy = "api") -> Stream:
         # The demo and the config file's cameras are each node's own: never relayed.

@@ -13,9 +13,7 @@ from typing import Any, Protocol
 import av
 
 from media_server.config import MEDIA_PATHS, TRANSCODE_ENCODES, Settings
-from media_server.ingest.encoder import SharedEncoder
-from media_server.ingest.sources import SourceFactory
-from media_server.ingest.worker import IngestCounters, IngestWorker
+from media_server.ingest import IngestCounters, IngestWorker, SourceFactory
 from media_server.model.media import AccessUnit, EffectiveMode, SourceInfo, StreamState
 from media_server.model.registration import Registration
 from media_server.streams.changes import Changes
@@ -120,9 +118,6 @@ class Stream:
         """Ingested by one node of a cluster, relayed to the others (not the local demo)."""
         return self._make_relay is not None
 
-    def _shared_encoder(self) -> SharedEncoder:
-        return SharedEncoder(self._settings.transcode.bitrate)
-
     @property
     def media_transport(self) -> str:
         """What carries this stream to most viewers (labels figures in API and harness)."""
@@ -168,7 +163,7 @@ class Stream:
             self._loop,
             self.registration.reconnect or self._settings.ingest.reconnect,
             self._settings.hub.ingest_backlog,
-            self._shared_encoder if "shared" in self._transcode_encodes else None,
+            self._settings.transcode.bitrate if "shared" in self._transcode_encodes else None,
             "per_viewer" in self._transcode_encodes,
             self._settings.ingest.thread_nice,
         )

@@ -76,3 +76,20 @@ def test_storing_a_row_loads_neither_pyav_nor_ingest() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_streams_use_ingest_and_store_only_through_their_interfaces() -> None:
+    """The stream package may import `media_server.ingest` (its re-exported interface)
+    and the registry protocol, nothing of how sources or stores do their work."""
+    allowed = {"media_server.ingest", "media_server.store.registry"}
+    for path in (ROOT / "streams").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module]
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            else:
+                continue
+            for module in modules:
+                if module.startswith(("media_server.ingest", "media_server.store")):
+                    assert module in allowed, f"{path.name} imports {module}"
