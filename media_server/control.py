@@ -20,10 +20,11 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import quote
 
 from media_server.config import ConfigError, load_settings
+from media_server.model.registration import Mode, RtspTransport
 
 OK, REFUSED, USAGE, UNREACHABLE, NOT_FOUND = 0, 1, 2, 3, 4
 COMMANDS = ("streams", "check-config")
@@ -78,8 +79,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add = action.add_parser("add", parents=[common], help="register a camera")
     add.add_argument("source", metavar="URL", help="rtsp:// or rtsps:// URL")
     add.add_argument("--id", help="the stream's id (default: generated)")
-    add.add_argument("--transport", choices=["tcp", "udp"])
-    add.add_argument("--mode", choices=["auto", "passthrough", "transcode"])
+    add.add_argument("--transport", choices=get_args(RtspTransport))
+    add.add_argument("--mode", choices=get_args(Mode))
     add.add_argument("--on-demand", action="store_true", help="open the camera only for viewers")
     add.add_argument("--no-audio", action="store_true", help="viewers get the video only")
     return parser.parse_args(argv)
@@ -171,6 +172,7 @@ def streams(args: argparse.Namespace) -> int:
     return OK
 
 
+#: Fields of the stream's view (StreamView) shown by `streams list`.
 COLUMNS = ("id", "state", "viewers", "mode", "managed_by", "url")
 
 

@@ -57,3 +57,18 @@ def test_equality_is_every_field() -> None:
     assert one != Registration(id="a", url="rtsp://h/x", reconnect=ReconnectPolicy(max=3))
     assert one.same_camera(Registration(id="b", url="rtsp://h/x"))
     assert not one.same_camera(Registration(id="b", url="rtsp://h/y"))
+
+
+def test_the_cli_offers_the_models_choices_and_shows_its_fields() -> None:
+    from typing import get_args
+
+    from media_server import control
+    from media_server.model.registration import Mode, RtspTransport
+    from media_server.streams.view import StreamView
+
+    args = control.parse_args(["streams", "add", "rtsp://h/x", "--transport", "udp"])
+    assert args.transport == "udp"
+    for mode in get_args(Mode):
+        assert control.parse_args(["streams", "add", "rtsp://h/x", "--mode", mode]).mode == mode
+    assert get_args(RtspTransport) == ("tcp", "udp")
+    assert set(control.COLUMNS) <= set(StreamView.model_fields)
