@@ -36,7 +36,6 @@ from media_server.runtime.jsoncodec import json_codec
 from media_server.store.redis import RedisRegistry
 from media_server.store.registry import Registry
 from media_server.store.sqlite import SqliteRegistry
-from media_server.streams.fanout import Hub
 from media_server.streams.manager import StreamManager
 from media_server.webrtc.session import SessionManager
 
@@ -114,10 +113,6 @@ def _engine(settings: Settings, streams: StreamManager) -> Engine | None:
     if settings.webrtc.media_path != "engine" and not settings.canary.gives("engine"):
         return None
 
-    def hub(stream_id: str) -> Hub | None:
-        stream = streams.get(stream_id)
-        return stream.hub if stream is not None else None
-
     e = settings.engine
     config = EngineConfig(
         send_path=e.send_path,
@@ -130,7 +125,7 @@ def _engine(settings: Settings, streams: StreamManager) -> Engine | None:
         gop_units=settings.hub.gop_cache_units,
         gop_bytes=settings.hub.gop_cache_bytes,
     )
-    return Engine(config, hub)
+    return Engine(config, streams.get)
 
 
 def _registry(settings: Settings) -> Registry:

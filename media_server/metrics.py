@@ -26,6 +26,7 @@ from media_server.cluster.node import ClusterNode
 from media_server.engine.engine import Engine
 from media_server.engine.viewer import EngineViewer
 from media_server.model.media import CLOCK_RATE, StreamState
+from media_server.streams.consumer import CONSUMER_KINDS
 from media_server.streams.stream import Stream
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -113,6 +114,11 @@ class _StreamCollector(Collector):
             by_state.add_metric([state.value], sum(1 for s in streams if s.state == state))
         yield by_state
         viewers = GaugeMetricFamily("media_server_viewers", "Viewers per stream", labels=["stream"])
+        consumers = GaugeMetricFamily(
+            "media_server_stream_consumers",
+            "Consumers of each stream by kind (viewer, relay, fanout, snapshot)",
+            labels=["stream", "kind"],
+        )
         transitions = CounterMetricFamily(
             "media_server_stream_transitions",
             "Times a stream entered a state",
@@ -132,6 +138,8 @@ class _StreamCollector(Collector):
         }
         for stream in streams:
             viewers.add_metric([stream.id], stream.consumers["viewer"])
+            for kind in CONSUMER_KINDS:
+                consumers.add_metric([stream.id, kind], stream.consumers[kind])
             for state, count in stream.transitions.items():
                 transitions.add_metric([stream.id, state.value], count)
             counters = stream.worker.counters if stream.worker else None

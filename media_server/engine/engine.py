@@ -16,7 +16,7 @@ from media_server.engine.feed import Feed
 from media_server.engine.lanes import Lanes
 from media_server.engine.sendpath import load
 from media_server.engine.viewer import EngineViewer
-from media_server.streams.fanout import Hub
+from media_server.streams.stream import Stream
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,13 @@ class EngineStats:
 
 
 class Engine:
-    def __init__(self, config: EngineConfig, hubs: Callable[[str], Hub | None]) -> None:
+    def __init__(self, config: EngineConfig, streams: Callable[[str], Stream | None]) -> None:
         self.path = load(config.send_path)
         count = (config.lanes or os.cpu_count() or 1) if self.path.threaded else 0
         self.lanes = Lanes(count, config.lane_depth, config.lane_max_lag)
         self._config = config
         self.gso = config.gso
-        self._hubs = hubs
+        self._streams = streams
         self._feeds: dict[str, Feed] = {}  # the current feed of each stream
         self._viewers: dict[EngineViewer, Feed] = {}  # each viewer's own (a stream
         # removed and registered again under its id gets a new hub, and a new feed)
@@ -81,13 +81,14 @@ class Engine:
         return random.getrandbits(16), random.getrandbits(32)
 
     def _feed(self, stream_id: str) -> Feed:
-        hub = self._hubs(stream_id)
-        if hub is None:
+        stream = self._streams(stream_id)
+        if stream is None:
             raise LookupError(stream_id)
         feed = self._feeds.get(stream_id)
-        if feed is None or feed.hub is not hub:
+        if feed is None or feed.consumer.stream is not stream:
             c = self._config
-            feed = Feed(hub, self.path, self.lanes, c.history, c.gop_units, c.gop_bytes)
+            consumer = stream.attach("fanout")
+            feed = Feed(consumer, self.path, self.lanes, c.history, c.gop_units, c.gop_bytes)
             self._feeds[stream_id] = feed
             if self._ticker is None:
                 self._ticker = asyncio.get_running_loop().create_task(self._tick())

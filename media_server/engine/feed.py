@@ -14,7 +14,7 @@ from media_server.engine.sendpath import SendPath
 from media_server.engine.units import History, Packetized, Packetizer
 from media_server.engine.viewer import EngineViewer
 from media_server.model.media import AccessUnit
-from media_server.streams.fanout import Hub
+from media_server.streams.consumer import Consumer
 
 #: One frame at 30 fps in the 90 kHz clock, until the stream shows its own interval.
 DEFAULT_INTERVAL = 3000
@@ -23,18 +23,19 @@ REPLAY_EVERY = 0.5
 
 
 class Feed:
-    """Lives on the event loop, registered as a tap of the stream's hub."""
+    """Lives on the event loop: a consumer of its stream (kind fanout) that taps every
+    unit as it is published."""
 
     def __init__(
         self,
-        hub: Hub,
+        consumer: Consumer,
         path: SendPath,
         lanes: Lanes,
         history: int,
         gop_units: int,
         gop_bytes: int,
     ) -> None:
-        self.hub = hub
+        self.consumer = consumer
         self._path = path
         self._lanes = lanes
         self._packetizer = Packetizer()
@@ -49,11 +50,11 @@ class Feed:
         self._last: Packetized | None = None
         self._interval = DEFAULT_INTERVAL
         self.restarts = 0  # viewers sent back to a keyframe because their lane was full
-        picture = hub.picture()
+        picture = consumer.picture()
         if isinstance(picture, list):  # seed: the first viewers need not wait a GOP
             for unit in picture:
                 self.on_unit(unit)
-        hub.add_tap(self)
+        consumer.tap(self)
 
     # -- Tap -------------------------------------------------------------------------
     @property
@@ -113,7 +114,7 @@ class Feed:
         return self._last.timestamp if self._last is not None else 0
 
     def close(self) -> None:
-        self.hub.remove_tap(self)
+        self.consumer.close()
         self.history.clear()
         self.on_reset()
 

@@ -11,15 +11,21 @@ and the console all read that one count.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
-from media_server.streams.fanout import Subscriber, Wants
+from media_server.streams.fanout import Picture, Subscriber, Tap, Wants
 
 if TYPE_CHECKING:
     from media_server.streams.stream import Stream
 
-#: viewer: a WebRTC session; relay: another node of a cluster fanning the stream out.
-ConsumerKind = Literal["viewer", "relay"]
+#: viewer: a WebRTC session; relay: another node of a cluster fanning the stream out;
+#: fanout: the engine's feed of the stream, which serves its viewers; snapshot: a JPEG of
+#: the latest picture being made.
+ConsumerKind = Literal["viewer", "relay", "fanout", "snapshot"]
+#: The kinds that keep an on-demand stream open: those that watch. A fan-out serves
+#: viewers that hold the stream already; a snapshot shows what the stream has.
+HOLDING: frozenset[ConsumerKind] = frozenset({"viewer", "relay"})
+CONSUMER_KINDS: tuple[ConsumerKind, ...] = get_args(ConsumerKind)
 
 
 class Consumer:
@@ -27,8 +33,9 @@ class Consumer:
         self.stream = stream
         self.kind = kind
         self._subscribed: list[tuple[bool, Subscriber]] = []  # (audio, queue)
+        self._taps: list[Tap] = []
         self.closed = False
-        stream._hold(kind)
+        stream._attached(kind)
 
     def video(self, wants: Wants = "any") -> Subscriber:
         """A queue of the stream's video: encoded units, decoded frames, or whichever it
@@ -48,6 +55,18 @@ class Consumer:
             self._subscribed.append((audio, sub))
         return sub
 
+    def tap(self, tap: Tap) -> None:
+        """Every video unit as it is published, with no queue: for a fan-out that keeps
+        per-viewer state of its own (the engine's feed)."""
+        if not self.closed:
+            self.stream.hub.add_tap(tap)
+            self._taps.append(tap)
+
+    def picture(self) -> Picture:
+        """What the latest picture can be made from: the units since the last keyframe,
+        or the last decoded frame, or nothing yet."""
+        return self.stream.hub.picture()
+
     def drop(self, sub: Subscriber) -> None:
         """Stop taking one of the queues (the consumer stays attached)."""
         for entry in self._subscribed:
@@ -64,4 +83,7 @@ class Consumer:
         self.closed = True
         for _, sub in list(self._subscribed):
             self.drop(sub)
-        self.stream._let_go(self.kind)
+        for tap in self._taps:
+            self.stream.hub.remove_tap(tap)
+        self._taps.clear()
+        self.stream._detached(self.kind)

@@ -17,6 +17,8 @@ import av
 from media_server.model.media import AccessUnit
 
 Item = AccessUnit | av.VideoFrame
+#: What a picture can be made from: the units since a keyframe, or a decoded frame.
+Picture = list[AccessUnit] | av.VideoFrame | None
 
 #: What a viewer takes: encoded units, decoded frames, or whatever the stream carries.
 Wants = Literal["units", "frames", "any"]
@@ -144,7 +146,7 @@ class Hub:
     def unsubscribe(self, sub: Subscriber) -> None:
         self._subscribers.discard(sub)
 
-    def picture(self) -> list[AccessUnit] | av.VideoFrame | None:
+    def picture(self) -> Picture:
         """What the latest picture can be made from: the units since the last keyframe,
         or the last decoded frame (streams that publish frames only), or nothing yet."""
         if self._gop_valid:

@@ -12,12 +12,16 @@ import asyncio
 import time
 import weakref
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import av
 from av.video.codeccontext import VideoCodecContext
 
 from media_server.model.media import AccessUnit
-from media_server.streams.fanout import Hub
+from media_server.streams.fanout import Picture
+
+if TYPE_CHECKING:
+    from media_server.streams.stream import Stream
 
 #: Snapshots decoded at once across all streams, per event loop.
 DECODING_AT_ONCE = 2
@@ -57,7 +61,8 @@ def _decode_last(units: list[AccessUnit]) -> av.VideoFrame:
     return last
 
 
-def _jpeg(picture: list[AccessUnit] | av.VideoFrame) -> bytes:
+def _jpeg(picture: Picture) -> bytes:
+    assert picture is not None
     frame = picture if isinstance(picture, av.VideoFrame) else _decode_last(picture)
     width, height = frame.width - frame.width % 2, frame.height - frame.height % 2
     encoder = av.CodecContext.create("mjpeg", "w")
@@ -74,8 +79,8 @@ def _jpeg(picture: list[AccessUnit] | av.VideoFrame) -> bytes:
 class Snapshots:
     """One stream's snapshot: cached for `max_age` seconds, made once however many ask."""
 
-    def __init__(self, hub: Hub, max_age: float = 1.0) -> None:
-        self._hub = hub
+    def __init__(self, stream: Stream, max_age: float = 1.0) -> None:
+        self._stream = stream
         self._max_age = max_age
         self._cached: tuple[float, bytes] | None = None
         self._making: asyncio.Future[bytes] | None = None
@@ -93,7 +98,11 @@ class Snapshots:
                 self._making = None
 
     async def _make(self) -> bytes:
-        picture = self._hub.picture()
+        consumer = self._stream.attach("snapshot")  # reads what the stream has: no hold
+        try:
+            picture = consumer.picture()
+        finally:
+            consumer.close()
         if picture is None:
             raise NoPicture("no picture yet: the stream has not sent a keyframe")
         async with _decoding_slots():

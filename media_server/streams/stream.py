@@ -17,7 +17,7 @@ from media_server.ingest import IngestCounters, IngestWorker, SourceFactory
 from media_server.model.media import AccessUnit, EffectiveMode, SourceInfo, StreamState
 from media_server.model.registration import Registration
 from media_server.streams.changes import Changes
-from media_server.streams.consumer import Consumer, ConsumerKind
+from media_server.streams.consumer import CONSUMER_KINDS, HOLDING, Consumer, ConsumerKind
 from media_server.streams.fanout import Hub
 from media_server.streams.snapshot import Snapshots
 from media_server.streams.view import STATUS_FIELDS, Counters, ManagedBy, StreamView
@@ -83,7 +83,7 @@ class Stream:
         )
         # Audio: every unit stands alone, so nothing is cached for new listeners.
         self.audio_hub = Hub(hub.viewer_queue, 0, 0, 0)
-        self.snapshots = Snapshots(self.hub)
+        self.snapshots = Snapshots(self)
         self._info_known = asyncio.Event()
         self.worker: Ingest | None = None
         self._holders = 0
@@ -222,21 +222,31 @@ class Stream:
         """A consumer of the stream (see streams/consumer.py); close it when done."""
         return Consumer(self, kind)
 
-    def _hold(self, kind: ConsumerKind | None = None) -> None:
+    def _attached(self, kind: ConsumerKind) -> None:
+        self.consumers[kind] += 1
+        if kind in HOLDING:
+            self._hold()
+        else:
+            self.changes.notify()
+
+    def _detached(self, kind: ConsumerKind) -> None:
+        self.consumers[kind] = max(0, self.consumers[kind] - 1)
+        if kind in HOLDING:
+            self._let_go()
+        else:
+            self.changes.notify()
+
+    def _hold(self) -> None:
         """Someone needs the stream: an on-demand stream opens its source."""
         self._holders += 1
-        if kind is not None:
-            self.consumers[kind] += 1
         self.changes.notify()
         self._cancel_linger()
         if self.on_demand and self.worker is None:
             self.start()
 
-    def _let_go(self, kind: ConsumerKind | None = None) -> None:
+    def _let_go(self) -> None:
         """The last to let go lets an on-demand stream idle after a while."""
         self._holders = max(0, self._holders - 1)
-        if kind is not None:
-            self.consumers[kind] = max(0, self.consumers[kind] - 1)
         self.changes.notify()
         if self.on_demand and self._holders == 0 and self.worker is not None:
             linger = self._settings.ingest.on_demand_linger
@@ -333,6 +343,7 @@ class Stream:
             "state": self.state,
             "error": self.error,
             "viewers": self.consumers["viewer"],
+            "consumers": {kind: self.consumers[kind] for kind in CONSUMER_KINDS},
             "codec": info.codec if info else None,
             "profile": info.profile if info else None,
             "width": info.width if info else None,

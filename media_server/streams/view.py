@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from media_server.model.media import AudioMode, EffectiveMode, StreamState
 from media_server.model.registration import Registration
+from media_server.streams.consumer import ConsumerKind
 
 ManagedBy = Literal["api", "config", "demo"]
 
@@ -60,6 +61,10 @@ class StreamView(Registration):
     state: StreamState
     error: str | None = Field(description="why the stream is not live, when it is not")
     viewers: int = Field(description="viewer sessions (relays to other nodes not counted)")
+    consumers: dict[ConsumerKind, int] = Field(
+        description="who consumes the stream now, by kind: viewer (WebRTC sessions), relay "
+        "(other nodes of a cluster), fanout (the engine's feed), snapshot (being made)"
+    )
     codec: str | None
     profile: str | None
     width: int | None

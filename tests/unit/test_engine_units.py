@@ -40,7 +40,7 @@ from media_server.engine.sendpath import SendPath, TxViewer
 from media_server.engine.units import History, Packetizer
 from media_server.engine.viewer import EngineViewer
 from media_server.model.media import AccessUnit
-from media_server.streams.fanout import Hub
+from tests.support.streams import bare_stream
 
 PATHS = ["native", "python"]
 PROFILE = Policy.SRTP_PROFILE_AES128_CM_SHA1_80
@@ -195,10 +195,10 @@ def test_srtp_holds_past_65535_packets_and_both_wraps(
 
 
 def feed_with(path: SendPath, units: list[AccessUnit]) -> Feed:
-    hub = Hub(viewer_queue=64, gop_units=64, gop_bytes=1 << 20)
-    feed = Feed(hub, path, Lanes(0, 8), history=1024, gop_units=64, gop_bytes=1 << 20)
+    stream = bare_stream()
+    feed = Feed(stream.attach("fanout"), path, Lanes(0, 8), 1024, gop_units=64, gop_bytes=1 << 20)
     for u in units:
-        hub.publish_unit(u)
+        stream.hub.publish_unit(u)
     return feed
 
 
@@ -412,9 +412,9 @@ async def test_a_viewer_follows_ice_to_another_pair_and_is_closed_when_none_is_l
     rx, tx = udp_pair
     rx2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx2.bind(("127.0.0.1", 0))
-    hub = Hub(viewer_queue=64, gop_units=64, gop_bytes=1 << 20)
+    stream = bare_stream("s", asyncio.get_running_loop())
     config = EngineConfig(name, 0, 8, 1024, 64, 1 << 20)
-    engine = Engine(config, lambda stream_id: hub)
+    engine = Engine(config, lambda stream_id: stream)
     seq, offset = engine.start("s")
     first = Pair(tx, rx)
     connection = type("Connection", (), {"_nominated": {1: first}})()
