@@ -12,12 +12,13 @@ from typing import Any, Protocol
 
 import av
 
-from media_server.config import MEDIA_PATHS, TRANSCODE_ENCODES, Settings
+from media_server.config import TRANSCODE_ENCODES, Settings
 from media_server.ingest import IngestCounters, IngestWorker, SourceFactory
 from media_server.model.media import AccessUnit, EffectiveMode, SourceInfo, StreamState
 from media_server.model.registration import Registration
 from media_server.streams.changes import Changes
 from media_server.streams.consumer import CONSUMER_KINDS, HOLDING, Consumer, ConsumerKind
+from media_server.streams.delivery import delivery
 from media_server.streams.fanout import Hub
 from media_server.streams.snapshot import Snapshots
 from media_server.streams.view import STATUS_FIELDS, Counters, ManagedBy, StreamView
@@ -87,7 +88,6 @@ class Stream:
         self._info_known = asyncio.Event()
         self.worker: Ingest | None = None
         self._holders = 0
-        self._viewers_admitted = 0
         self._linger: asyncio.TimerHandle | None = None
         self._idling: asyncio.Task[None] | None = None
         #: How often the stream entered each state (a metric; transitions are also logged).
@@ -121,30 +121,7 @@ class Stream:
     @property
     def media_transport(self) -> str:
         """What carries this stream to most viewers (labels figures in API and harness)."""
-        return self._transport_name(canary=False)
-
-    def _transport_name(self, canary: bool) -> str:
-        """The media transport's name (metric label, `X-Media-Transport`): the configured
-        one for the stream's mode, or the canary when it is one of that mode's."""
-        settings = self._settings
-        other = settings.canary.choice if canary else None
-        mode = self.effective_mode or self.registration.mode
-        if mode == "passthrough":
-            path = other if other in MEDIA_PATHS else settings.webrtc.media_path
-            return "engine" if path == "engine" else "passthrough"
-        if mode == "transcode":
-            encode = other if other in TRANSCODE_ENCODES else settings.transcode.encode
-            return "transcode-shared" if encode == "shared" else "transcode-per-viewer"
-        return "pending"
-
-    def viewer_transport(self) -> str:
-        """The transport for the next viewer: the canary's for exactly `canary.percent` %
-        of new viewers (spread evenly, not by chance), the default for the rest."""
-        canary = self._settings.canary
-        share = canary.percent / 100 if canary.choice else 0.0
-        n = self._viewers_admitted
-        self._viewers_admitted += 1
-        return self._transport_name(int((n + 1) * share) > int(n * share))
+        return delivery(self._settings, self.effective_mode or self.registration.mode)
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:

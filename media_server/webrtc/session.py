@@ -12,6 +12,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -20,9 +21,10 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from media_server.aiortc_internals import gather_loopback, sent_counts
-from media_server.config import LimitsSettings, WebRTCSettings
+from media_server.config import Settings
 from media_server.engine.engine import Engine
 from media_server.engine.sender import EngineSender
+from media_server.streams.delivery import canary_turn, delivery
 from media_server.streams.fanout import Wants
 from media_server.streams.stream import Stream
 from media_server.tasks import Tasks
@@ -199,12 +201,13 @@ def _count_egress(totals: dict[tuple[str, str], tuple[int, int]], session: Viewe
 class SessionManager:
     """All viewer sessions, admitted within the configured limits."""
 
-    def __init__(
-        self, settings: WebRTCSettings, limits: LimitsSettings, engine: Engine | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         gather_loopback()
-        self._settings = settings
-        self._limits = limits
+        self._gateway = settings
+        self._settings = settings.webrtc
+        self._limits = settings.limits
+        #: Viewers admitted so far per stream, which the canary's share is counted in.
+        self._admitted: Counter[str] = Counter()
         #: Serves the viewers whose transport is "engine"; None: nobody is given it.
         self.engine = engine
         self._sessions: dict[str, ViewerSession] = {}
@@ -250,7 +253,10 @@ class SessionManager:
         if self.engine is not None and stream.effective_mode is None:
             # Whether the engine may serve this viewer depends on the stream's mode.
             await stream.wait_info(INFO_WAIT)
-        transport = stream.viewer_transport()
+        canary = canary_turn(self._gateway, self._admitted[stream.id])
+        self._admitted[stream.id] += 1
+        mode = stream.effective_mode or stream.registration.mode
+        transport = delivery(self._gateway, mode, canary)
         if transport == "engine" and self.engine is None:
             transport = "passthrough"
         pc = RTCPeerConnection(rtc_configuration(self._settings))
@@ -420,6 +426,7 @@ class SessionManager:
         )
 
     async def close_stream(self, stream_id: str) -> None:
+        self._admitted.pop(stream_id, None)
         await asyncio.gather(*(self.close(s, "stream removed") for s in self.for_stream(stream_id)))
 
     async def close_all(self) -> None:
