@@ -88,8 +88,8 @@ class StreamView(Registration):
     ingest_node: str | None = Field(
         None, description="cluster only: the node that ingests the stream (null: none yet)"
     )
-    relays: int | None = Field(
-        None, description="cluster only: nodes this one relays the stream to (not in viewers)"
+    relays: int = Field(
+        0, description="cluster only: nodes this one relays the stream to (not in viewers)"
     )
 
     def body(self) -> dict[str, Any]:
