@@ -47,12 +47,13 @@ class Consumer:
         return self._subscribe(True, "units")
 
     def _subscribe(self, audio: bool, wants: Wants) -> Subscriber:
+        if self.closed:  # a queue that has ended already, never the hub's
+            ended = Subscriber(1, 1, wants)
+            ended.end()
+            return ended
         hub = self.stream.audio_hub if audio else self.stream.hub
         sub = hub.subscribe(wants)
-        if self.closed:
-            sub.end()
-        else:
-            self._subscribed.append((audio, sub))
+        self._subscribed.append((audio, sub))
         return sub
 
     def tap(self, tap: Tap) -> None:
@@ -68,12 +69,14 @@ class Consumer:
         return self.stream.hub.picture()
 
     def drop(self, sub: Subscriber) -> None:
-        """Stop taking one of the queues (the consumer stays attached)."""
+        """Stop taking one of the queues (the consumer stays attached): it ends, so a
+        reader waiting on it wakes."""
         for entry in self._subscribed:
             if entry[1] is sub:
                 self._subscribed.remove(entry)
                 hub = self.stream.audio_hub if entry[0] else self.stream.hub
                 hub.unsubscribe(sub)
+                sub.end()
                 return
 
     def close(self) -> None:

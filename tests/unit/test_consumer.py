@@ -59,9 +59,13 @@ async def test_queues_start_at_the_keyframe_and_end_with_the_consumer() -> None:
     consumer = stream.attach("viewer")
     video, audio = consumer.video("units"), consumer.audio()
     assert (await video.get()).keyframe  # type: ignore[union-attr]
+    waiting = asyncio.ensure_future(audio.get())
+    await asyncio.sleep(0)
     consumer.close()
-    for queue in (video, audio):
-        assert len(queue) == 0
+    with pytest.raises(StreamEnded):  # a reader waiting on a queue wakes when it ends
+        await waiting
+    assert len(video) == 0 and len(stream.hub._subscribers) == 0
     with pytest.raises(StreamEnded):  # a closed consumer gets an ended queue
         await consumer.video("units").get()
+    assert len(stream.hub._subscribers) == 0  # ...which the hub never holds
     await streams.close(1.0)
