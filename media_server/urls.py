@@ -5,11 +5,15 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-#: Query parameters that carry credentials on some cameras (`?user=admin&password=...`).
-SECRET_PARAMS = re.compile(
-    r"(?i)(^|[?&;])((?:user(?:name)?|pass(?:word|wd)?|pwd|token|auth|secret|key|api_?key|"
-    r"access_token|sig(?:nature)?|credentials?)=)([^&;#]*)"
+_SECRET_NAMES = (
+    r"(?:user(?:name)?|pass(?:word|wd)?|pwd|token|auth|secret|key|api_?key|"
+    r"access_token|sig(?:nature)?|credentials?)="
 )
+#: Query parameters that carry credentials on some cameras (`?user=admin&password=...`).
+SECRET_PARAMS = re.compile(r"(?i)(^|[?&;])(" + _SECRET_NAMES + r")([^&;#]*)")
+#: The same in the path, where some cameras (XMEye and its kin) put them, joined by `_`:
+#: `/user=admin_password=S3cret_channel=1_stream=0.sdp`.
+SECRET_PATH = re.compile(r"(?i)(^|[/?&;_])(" + _SECRET_NAMES + r")([^/&;#?_]*)")
 
 
 def _secrets(url: str) -> list[str]:
@@ -18,7 +22,8 @@ def _secrets(url: str) -> list[str]:
         parts = urlsplit(url)
     except ValueError:
         return []
-    found = [m.group(3) for part in (parts.path, parts.query) for m in SECRET_PARAMS.finditer(part)]
+    found = [m.group(3) for m in SECRET_PARAMS.finditer(parts.query)]
+    found += [m.group(3) for m in SECRET_PATH.finditer(parts.path)]
     found = [value for value in found if value]
     if parts.password:
         found.append(parts.password)
@@ -37,10 +42,11 @@ def redact_url(url: str) -> str:
     if "@" in netloc:
         netloc = "***@" + netloc.rsplit("@", 1)[1]
 
-    def hide(text: str) -> str:
-        return SECRET_PARAMS.sub(lambda m: m.group(1) + m.group(2) + "***", text)
+    def hide(pattern: re.Pattern[str], text: str) -> str:
+        return pattern.sub(lambda m: m.group(1) + m.group(2) + "***", text)
 
-    return urlunsplit((parts.scheme, netloc, hide(parts.path), hide(parts.query), parts.fragment))
+    path, query = hide(SECRET_PATH, parts.path), hide(SECRET_PARAMS, parts.query)
+    return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
 
 
 def redact_text(text: str, url: str) -> str:

@@ -43,6 +43,8 @@ def validate_source_url(url: str) -> str:
         raise ValueError("url must start with rtsp:// or rtsps://")
     if not parts.hostname:
         raise ValueError("url must name a host")
+    if "#" in url:
+        raise ValueError("url must not have a '#' fragment (RTSP sends none to the camera)")
     if port == 0:
         raise ValueError("url port must be between 1 and 65535")
     return parts.scheme.lower() + url[len(parts.scheme) :]  # FFmpeg knows only "rtsp"

@@ -47,3 +47,16 @@ def test_query_string_credentials_are_redacted() -> None:
     assert shown == "rtsp://cam/live?channel=1&user=***&password=***&token=***"
     text = redact_text(f"failed {url}: 401 for Sup3rS3cret", url)
     assert "Sup3rS3cret" not in text and "abcdef" not in text and "channel=1" in text
+
+
+def test_credentials_in_the_path_are_redacted() -> None:
+    """XMEye-style cameras put them in the path, joined by `_`."""
+    url = "rtsp://cam:554/user=admin_password=S3cret_channel=1_stream=0.sdp"
+    assert redact_url(url) == "rtsp://cam:554/user=***_password=***_channel=1_stream=0.sdp"
+    said = redact_text(f"could not open {url} (S3cret refused)", url)
+    assert "S3cret" not in said and "admin" not in said
+
+
+def test_a_fragment_is_refused() -> None:
+    with pytest.raises(ValueError, match="fragment"):
+        validate_source_url("rtsp://cam/live#password=x")
