@@ -29,10 +29,10 @@ async def read_json(request: web.Request) -> Any:
     raw = await request.read()
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, "invalid-json", f"body is not valid JSON: {exc}") from None
     except RecursionError:
         raise ApiError(400, "invalid-json", "body is nested too deeply") from None
+    except ValueError as exc:  # not JSON, not UTF-8, or an integer too long to convert
+        raise ApiError(400, "invalid-json", f"body is not valid JSON: {exc}") from None
 
 
 def parse(model: type[Model], data: Any) -> Model:
