@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 MAX_SDP_BYTES = 64 * 1024
 MAX_CANDIDATE_CHARS = 1024
+#: Media sections an offer may have: a viewer needs video and audio, a browser may add a
+#: data channel. Each section costs aiortc a transceiver and transports.
+MAX_MEDIA_SECTIONS = 4
 
 
 #: What each media transport's viewers take from the hub ("any" follows the stream).
@@ -99,6 +102,12 @@ def check_offer(sdp: str) -> SessionDescription:
         raise SignalingError("invalid-sdp", f"the offer is larger than {MAX_SDP_BYTES} bytes", 413)
     if not sdp.lstrip().startswith("v=0"):
         raise SignalingError("invalid-sdp", "the offer is not an SDP session description")
+    sections = sdp.count("\nm=")  # counted before parsing: refused before any work
+    if sections > MAX_MEDIA_SECTIONS:
+        raise SignalingError(
+            "invalid-sdp",
+            f"the offer has {sections} media sections; at most {MAX_MEDIA_SECTIONS} are taken",
+        )
     try:
         parsed = SessionDescription.parse(sdp)
     except Exception:
