@@ -28,6 +28,11 @@ from media_server.model.media import CLOCK_RATE
 
 log = logging.getLogger(__name__)
 
+#: Distinct packets one NACK message may ask for: a 1.4 KB NACK can name about 5,900.
+NACK_MOST = 64
+#: A packet asked for again this soon after its retransmission is not sent again.
+NACK_REPEAT = 0.05
+
 
 def sender_report(viewer: EngineViewer) -> bytes:
     """SR (+ SDES CNAME) mapping now, in NTP time, to the RTP clock: the last packet's
@@ -77,9 +82,17 @@ def handle(viewer: EngineViewer, feed: Feed, packet: object) -> bool:
                 )
     elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
         viewer.nacks += 1
-        for seq in packet.lost:
-            viewer.nacked_packets += 1
-            _retransmit(viewer, feed, seq)
+        asked = list(dict.fromkeys(packet.lost))[:NACK_MOST]  # each once, in order
+        viewer.nacked_packets += len(asked)
+        now = time.monotonic()
+        for seq in asked:
+            if now - viewer.retransmitted.get(seq, -NACK_REPEAT) < NACK_REPEAT:
+                continue  # just sent again: the viewer's NACK crossed it
+            if not viewer.rtx_budget.take(now):
+                viewer.nacks_refused += 1
+                break  # past this viewer's budget: its decoder asks for a keyframe
+            if _retransmit(viewer, feed, seq):
+                viewer.remember_retransmission(seq, now)
     elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
         viewer.plis += 1
         viewer.replays += feed.replay(viewer)
@@ -99,11 +112,11 @@ def _receiver_report(
             viewer.rtt = rtt if viewer.rtt is None else 0.85 * viewer.rtt + 0.15 * rtt
 
 
-def _retransmit(viewer: EngineViewer, feed: Feed, seq: int) -> None:
+def _retransmit(viewer: EngineViewer, feed: Feed, seq: int) -> bool:
     sent = viewer.tx.lookup(seq)
     found = feed.history.find(sent[0]) if sent is not None else None
     if sent is None or found is None:
-        return  # too old: the viewer's decoder will ask for a keyframe
+        return False  # too old: the viewer's decoder will ask for a keyframe
     unit, position = found
     marker = position == len(unit.payloads) - 1
-    viewer.tx.retransmit(seq, unit.payloads[position], sent[1], marker)
+    return bool(viewer.tx.retransmit(seq, unit.payloads[position], sent[1], marker))

@@ -38,7 +38,7 @@ from media_server.engine.lanes import Lanes
 from media_server.engine.pysend import ntp_now
 from media_server.engine.sendpath import SendPath, TxViewer
 from media_server.engine.units import History, Packetizer
-from media_server.engine.viewer import EngineViewer
+from media_server.engine.viewer import RTX_BURST, RTX_RATE, EngineViewer
 from media_server.model.media import AccessUnit
 from tests.support.streams import bare_stream
 
@@ -238,6 +238,40 @@ def test_a_nack_is_answered_from_the_history(
     rx.settimeout(0.2)
     with pytest.raises(TimeoutError):
         rx.recv(2048)
+
+
+def test_a_nack_flood_is_deduplicated_capped_and_budgeted(
+    udp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """One 1.4 KB NACK can name about 5,900 packets: each is sent again once at most, at
+    most NACK_MOST per message, within the viewer's budget per second."""
+    rx, tx = udp_pair
+    path = sendpath.load("native")
+    feed = feed_with(path, [])
+    viewer = engine_viewer(make_viewer(path, tx, rx, seq=100, ts_offset=5, rtx=False))
+    feed.add(viewer)
+    for i in range(40):  # 40 units of 3 packets: seq 100..219 are in the history
+        feed.on_unit(unit(9000 + i * 3000, i == 0, size=3000))
+    rx.settimeout(1)
+    for _ in range(120):
+        rx.recv(2048)
+
+    def retransmitted() -> int:
+        return viewer.tx.sender_info()[3]
+
+    flood = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=0x11223344)
+    flood.lost = [100 + i % 120 for i in range(5_900)]
+    rtcp.handle(viewer, feed, flood)
+    assert retransmitted() == rtcp.NACK_MOST  # distinct, and no more than the cap
+    rtcp.handle(viewer, feed, flood)  # the same at once: just sent, not again
+    assert retransmitted() == rtcp.NACK_MOST
+    for i in range(20):  # a flood of fresh requests drains the budget, then stops
+        again = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=0x11223344)
+        again.lost = [100 + (i * 7 + j) % 120 for j in range(64)]
+        time.sleep(0.06)
+        rtcp.handle(viewer, feed, again)
+    assert retransmitted() <= RTX_BURST + RTX_RATE * 1.5
+    assert viewer.nacks_refused > 0
 
 
 def test_a_sender_report_maps_now_to_the_rtp_clock(
