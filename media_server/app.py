@@ -141,7 +141,7 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
         middlewares=[request_context, error_middleware], client_max_size=settings.max_body_bytes
     )
     registry = _registry(settings)
-    guard = SourceGuard(settings.sources.allow, settings.sources.deny)
+    guard = SourceGuard.from_settings(settings)
     limits = settings.limits
     manager = StreamManager(settings, loop, registry, guard)
     engine = _engine(settings, manager)

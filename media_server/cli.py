@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 import signal
 import sys
@@ -57,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def check_exposure(settings: Settings) -> None:
     """Protected mode: beyond loopback, no authentication or no TLS is refused unless
     allowed (`--insecure` allows both; `http.allow_plain` plain HTTP behind a proxy)."""
-    if _is_loopback(settings.host):
+    if settings.loopback_only:
         return
     auth = settings.auth
     authenticated = bool(auth.tokens or auth.jwt_secret or auth.jwks_file)
@@ -79,15 +78,6 @@ def check_exposure(settings: Settings) -> None:
             "this port can register cameras and watch every stream !!!",
             settings.host,
         )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 async def serve(

@@ -6,6 +6,7 @@ sources and turns a validation failure into a message that names the bad setting
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -161,6 +162,12 @@ class SourcesSettings(_Section):
         default_factory=list, description="if set, only these hosts, networks or *.names"
     )
     deny: list[str] = Field(default_factory=lambda: list(DEFAULT_DENY))
+    allow_loopback: bool | None = Field(
+        None,
+        description="cameras on this gateway's own host (loopback, localhost, its own "
+        "addresses); unset: allowed only while the gateway listens on loopback alone, "
+        "since its callers are then local anyway",
+    )
 
 
 class TranscodeSettings(_Section):
@@ -483,6 +490,16 @@ class Settings(BaseSettings):
         settings = handler(_rename(data, notes))
         settings._renamed = notes
         return settings
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether the gateway listens on loopback alone (its callers are local)."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
 
     @property
     def renamed(self) -> list[str]:

@@ -10,12 +10,15 @@ DNS answer that changes in between cannot redirect it.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import socket
 from urllib.parse import urlsplit, urlunsplit
 
-from media_server.config import ConfigError
+import ifaddr
+
+from media_server.config import ConfigError, Settings
 from media_server.ingest.source import PermanentSourceError, SourceError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -54,7 +57,21 @@ def _name_matches(host: str, patterns: list[str]) -> bool:
 
 
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+#: RFC 8215's local-use NAT64 prefix; any /96 in it carries IPv4 in its last 32 bits.
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+#: IPv4-translated addresses (RFC 2765, SIIT): ::ffff:0:a.b.c.d.
+TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
 SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
+#: Never a camera, never a viewer's candidate: nowhere to connect to, or everyone at once.
+NOWHERE = [
+    ipaddress.ip_network("0.0.0.0/8"),
+    ipaddress.ip_network("::/128"),
+    ipaddress.ip_network("224.0.0.0/4"),
+    ipaddress.ip_network("255.255.255.255/32"),
+    ipaddress.ip_network("ff00::/8"),
+]
+LOOPBACK = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
+LOOPBACK_NAMES = ["localhost", "*.localhost"]
 NUMERIC_V4 = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}$")
 
 
@@ -83,27 +100,67 @@ def _embedded(address: Address) -> list[Address]:
         value = int(address)
         if value >> 32 == 0 and value > 1:  # IPv4-compatible ::a.b.c.d
             found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
-        if address in NAT64:
+        if address in NAT64 or address in NAT64_LOCAL or address in TRANSLATED:
             found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
         if address in SIX_TO_FOUR:
             found.append(ipaddress.IPv4Address((value >> 80) & 0xFFFFFFFF))
     return found
 
 
+def own_addresses() -> list[Network]:
+    """This host's own addresses, on every interface (as ICE gathers them)."""
+    found: list[Network] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            text = ip.ip if isinstance(ip.ip, str) else ip.ip[0]
+            with contextlib.suppress(ValueError):
+                found.append(ipaddress.ip_network(text.split("%", 1)[0]))
+    return found
+
+
 class SourceGuard:
-    def __init__(self, allow: list[str], deny: list[str]) -> None:
+    def __init__(self, allow: list[str], deny: list[str], allow_loopback: bool = True) -> None:
         self._allow_nets, self._allow_names = _parse(allow, "sources.allow")
         self._deny_nets, self._deny_names = _parse(deny, "sources.deny")
+        #: This host (loopback, localhost, its own addresses) unless loopback is allowed:
+        #: a gateway others reach must not be their way into its own host's services.
+        self._own_nets = [] if allow_loopback else [*LOOPBACK, *own_addresses()]
+        self._own_names = [] if allow_loopback else LOOPBACK_NAMES
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SourceGuard:
+        sources = settings.sources
+        loopback = sources.allow_loopback
+        if loopback is None:
+            loopback = settings.loopback_only
+        return cls(sources.allow, sources.deny, loopback)
 
     @property
     def _has_allow(self) -> bool:
         return bool(self._allow_nets or self._allow_names)
 
-    def _check_denied(self, address: Address, host: str) -> None:
+    def denies(self, address: Address) -> str | None:
+        """Why nobody may be contacted at `address` (denied, or nowhere), or None. This
+        is the check for a viewer's ICE candidates too."""
         for candidate in _embedded(address):
             for net in self._deny_nets:
                 if candidate.version == net.version and candidate in net:
-                    raise SourceDenied(f"source host {host} is not allowed ({net} is denied)")
+                    return f"{net} is denied"
+            for net in NOWHERE:
+                if candidate.version == net.version and candidate in net:
+                    return f"{net} is no host to contact"
+        return None
+
+    def _check_denied(self, address: Address, host: str) -> None:
+        reason = self.denies(address)
+        if reason is not None:
+            raise SourceDenied(f"source host {host} is not allowed ({reason})")
+        for candidate in _embedded(address):
+            if any(candidate.version == n.version and candidate in n for n in self._own_nets):
+                raise SourceDenied(
+                    f"source host {host} is this gateway's own host "
+                    "(sources.allow_loopback allows cameras there)"
+                )
 
     def check_url(self, url: str) -> None:
         """At registration, without DNS. With an allow list, an address must be in one of
@@ -116,6 +173,11 @@ class SourceGuard:
         else:
             if _name_matches(host, self._deny_names):
                 raise SourceDenied(f"source host {host} is not allowed")
+            if _name_matches(host, self._own_names):
+                raise SourceDenied(
+                    f"source host {host} is this gateway's own host "
+                    "(sources.allow_loopback allows cameras there)"
+                )
             allowed = _name_matches(host, self._allow_names)
         if self._has_allow and not allowed:
             raise SourceDenied(f"source host {host} is not in the allowed sources")

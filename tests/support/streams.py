@@ -21,6 +21,6 @@ def _idle_loop() -> asyncio.AbstractEventLoop:
 def bare_stream(stream_id: str = "s", loop: asyncio.AbstractEventLoop | None = None) -> Stream:
     settings = load_settings(demo=False)
     registration = Registration(id=stream_id, url="rtsp://127.0.0.1:9/x", on_demand=True)
-    guard = SourceGuard(settings.sources.allow, settings.sources.deny)
+    guard = SourceGuard.from_settings(settings)
     source = source_for(registration, SourceContext(settings, guard))
     return Stream(registration, settings, loop or _idle_loop(), source)

@@ -23,7 +23,7 @@ from tests.unit.test_manager import MemoryRegistry
 
 async def on_demand_stream() -> tuple[StreamManager, str]:
     settings = load_settings(demo=False, ingest={"on_demand_linger": 0.05})
-    guard = SourceGuard(settings.sources.allow, settings.sources.deny)
+    guard = SourceGuard.from_settings(settings)
     streams = StreamManager(settings, asyncio.get_running_loop(), MemoryRegistry(), guard)
     url = f"rtsp://127.0.0.1:{free_port()}/x"
     await streams.create(Registration(id="od", url=url, on_demand=True))

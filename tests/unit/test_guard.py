@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from media_server.config import DEFAULT_DENY, ConfigError
-from media_server.ingest.guard import SourceDenied, SourceGuard
+from media_server.ingest.guard import SourceDenied, SourceGuard, own_addresses
 
 
 @pytest.mark.parametrize(
@@ -69,8 +69,61 @@ def test_bad_entries_are_config_errors(entry: str) -> None:
         "[::a9fe:a9fe]",  # IPv4-compatible
         "[64:ff9b::a9fe:a9fe]",  # NAT64
         "[2002:a9fe:a9fe::1]",  # 6to4
+        "[::ffff:169.254.169.254]",  # IPv4-mapped
+        "[::ffff:0:a9fe:a9fe]",  # IPv4-translated (SIIT)
+        "[64:ff9b:1::a9fe:a9fe]",  # local-use NAT64 (RFC 8215)
+        "[64:ff9b:1:ab00::a9fe:a9fe]",  # ...any /96 in it
     ],
 )
 def test_other_spellings_of_denied_addresses(host: str) -> None:
     with pytest.raises(SourceDenied, match="not allowed"):
         SourceGuard([], DEFAULT_DENY).check_url(f"rtsp://{host}/x")
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1:6379",
+        "0x7f.1",
+        "127.1",
+        "localhost",
+        "cam.localhost",
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+        "[::ffff:0:7f00:1]",
+    ],
+)
+def test_this_host_is_denied_unless_loopback_cameras_are_allowed(host: str) -> None:
+    """A gateway that listens beyond loopback is no way into its own host's services."""
+    with pytest.raises(SourceDenied, match="own host"):
+        SourceGuard([], DEFAULT_DENY, allow_loopback=False).check_url(f"rtsp://{host}/x")
+    SourceGuard([], DEFAULT_DENY, allow_loopback=True).check_url(f"rtsp://{host}/x")
+
+
+def test_its_own_addresses_are_this_host_too() -> None:
+    own = [n for n in own_addresses() if not n.network_address.is_loopback]
+    guard = SourceGuard([], DEFAULT_DENY, allow_loopback=False)
+    for net in own:
+        literal = f"[{net.network_address}]" if net.version == 6 else str(net.network_address)
+        with pytest.raises(SourceDenied):
+            guard.check_url(f"rtsp://{literal}/x")
+
+
+def test_loopback_follows_where_the_gateway_listens() -> None:
+    from media_server.config import load_settings
+
+    local = SourceGuard.from_settings(load_settings(demo=False))
+    local.check_url("rtsp://127.0.0.1:8554/x")
+    exposed = SourceGuard.from_settings(load_settings(demo=False, host="0.0.0.0"))
+    with pytest.raises(SourceDenied, match="own host"):
+        exposed.check_url("rtsp://127.0.0.1:8554/x")
+    allowed = load_settings(demo=False, host="0.0.0.0", sources={"allow_loopback": True})
+    SourceGuard.from_settings(allowed).check_url("rtsp://127.0.0.1:8554/x")
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "224.0.0.251", "ff02::1", "169.254.169.254"])
+def test_nowhere_and_denied_addresses_are_never_contacted(address: str) -> None:
+    import ipaddress
+
+    assert SourceGuard([], DEFAULT_DENY).denies(ipaddress.ip_address(address)) is not None
+    assert SourceGuard([], DEFAULT_DENY).denies(ipaddress.ip_address("192.0.2.7")) is None

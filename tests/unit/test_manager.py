@@ -60,7 +60,7 @@ class MemoryRegistry:
 
 def manager(registry: MemoryRegistry) -> StreamManager:
     settings = load_settings(demo=False)
-    guard = SourceGuard(settings.sources.allow, settings.sources.deny)
+    guard = SourceGuard.from_settings(settings)
     return StreamManager(settings, asyncio.get_running_loop(), registry, guard)
 
 
