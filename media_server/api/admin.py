@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from media_server.api.access import require
 from media_server.api.errors import ApiError
 from media_server.api.schemas import parse, read_json
-from media_server.auth.tokens import WRITE
+from media_server.auth.tokens import ADMIN
 
 routes = web.RouteTableDef()
 
@@ -48,7 +48,7 @@ def _py_spy() -> str | None:
 
 @routes.post("/api/v1/admin/profile")
 async def profile(request: web.Request) -> web.Response:
-    require(request, WRITE)
+    require(request, ADMIN)
     body = parse(ProfileRequest, await read_json(request) if request.can_read_body else {})
     tool = _py_spy()
     if tool is None:

@@ -22,7 +22,9 @@ from media_server.config import AuthSettings, ConfigError
 READ = "streams:read"
 WRITE = "streams:write"
 ISSUE = "tokens:issue"
-ALL_SCOPES = frozenset({READ, WRITE, ISSUE})
+#: Operating the process itself (profiling attaches ptrace to it): apart from streams.
+ADMIN = "admin"
+ALL_SCOPES = frozenset({READ, WRITE, ISSUE, ADMIN})
 
 VIEWER_AUDIENCE = "media_server:viewer"
 LEEWAY = 30  # seconds of clock skew tolerated on exp/nbf/iat
