@@ -25,6 +25,8 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
+#: A year; not includeSubDomains, which would bind hosts this gateway does not serve.
+HSTS = "max-age=31536000"
 CORS_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type, If-Match"
 CORS_EXPOSE = "Location, ETag, Link, Accept-Patch, Retry-After, X-Media-Transport, X-Request-Id"
@@ -63,6 +65,8 @@ async def add_headers(request: web.Request, response: web.StreamResponse) -> Non
     response.headers["X-Request-Id"] = request_id.get()
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    if request.secure:  # served over TLS by this gateway: browsers keep to HTTPS
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
     if response.content_type == "text/html":
         response.headers.setdefault("Content-Security-Policy", CSP)
     origin = _allowed_origin(request)
