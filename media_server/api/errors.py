@@ -68,6 +68,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
+    except ConnectionError:  # the client left mid-request: nobody to answer, nothing wrong
+        log.debug("client left during %s %s", request.method, request.path)
+        return error_response(400, "client-gone", "the request ended before its body did")
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal", "internal error")
