@@ -12,27 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from media_server.api.errors import ApiError
-
-
-class TokenBucket:
-    def __init__(
-        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._clock = clock
-        self._tokens = burst
-        self._updated = clock()
-
-    def take(self) -> float:
-        """0 when allowed (a token is spent), else seconds until a token is there."""
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-        self._updated = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return 0.0
-        return (1 - self._tokens) / self.rate
+from media_server.tokenbucket import TokenBucket
 
 
 class RateLimiter:

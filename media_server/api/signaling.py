@@ -20,8 +20,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from media_server.api.access import client_key, require_viewer
 from media_server.api.context import Gateway, gateway
 from media_server.api.errors import ApiError, error_response
-from media_server.api.ratelimit import TokenBucket
 from media_server.runtime.jsoncodec import JsonCodec
+from media_server.tokenbucket import TokenBucket
 from media_server.webrtc.session import SignalingError, ViewerSession
 
 log = logging.getLogger(__name__)

@@ -88,7 +88,7 @@ def handle(viewer: EngineViewer, feed: Feed, packet: object) -> bool:
         for seq in asked:
             if now - viewer.retransmitted.get(seq, -NACK_REPEAT) < NACK_REPEAT:
                 continue  # just sent again: the viewer's NACK crossed it
-            if not viewer.rtx_budget.take(now):
+            if viewer.rtx_budget.take():
                 viewer.nacks_refused += 1
                 break  # past this viewer's budget: its decoder asks for a keyframe
             if _retransmit(viewer, feed, seq):

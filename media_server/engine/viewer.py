@@ -9,30 +9,13 @@ from typing import Any
 
 from media_server import aiortc_internals as internals
 from media_server.engine.sendpath import TxViewer
+from media_server.tokenbucket import TokenBucket
 
 #: Retransmissions a viewer may have a second, and at once: a 4 Mbit/s stream is about
 #: 400 packets a second, so this repairs heavy loss and no NACK can make it a flood.
 RTX_RATE = 400.0
 RTX_BURST = 200
 RTX_REMEMBERED = 512
-
-
-class Budget:
-    """A token bucket on the monotonic clock."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._at = float("-inf")
-
-    def take(self, now: float) -> bool:
-        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
-        self._at = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
 
 
 @dataclass(eq=False)
@@ -59,7 +42,7 @@ class EngineViewer:
     nacked_packets: int = 0
     nacks_refused: int = 0  # NACKs cut short by the retransmission budget
     #: Retransmissions this viewer may ask for: RTX_RATE a second, RTX_BURST at once.
-    rtx_budget: Budget = field(default_factory=lambda: Budget(RTX_RATE, RTX_BURST))
+    rtx_budget: TokenBucket = field(default_factory=lambda: TokenBucket(RTX_RATE, RTX_BURST))
     #: When recent packets were sent again (at most RTX_REMEMBERED of them).
     retransmitted: OrderedDict[int, float] = field(default_factory=OrderedDict)
     plis: int = 0

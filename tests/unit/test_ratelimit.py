@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from media_server.api.errors import ApiError
-from media_server.api.ratelimit import RateLimiter, TokenBucket
+from media_server.api.ratelimit import RateLimiter
+from media_server.tokenbucket import TokenBucket
 from tests.support.clock import FakeClock
 
 
