@@ -83,6 +83,7 @@ async def test_https_serves_pages_and_signaling_and_reloads_its_certificate(
             for path in ("/", "/view/demo", "/api/v1/streams", "/api/v1/health/ready"):
                 async with http.get(gw.url(path)) as resp:
                     assert resp.status == 200, path
+                    assert resp.headers["Strict-Transport-Security"] == "max-age=31536000"
             async with aiohttp.ClientSession() as untrusting:  # the system's roots only
                 with pytest.raises(aiohttp.ClientConnectorCertificateError):
                     await untrusting.get(gw.url("/api/v1/health"))

@@ -1,0 +1,119 @@
+"""What an attacker from outside got through (the hardening issue), each closed: every test
+here failed on the gateway before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+
+from tests.support.gateway import GENEROUS, Gateway, run_gateway
+
+pytestmark = pytest.mark.e2e
+
+ADMIN = "admin-token-0123456789"
+HS_SECRET = "hs256-secret-for-tests-0123456789"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+def secured() -> Iterator[Gateway]:
+    env = {
+        **GENEROUS,
+        "MEDIA_SERVER_AUTH__TOKENS": json.dumps([ADMIN]),
+        "MEDIA_SERVER_AUTH__JWT_SECRET": HS_SECRET,
+    }
+    with run_gateway(env=env) as gw:
+        yield gw
+
+
+def huge_int_body(field: str) -> bytes:
+    return b'{"url": "rtsp://127.0.0.1/x", "' + field.encode() + b'": ' + b"9" * 5000 + b"}"
+
+
+async def test_a_json_integer_too_long_to_convert_is_a_400(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    headers = {"Content-Type": "application/json"}
+    for path, body in (
+        ("/api/v1/streams", huge_int_body("on_demand")),
+        ("/api/v1/streams/demo/viewer-tokens", b'{"ttl": ' + b"9" * 5000 + b"}"),
+    ):
+        async with http.post(gateway.url(path), data=body, headers=headers) as resp:
+            assert resp.status == 400, path
+            assert (await resp.json())["error"]["code"] == "invalid-json"
+    assert "Traceback" not in gateway.stderr_text()
+
+
+async def test_a_client_gone_mid_body_is_no_error(gateway: Gateway) -> None:
+    """A POST announcing 1000 bytes that sends 10 and leaves: logged quietly, no 500."""
+    _, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(
+        b"POST /api/v1/streams HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n" + b'{"url": "r'
+    )
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    writer.close()
+    await asyncio.sleep(0.5)
+    log = gateway.stderr_text()
+    assert "Traceback" not in log and "unhandled error" not in log, gateway.stderr_tail()
+    assert gateway.get_json("/api/v1/health")["status"] == "ok"
+
+
+async def test_readiness_tells_no_paths_or_ids(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    """Readiness needs no credentials, so it must not tell where files are, nor streams."""
+    async with http.get(gateway.url("/api/v1/health/ready")) as resp:
+        body = await resp.json()
+    registry, ingest = body["components"]["registry"], body["components"]["ingest"]
+    assert set(registry) == {"ok", "backend"}
+    assert isinstance(ingest["dead_workers"], int)
+    assert "sqlite3" not in json.dumps(body) and "/" not in json.dumps(registry)
+
+
+async def test_profiling_needs_the_admin_right(
+    http: aiohttp.ClientSession, secured: Gateway
+) -> None:
+    import jwt
+
+    exp = int(time.time()) + 300
+    writer = jwt.encode(
+        {"sub": "ops", "exp": exp, "scope": "streams:read streams:write"}, HS_SECRET
+    )
+    url = secured.url("/api/v1/admin/profile")
+    body = {"seconds": 1}
+    async with http.post(url, json=body, headers=bearer(writer)) as resp:
+        assert resp.status == 403
+        assert "'admin'" in (await resp.json())["error"]["message"]
+    admin = jwt.encode({"sub": "ops", "exp": exp, "scope": "admin"}, HS_SECRET)
+    async with http.post(url, json={**body, "seconds": 0}, headers=bearer(admin)) as resp:
+        assert resp.status == 400  # past the right: the body is checked (seconds >= 1)
+    async with http.post(url, json={**body, "seconds": 0}, headers=bearer(ADMIN)) as resp:
+        assert resp.status == 400  # static tokens keep every right
+
+
+async def test_camera_credentials_in_the_path_never_show(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    url = "rtsp://127.0.0.1:9/user=admin_password=S3cret_channel=1_stream=0.sdp"
+    body = {"id": "xmeye", "url": url, "on_demand": True}
+    async with http.post(gateway.url("/api/v1/streams"), json=body) as resp:
+        assert resp.status in (200, 201)
+        shown = await resp.json()
+    assert shown["url"] == "rtsp://127.0.0.1:9/user=***_password=***_channel=1_stream=0.sdp"
+    async with http.get(gateway.url("/api/v1/streams")) as resp:
+        assert "S3cret" not in await resp.text()
+    fragment = {"url": "rtsp://127.0.0.1:9/live#x"}
+    async with http.post(gateway.url("/api/v1/streams"), json=fragment) as resp:
+        assert resp.status == 400 and "fragment" in (await resp.json())["error"]["message"]
+    async with http.delete(gateway.url("/api/v1/streams/xmeye")) as resp:
+        assert resp.status == 204
