@@ -61,8 +61,9 @@ if [[ $WITH_TESTS -eq 1 ]]; then
     gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x \
     chromium fonts-dejavu-core
   # promtool (in Debian's prometheus package) checks the /metrics output in a test;
-  # the cluster tests run a real Redis (started by the tests, never as a service).
-  apt_install prometheus redis-server
+  # the cluster tests run a real Redis (started by the tests, never as a service);
+  # iproute2 makes the network namespaces where "never contacted" is checked.
+  apt_install prometheus redis-server iproute2
 fi
 
 # Reinstall only when the build changed (a test install covers the plain one).

@@ -10,7 +10,9 @@ not do (the player offers again instead); DELETE ends the session with 200.
 
 from __future__ import annotations
 
+import math
 import time
+import weakref
 
 from aiohttp import web
 
@@ -20,6 +22,7 @@ from media_server.api.context import gateway
 from media_server.api.errors import ApiError
 from media_server.api.streams import get_stream
 from media_server.config import IceServer
+from media_server.tokenbucket import TokenBucket
 from media_server.webrtc.session import MAX_SDP_BYTES, SignalingError, ViewerSession
 
 routes = web.RouteTableDef()
@@ -104,9 +107,25 @@ def _ice_credentials(sdp: str) -> tuple[str | None, str | None]:
     return ufrag, pwd
 
 
+#: Each session's PATCH requests, at the rate a signaling socket may send messages.
+_patches: weakref.WeakKeyDictionary[ViewerSession, TokenBucket] = weakref.WeakKeyDictionary()
+
+
 @routes.patch("/api/v1/streams/{stream_id}/whep/{session_id}")
 async def whep_trickle(request: web.Request) -> web.Response:
     session = _session(request)
+    limits = gateway(request).settings.limits
+    bucket = _patches.setdefault(
+        session, TokenBucket(limits.ws_messages_per_second, limits.ws_messages_burst)
+    )
+    wait = bucket.take()
+    if wait:
+        raise ApiError(
+            429,
+            "rate-limited",
+            f"too many PATCH requests; wait {max(wait, 0.1):.1f} s",
+            {"Retry-After": str(max(1, math.ceil(wait)))},
+        )
     if request.content_type != TRICKLE:
         raise ApiError(415, "unsupported-media-type", f"send {TRICKLE}")
     match = request.headers.get("If-Match")

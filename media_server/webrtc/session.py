@@ -24,10 +24,12 @@ from media_server.aiortc_internals import gather_loopback, sent_counts
 from media_server.config import Settings
 from media_server.engine.engine import Engine
 from media_server.engine.sender import EngineSender
+from media_server.ingest import SourceGuard
 from media_server.streams.delivery import canary_turn, delivery
 from media_server.streams.fanout import Wants
 from media_server.streams.stream import Stream
 from media_server.tasks import Tasks
+from media_server.webrtc.candidates import MAX_CANDIDATES, refusal, screen_offer
 from media_server.webrtc.ice import rtc_configuration
 from media_server.webrtc.track import HubTrack
 
@@ -135,8 +137,12 @@ class ViewerSession:
         via: str,
         client: str,
         transport: str,
+        guard: SourceGuard,
     ) -> None:
         self.id = secrets.token_urlsafe(12)
+        self._guard = guard
+        #: The viewer's candidates taken so far (from its offer, then trickled).
+        self.candidates = 0
         self.consumer = stream.attach("viewer")  # holds the stream while the session lives
         self.transport = transport
         self.client = client
@@ -191,6 +197,14 @@ class ViewerSession:
             parsed = candidate_from_sdp(text.split(":", 1)[1] if ":" in text else text)
         except Exception:
             raise SignalingError("invalid-candidate", "not a valid ICE candidate line") from None
+        why = refusal(parsed.ip, self._guard)
+        if why is not None:
+            raise SignalingError("candidate-refused", why)
+        if self.candidates >= MAX_CANDIDATES:
+            raise SignalingError(
+                "too-many-candidates", f"a session takes at most {MAX_CANDIDATES} candidates"
+            )
+        self.candidates += 1
         parsed.sdpMid = mid
         parsed.sdpMLineIndex = index
         try:
@@ -210,9 +224,12 @@ def _count_egress(totals: dict[tuple[str, str], tuple[int, int]], session: Viewe
 class SessionManager:
     """All viewer sessions, admitted within the configured limits."""
 
-    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+    def __init__(
+        self, settings: Settings, guard: SourceGuard, engine: Engine | None = None
+    ) -> None:
         gather_loopback()
         self._gateway = settings
+        self._guard = guard
         self._settings = settings.webrtc
         self._limits = settings.limits
         #: Viewers admitted so far per stream, which the canary's share is counted in.
@@ -259,6 +276,7 @@ class SessionManager:
         """Answer an offer for `stream`; the answer carries all our candidates."""
         self._admit(stream, client)
         offer = check_offer(offer_sdp)
+        offer_sdp, candidates = screen_offer(offer_sdp, self._guard)
         if self.engine is not None and stream.effective_mode is None:
             # Whether the engine may serve this viewer depends on the stream's mode.
             await stream.wait_info(INFO_WAIT)
@@ -269,7 +287,8 @@ class SessionManager:
         if transport == "engine" and self.engine is None:
             transport = "passthrough"
         pc = RTCPeerConnection(rtc_configuration(self._settings))
-        session = ViewerSession(stream, pc, via, client, transport)
+        session = ViewerSession(stream, pc, via, client, transport, self._guard)
+        session.candidates = candidates
         self._sessions[session.id] = session
         try:
             self._add_video(session)
