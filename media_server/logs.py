@@ -62,11 +62,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line)
 
 
+#: A WHEP session's URL names it: the log keeps enough of the id to follow it, no more.
+WHEP_SESSION = re.compile(r"(/whep/)([^/?]{6})[^/?]*")
+
+
 class AccessLog(AbstractAccessLogger):
     """aiohttp's access log, minus secrets: viewer tokens travel as `?token=`."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         path = SECRET_PARAMS.sub(lambda m: m.group(1) + m.group(2) + "***", request.path_qs)
+        path = WHEP_SESSION.sub(lambda m: m.group(1) + m.group(2) + "…", path)
         self.logger.info(
             '%s "%s %s HTTP/%d.%d" %d %s %.3fs',
             request.remote,

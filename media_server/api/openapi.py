@@ -189,20 +189,24 @@ def _viewing_paths() -> dict[str, Any]:
             "parameters": [STREAM_ID, SESSION_ID],
             "patch": {
                 "summary": "WHEP: trickle ICE candidates",
-                "security": OPEN,
+                "description": "Only the principal that made the session may (the same "
+                "viewer token, or where viewing needs none the same client); to anyone "
+                "else it is 404. At most 20 candidates a session, none that the source "
+                "guard denies (400 candidate-refused), at a socket's message rate (429).",
+                "security": [{"bearer": []}, {}],
                 "requestBody": {
                     "required": True,
                     "content": {"application/trickle-ice-sdpfrag": {"schema": {"type": "string"}}},
                 },
                 "responses": {
                     "204": {"description": "applied"},
-                    **_errors(400, 404, 412, 415, 422),
+                    **_errors(400, 401, 403, 404, 412, 415, 422, 429),
                 },
             },
             "delete": {
-                "summary": "WHEP: end the session",
-                "security": OPEN,
-                "responses": {"200": {"description": "ended"}, **_errors(404)},
+                "summary": "WHEP: end the session (only the principal that made it)",
+                "security": [{"bearer": []}, {}],
+                "responses": {"200": {"description": "ended"}, **_errors(401, 403, 404)},
             },
         },
     }

@@ -10,6 +10,7 @@ not do (the player offers again instead); DELETE ends the session with 200.
 
 from __future__ import annotations
 
+import hmac
 import math
 import time
 import weakref
@@ -32,8 +33,18 @@ RESTART = "ICE restarts are not supported: offer again for a new session"
 
 
 def _session(request: web.Request) -> ViewerSession:
+    """The WHEP session a PATCH or DELETE names, which only the principal that made it
+    may change: the same verified token, or (where viewing needs none) the same client.
+    Anyone else is told there is no such session, as for an id that does not exist."""
+    stream_id = request.match_info["stream_id"]
+    require_viewer(request, stream_id)
     session = gateway(request).sessions.get(request.match_info["session_id"])
-    if session is None or session.stream.id != request.match_info["stream_id"]:
+    if (
+        session is None
+        or session.via != "whep"
+        or session.stream.id != stream_id
+        or not hmac.compare_digest(session.client, client_key(request))
+    ):
         raise ApiError(404, "session-not-found", "no such WHEP session")
     return session
 

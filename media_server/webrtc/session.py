@@ -160,6 +160,12 @@ class ViewerSession:
         #: The fan-out engine in place of aiortc's video sender (transport "engine").
         self.engine: EngineSender | None = None
 
+    @property
+    def label(self) -> str:
+        """The id as logs show it: enough to follow a session, not to address it (a WHEP
+        session's id is in its URL)."""
+        return self.id[:6] + "…"
+
     def sent(self) -> tuple[int, int]:
         """RTP packets and payload bytes this viewer's senders have sent (aiortc keeps the
         counts for its RTCP sender reports; they are read, never reset)."""
@@ -300,7 +306,7 @@ class SessionManager:
         self._follow(session)
         log.info(
             "viewer %s of stream %s negotiated via %s",
-            session.id,
+            session.label,
             stream.id,
             via,
             extra={"stream_id": stream.id},
@@ -418,7 +424,7 @@ class SessionManager:
 
     def _expire_unconnected(self, session: ViewerSession) -> None:
         if session.connected_at is None and not session.closed.is_set():
-            log.info("viewer %s never connected; releasing it", session.id)
+            log.info("viewer %s never connected; releasing it", session.label)
             self._close_soon(session, "never connected")
 
     def _close_soon(self, session: ViewerSession, reason: str) -> None:
@@ -447,7 +453,7 @@ class SessionManager:
         stream_id = session.stream.id
         log.info(
             "viewer %s of stream %s closed: %s",
-            session.id,
+            session.label,
             stream_id,
             reason,
             extra={"stream_id": stream_id},

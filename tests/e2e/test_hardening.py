@@ -29,6 +29,7 @@ def secured() -> Iterator[Gateway]:
         **GENEROUS,
         "MEDIA_SERVER_AUTH__TOKENS": json.dumps([ADMIN]),
         "MEDIA_SERVER_AUTH__JWT_SECRET": HS_SECRET,
+        "MEDIA_SERVER_AUTH__VIEWER_TOKENS": "true",
     }
     with run_gateway(env=env) as gw:
         yield gw
@@ -117,3 +118,41 @@ async def test_camera_credentials_in_the_path_never_show(
         assert resp.status == 400 and "fragment" in (await resp.json())["error"]["message"]
     async with http.delete(gateway.url("/api/v1/streams/xmeye")) as resp:
         assert resp.status == 204
+
+
+async def test_a_whep_session_answers_only_the_principal_that_made_it(
+    http: aiohttp.ClientSession, secured: Gateway
+) -> None:
+    """Its URL alone no longer lets anyone trickle into it or end it; nor is it logged."""
+    from tests.e2e.test_signaling import make_offer
+
+    async def viewer_token(ttl: int) -> str:
+        url = secured.url("/api/v1/streams/demo/viewer-tokens")
+        async with http.post(url, json={"ttl": ttl}, headers=bearer(ADMIN)) as resp:
+            token: str = (await resp.json())["token"]
+            return token
+
+    mine, theirs = await viewer_token(300), await viewer_token(299)  # two viewers
+    assert mine != theirs
+    sdp = {"Content-Type": "application/sdp"}
+    async with http.post(
+        secured.url("/api/v1/streams/demo/whep"),
+        data=await make_offer(),
+        headers={**sdp, **bearer(mine)},
+    ) as resp:
+        assert resp.status == 201
+        session = secured.url(resp.headers["Location"])
+    trickle = {"Content-Type": "application/trickle-ice-sdpfrag"}
+    end = "a=mid:0\r\na=end-of-candidates\r\n"
+    async with http.patch(session, data=end, headers={**trickle, **bearer(theirs)}) as resp:
+        assert resp.status == 404
+    async with http.patch(session, data=end, headers=trickle) as resp:
+        assert resp.status == 401
+    async with http.patch(session, data=end, headers={**trickle, **bearer(mine)}) as resp:
+        assert resp.status == 204
+    async with http.delete(session, headers=bearer(theirs)) as resp:
+        assert resp.status == 404
+    async with http.delete(session, headers=bearer(mine)) as resp:
+        assert resp.status == 200
+    session_id = session.rsplit("/", 1)[1]
+    assert session_id not in secured.stderr_text()
