@@ -116,16 +116,18 @@ class LimitsSettings(_Section):
     viewers: int = Field(500, ge=1, le=100_000, description="viewer sessions per node")
     viewers_per_stream: int = Field(200, ge=1, le=100_000, description="viewers of one stream")
     websockets: int = Field(1000, ge=1, le=100_000, description="open signaling sockets per node")
+    # Per client: sized so that a room of viewers behind one address (an office's NAT, a
+    # proxy without http.trusted_proxies) can all join at once.
     websockets_per_client: int = Field(
-        50, ge=1, le=100_000, description="open signaling sockets one client holds"
+        150, ge=1, le=100_000, description="open signaling sockets one client holds"
     )
     sessions_per_client: int = Field(
-        50, ge=1, le=100_000, description="viewer sessions one client (address or token) holds"
+        150, ge=1, le=100_000, description="viewer sessions one client (address or token) holds"
     )
     registrations_per_minute: float = Field(60, gt=0, description="stream registrations, client")
     registrations_burst: int = Field(20, ge=1)
-    offers_per_minute: float = Field(120, gt=0, description="viewer offers (WS, WHEP), client")
-    offers_burst: int = Field(30, ge=1)
+    offers_per_minute: float = Field(600, gt=0, description="viewer offers (WS, WHEP), client")
+    offers_burst: int = Field(150, ge=1, description="offers one client may make at once")
     event_streams: int = Field(
         100, ge=1, le=100_000, description="open live event streams (consoles) per node"
     )
@@ -294,6 +296,22 @@ class HttpSettings(_Section):
         description="serve plain HTTP on a non-loopback address (behind a proxy that "
         "terminates TLS); without it such an address needs tls",
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks of proxies in front of the gateway: from them, "
+        "the client is the last address in X-Forwarded-For that is not one of them (per-"
+        "client limits count by it)",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is no address or network") from None
+        return value
 
 
 class TlsSettings(_Section):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import ipaddress
 
 from aiohttp import web
 
 from media_server.api.context import gateway
 from media_server.auth.tokens import Principal
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def bearer(request: web.Request) -> str | None:
@@ -43,4 +47,40 @@ def client_key(request: web.Request) -> str:
     token = request.get(VERIFIED)
     if isinstance(token, str):
         return "token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
-    return "ip:" + (request.remote or "unknown")
+    return "ip:" + client_address(request)
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
+def _trusted(address: str, proxies: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip.version == net.version and ip in net for net in proxies)
+
+
+def client_address(request: web.Request) -> str:
+    """The caller's address: the peer's, or when the peer is a trusted proxy
+    (http.trusted_proxies), the last address in X-Forwarded-For that is not one (what a
+    proxy appends can be trusted, what the client sent cannot)."""
+    remote = request.remote or "unknown"
+    proxies = _networks(tuple(gateway(request).settings.http.trusted_proxies))
+    if not proxies or not _trusted(remote, proxies):
+        return remote
+    hops = [
+        hop.strip()
+        for value in request.headers.getall("X-Forwarded-For", [])
+        for hop in value.split(",")
+    ]
+    for hop in reversed(hops):
+        if _trusted(hop, proxies):
+            continue
+        try:
+            return str(ipaddress.ip_address(hop))
+        except ValueError:
+            return remote  # garbage where an address should be: count the proxy
+    return remote

@@ -156,3 +156,39 @@ async def test_a_whep_session_answers_only_the_principal_that_made_it(
         assert resp.status == 200
     session_id = session.rsplit("/", 1)[1]
     assert session_id not in secured.stderr_text()
+
+
+async def test_a_room_behind_one_address_joins_at_once(http: aiohttp.ClientSession) -> None:
+    """Forty viewers behind one address offering together: none refused for its rate
+    (the offers are empty, so each gets the 400 it deserves, never a 429)."""
+    with run_gateway() as gw:  # the default limits
+        url = gw.url("/api/v1/streams/demo/whep")
+        statuses = []
+        for _ in range(40):
+            async with http.post(url, data="", headers={"Content-Type": "application/sdp"}) as resp:
+                statuses.append(resp.status)
+    assert statuses == [400] * 40, statuses
+
+
+async def test_behind_a_trusted_proxy_each_client_has_its_own_quota(
+    http: aiohttp.ClientSession,
+) -> None:
+    env = {
+        "MEDIA_SERVER_HTTP__TRUSTED_PROXIES": '["127.0.0.1/32"]',
+        "MEDIA_SERVER_LIMITS__REGISTRATIONS_BURST": "2",
+        "MEDIA_SERVER_LIMITS__REGISTRATIONS_PER_MINUTE": "1",
+    }
+    with run_gateway("--no-demo", env=env) as gw:
+
+        async def register_as(client: str) -> int:
+            headers = {"Content-Type": "application/json", "X-Forwarded-For": client}
+            url = gw.url("/api/v1/streams")
+            async with http.post(url, data="not json", headers=headers) as resp:
+                return resp.status
+
+        # A client's own X-Forwarded-For counts for nothing: the proxy appends the peer.
+        spoofed = "10.9.9.9, 198.51.100.1"
+        assert [await register_as(spoofed) for _ in range(3)] == [400, 400, 429]
+        assert await register_as("198.51.100.2") == 400  # another client, its own quota
+        assert await register_as("10.9.9.9, 198.51.100.2") == 400
+        assert await register_as("198.51.100.2") == 429

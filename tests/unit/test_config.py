@@ -156,3 +156,19 @@ def test_old_names_in_the_file(tmp_path: Path) -> None:
     settings = load_settings(config, demo=False)
     assert settings.transcode.encode == "per_viewer"
     assert settings.canary.choice == "shared" and settings.canary.percent == 5
+
+
+def test_the_shipped_config_file_lists_every_limit_and_http_setting() -> None:
+    import yaml
+
+    from media_server.config import HttpSettings, LimitsSettings
+
+    shipped = yaml.safe_load((ROOT / "config" / "media_server.yaml").read_text())
+    assert set(shipped["limits"]) == set(LimitsSettings.model_fields)
+    assert set(shipped["http"]) == set(HttpSettings.model_fields)
+
+
+def test_trusted_proxies_are_addresses_or_networks() -> None:
+    assert load_settings(demo=False, http={"trusted_proxies": ["10.0.0.0/8", "::1"]})
+    with pytest.raises(ConfigError, match="trusted_proxies"):
+        load_settings(demo=False, http={"trusted_proxies": ["proxy.example"]})
