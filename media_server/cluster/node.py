@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import json
 import logging
 import socket
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from pydantic import ValidationError
@@ -77,6 +79,29 @@ def advertise_url(settings: Settings) -> str:
     return f"http://{host}:{settings.port}"
 
 
+def secret_in_clear(url: str) -> bool:
+    """Whether other nodes reaching `url` would send the cluster secret over the
+    network unencrypted (plain HTTP to an address beyond loopback)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme != "http" or host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # a name: other nodes reach it over the network
+
+
+def warn_if_in_clear(url: str) -> None:
+    if secret_in_clear(url):
+        log.warning(
+            "cluster: other nodes reach this one at %s: the cluster secret and the relayed "
+            "media cross the network in clear; advertise an https:// URL (tls.*) or keep "
+            "the nodes on a network of their own",
+            url,
+        )
+
+
 @dataclass(slots=True)
 class Held:
     token: int
@@ -100,6 +125,7 @@ class ClusterNode:
         self._cpu = cpu_percent
         self.id = registry.node_id
         self.url = advertise_url(settings)
+        warn_if_in_clear(self.url)
         self.public_url = (self._config.public_url or self.url).rstrip("/")
         self.started_at = time.time()
         self._redis = registry.redis
