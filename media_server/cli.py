@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from media_server import __version__, control
+from media_server.api.connections import listen
 from media_server.api.context import GATEWAY
 from media_server.app import build_app, drain
 from media_server.config import ConfigError, Settings, load_settings
@@ -51,6 +52,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--version", action="version", version=f"media-server {__version__}")
     return parser.parse_args(argv)
+
+
+#: Seconds an idle connection is kept open for a next request (browsers reconnect).
+KEEPALIVE = 75.0
 
 
 def check_exposure(settings: Settings) -> None:
@@ -94,16 +99,22 @@ async def serve(
         handle_signals=False,
         shutdown_timeout=settings.shutdown_timeout,
         access_log_class=AccessLog,
+        keepalive_timeout=KEEPALIVE,
     )
     try:
         await runner.setup()
     except StoreError as exc:
         raise ConfigError(str(exc)) from None
-    site = web.TCPSite(
-        runner, settings.host, settings.port, ssl_context=tls.context if tls else None
-    )
     try:
-        await site.start()
+        server = await listen(
+            runner,
+            settings.host,
+            settings.port,
+            tls.context if tls else None,
+            settings.http.request_timeout,
+            settings.limits.connections_per_client,
+            behind_proxy=bool(settings.http.trusted_proxies),
+        )
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(
@@ -129,6 +140,7 @@ async def serve(
     await stop.wait()
     log.info("stopping (signal received)")
     await drain(app[GATEWAY], interrupted)
+    server.close()  # no new connections; the runner closes the open ones
     try:
         await asyncio.wait_for(runner.cleanup(), settings.shutdown_timeout + 1)
     except TimeoutError:

@@ -128,6 +128,12 @@ class LimitsSettings(_Section):
     registrations_burst: int = Field(20, ge=1)
     offers_per_minute: float = Field(600, gt=0, description="viewer offers (WS, WHEP), client")
     offers_burst: int = Field(150, ge=1, description="offers one client may make at once")
+    connections_per_client: int = Field(
+        300,
+        ge=1,
+        le=100_000,
+        description="open connections from one address (not counted behind trusted proxies)",
+    )
     event_streams: int = Field(
         100, ge=1, le=100_000, description="open live event streams (consoles) per node"
     )
@@ -295,6 +301,13 @@ class HttpSettings(_Section):
         False,
         description="serve plain HTTP on a non-loopback address (behind a proxy that "
         "terminates TLS); without it such an address needs tls",
+    )
+    request_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="seconds a request's head and body may take to arrive, from its first "
+        "byte; a slower one's connection is closed",
     )
     trusted_proxies: list[str] = Field(
         default_factory=list,

@@ -4,6 +4,7 @@ here failed on the gateway before its fix."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -192,3 +193,54 @@ async def test_behind_a_trusted_proxy_each_client_has_its_own_quota(
         assert await register_as("198.51.100.2") == 400  # another client, its own quota
         assert await register_as("10.9.9.9, 198.51.100.2") == 400
         assert await register_as("198.51.100.2") == 429
+
+
+async def _closed(reader: asyncio.StreamReader, within: float) -> bytes:
+    """What the gateway sent before closing the connection (it must close it in time)."""
+    try:
+        return await asyncio.wait_for(reader.read(), within)
+    except ConnectionError:  # reset, or a write of ours that failed because it closed
+        return b""
+
+
+async def test_slow_requests_are_cut_off_and_connections_capped() -> None:
+    env = {
+        "MEDIA_SERVER_HTTP__REQUEST_TIMEOUT": "1.5",
+        "MEDIA_SERVER_LIMITS__CONNECTIONS_PER_CLIENT": "12",
+    }
+    with run_gateway("--no-demo", env=env) as gw:
+
+        async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            return await asyncio.open_connection("127.0.0.1", gw.port)
+
+        # Headers a line a second: every such connection is closed, none answered.
+        slow = [await connect() for _ in range(5)]
+        for _, writer in slow:
+            writer.write(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
+        for _ in range(3):
+            await asyncio.sleep(1)
+            for _, writer in slow:
+                with contextlib.suppress(ConnectionError):  # closed on us, as it should be
+                    writer.write(b"X-Slow: 1\r\n")
+                    await writer.drain()
+        for reader, _ in slow:
+            assert await _closed(reader, 3) == b""
+        # A body announced and never sent, and a connection that sends nothing at all.
+        reader, writer = await connect()
+        writer.write(
+            b"POST /api/v1/streams HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n"
+        )
+        writer.write(b'{"url": "r')
+        idle_reader, _ = await connect()
+        assert await _closed(reader, 4) == b""
+        assert await _closed(idle_reader, 4) == b""
+        # One address holds at most so many connections; the next is told so.
+        held = [await connect() for _ in range(12)]
+        extra, _ = await connect()
+        refused = await _closed(extra, 3)
+        assert b"429" in refused and b"too-many-connections" in refused
+        for _, writer in held:
+            writer.close()
+        await asyncio.sleep(0.2)
+        assert gw.get_json("/api/v1/health")["status"] == "ok"  # whole requests still work
