@@ -16,6 +16,7 @@ import secrets
 import threading
 
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
 
 from media_server.urls import SECRET_PARAMS
@@ -85,6 +86,20 @@ class AccessLog(AbstractAccessLogger):
         )
 
 
+class _BadRequestsQuietly(logging.Filter):
+    """aiohttp logs a traceback for every request it cannot parse: one line will do, and
+    without the bytes the client sent (they are the attacker's to choose)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.exc_info = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = "%s (unparsable request: HTTP %d)"
+            record.args = (record.getMessage(), exc.code)
+        return True
+
+
 def setup_logging(level: str, fmt: str = "text") -> None:
     handler = logging.StreamHandler()
     handler.addFilter(_ContextFilter())
@@ -97,5 +112,6 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.getLogger("aiohttp.server").addFilter(_BadRequestsQuietly())
     for noisy in ("aioice", "aiortc", "libav"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

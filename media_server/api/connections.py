@@ -19,28 +19,30 @@ import re
 import ssl as ssl_module
 from collections import Counter
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
 
 log = logging.getLogger(__name__)
 
-#: The longest request head looked through for its end (aiohttp refuses larger ones).
-MAX_HEAD = 64 * 1024
+#: aiohttp's own bounds on a request line or header, and on the headers of a request:
+#: past them the gateway answers (with its JSON error) before aiohttp sees the request.
+MAX_LINE = 8190
+MAX_HEADERS = 128
 _LENGTH = re.compile(rb"(?im)^content-length:\s*(\d+)\s*$")
 _CHUNKED = re.compile(rb"(?im)^transfer-encoding:.*chunked")
 _UPGRADE = re.compile(rb"(?im)^upgrade:\s*websocket")
 
 
-def _refusal(message: str) -> bytes:
-    body = json.dumps({"error": {"code": "too-many-connections", "message": message}}).encode()
+def _answer(status: int, code: str, message: str) -> bytes:
+    """A whole HTTP response with the API's error body, closing the connection."""
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    reason = HTTPStatus(status).phrase.encode()
     return (
-        b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
-        b"Connection: close\r\nRetry-After: 5\r\nContent-Length: "
-        + str(len(body)).encode()
-        + b"\r\n\r\n"
-        + body
-    )
+        b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n" % (status, reason, len(body))
+    ) + body
 
 
 class Watch(asyncio.Protocol):
@@ -57,6 +59,7 @@ class Watch(asyncio.Protocol):
         self._body: int | None = None  # body bytes still to come (None: reading a head)
         self._chunked = b""  # the tail of a chunked body, to find its end
         self._watching = True
+        self._refused = False
 
     # -- the connection -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -65,7 +68,8 @@ class Watch(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         client = str(peer[0]) if peer else "unknown"
         if not self._gate.admit(client):
-            transport.write(_refusal(f"a client may hold {self._gate.per_client} connections"))
+            limit = f"a client may hold {self._gate.per_client} connections"
+            transport.write(_answer(429, "too-many-connections", limit))
             transport.close()
             self._watching = False
             return
@@ -84,8 +88,9 @@ class Watch(asyncio.Protocol):
         if self._client is None:
             return
         if self._watching:
-            self._watch(data)
-        self._inner.data_received(data)
+            data = self._feed(data)
+        if data:
+            self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
         return self._inner.eof_received() if self._client is not None else None
@@ -99,36 +104,58 @@ class Watch(asyncio.Protocol):
     def __getattr__(self, name: str) -> Any:  # aiohttp's own attributes of its handler
         return getattr(self._inner, name)
 
-    # -- the clock ----------------------------------------------------------------------
-    def _watch(self, data: bytes) -> None:
+    # -- requests, as they arrive --------------------------------------------------------
+    def _feed(self, data: bytes) -> bytes:
+        """Pass on what has arrived of requests: a head once it is whole and sound, body
+        bytes as they come. Returns what follows once the connection is no longer
+        watched (a WebSocket's frames)."""
         while data and self._watching:
             if self._deadline is None:
                 self._start_clock()
-            data = self._read_head(data) if self._body is None else self._read_body(data)
+            if self._body is None:
+                head, data = self._take_head(data)
+                if head:
+                    self._inner.data_received(head)
+            else:
+                body, data = self._take_body(data)
+                self._inner.data_received(body)
+        return data if not self._refused else b""
 
-    def _read_head(self, data: bytes) -> bytes:
+    def _take_head(self, data: bytes) -> tuple[bytes, bytes]:
+        """(the head, once whole, and what follows it) or (b"", b"") while it is not."""
         seen = len(self._head)
         self._head += data
         end = self._head.find(b"\r\n\r\n", max(0, seen - 3))
         if end < 0:
-            if len(self._head) > MAX_HEAD:
-                self._watching = False  # aiohttp refuses it: nothing left to time
-                self._stop_clock()
-            return b""
+            lines = self._head.split(b"\r\n")
+            if len(lines[-1]) > MAX_LINE or len(lines) > MAX_HEADERS + 1:
+                self._refuse("the request line or a header is too long, or too many headers")
+            return b"", b""
         head, rest = self._head[: end + 4], self._head[end + 4 :]
         self._head = b""
+        lines = head[:-4].split(b"\r\n")
+        if any(len(line) > MAX_LINE for line in lines) or len(lines) > MAX_HEADERS + 1:
+            self._refuse("the request line or a header is too long, or too many headers")
+            return b"", b""
+        target = lines[0].split(b" ")
+        if len(target) > 1 and target[1] == b"*":
+            self._refuse("the request target '*' is not served here")
+            return b"", b""
         if _UPGRADE.search(head):
             self._watching = False  # a WebSocket from here on: its own limits apply
             self._stop_clock()
-            return b""
+            return head, rest
         if _CHUNKED.search(head):
             self._body, self._chunked = -1, b""
         else:
             length = _LENGTH.search(head)
             self._body = int(length.group(1)) if length else 0
-        return self._read_body(rest)
+        if self._body == 0:
+            self._done()
+        return head, rest
 
-    def _read_body(self, data: bytes) -> bytes:
+    def _take_body(self, data: bytes) -> tuple[bytes, bytes]:
+        """(the bytes of the body among `data`, what follows the body)."""
         assert self._body is not None
         if self._body < 0:  # chunked: whole once the last (empty) chunk has come
             tail = self._chunked + data
@@ -139,15 +166,25 @@ class Watch(asyncio.Protocol):
                 end = found + 7 if found >= 0 else -1
             if end < 0:
                 self._chunked = tail[-7:] if len(tail) > 7 else b"\r\n" + tail
-                return b""
+                return data, b""
             self._done()
-            return tail[end:]
+            cut = end - (len(tail) - len(data))  # where the body ends within `data`
+            return data[:cut], data[cut:]
         if len(data) < self._body:
             self._body -= len(data)
-            return b""
-        rest = data[self._body :]
+            return data, b""
+        body, rest = data[: self._body], data[self._body :]
         self._done()
-        return rest
+        return body, rest
+
+    def _refuse(self, why: str) -> None:
+        """Answer 400 ourselves (aiohttp would log a traceback and echo the input back)."""
+        self._watching = False
+        self._refused = True
+        self._stop_clock()
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(_answer(400, "bad-request", why))
+            self._transport.close()
 
     def _done(self) -> None:
         """The request has arrived: the next one's clock starts at its first byte."""

@@ -244,3 +244,27 @@ async def test_slow_requests_are_cut_off_and_connections_capped() -> None:
             writer.close()
         await asyncio.sleep(0.2)
         assert gw.get_json("/api/v1/health")["status"] == "ok"  # whole requests still work
+
+
+async def test_requests_aiohttp_cannot_parse_get_our_error_and_no_traceback() -> None:
+    with run_gateway("--no-demo") as gw:
+
+        async def send(data: bytes) -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            writer.write(data)
+            return await _closed(reader, 3)
+
+        for request in (
+            b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # request line
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n",  # header
+            b"GET / HTTP/1.1\r\n" + b"X-Many: 1\r\n" * 200 + b"\r\n",  # headers
+            b"GET * HTTP/1.1\r\nHost: x\r\n\r\n",
+        ):
+            answer = await send(request)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head
+            assert json.loads(body)["error"]["code"] == "bad-request"
+            assert b"aaaa" not in body and b"bbbb" not in body  # nothing echoed back
+        assert (await send(b"\x16\x03\x01 not http at all\r\n\r\n")).startswith(b"HTTP/1.")
+        await asyncio.sleep(0.3)
+        assert "Traceback" not in gw.stderr_text(), gw.stderr_tail()
