@@ -6,13 +6,16 @@
 // (gateway restarting, network gone) the page says so and reconnects with backoff.
 //
 // With auth on, the API answers 401/403: the page asks for a control-plane token, keeps
-// it in sessionStorage (this tab only). Links to the player carry it as ?token= only
-// when one was entered (the gateway accepts a control-plane token for viewing).
+// it in sessionStorage (this tab only). It never goes into a URL: a link to the player
+// is the plain /view/{id}, and following it with a token entered mints a viewer token
+// for that stream, for ten minutes, and opens the player with that one (the player reads
+// the stream's details with the tab's control-plane token).
 "use strict";
 
 (function () {
   const TOKEN_KEY = "media_server.token";
   const THUMB_MS = 10000; // a thumbnail is fetched again at most this often
+  const VIEW_LINK_TTL_S = 600; // a viewer token minted for a link to the player
   const RETRY_MAX_MS = 10000;
   const rows = document.getElementById("rows");
   const note = document.getElementById("note");
@@ -59,8 +62,31 @@
   }
 
   function viewUrl(id) {
-    const base = `/view/${encodeURIComponent(id)}`;
-    return token ? `${base}?token=${encodeURIComponent(token)}` : base;
+    return `/view/${encodeURIComponent(id)}`;
+  }
+
+  // Follow a link to the player: with a control-plane token, through a viewer token of its
+  // own (a token in a URL lands in history, shared links and proxy logs: this one is
+  // narrow and short-lived). A token that may not issue one leaves the plain link.
+  async function openPlayer(event, id) {
+    if (!token || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) {
+      return;
+    }
+    event.preventDefault();
+    try {
+      const response = await api(`/api/v1/streams/${encodeURIComponent(id)}/viewer-tokens`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ ttl: VIEW_LINK_TTL_S }),
+      });
+      if (response.ok) {
+        location.assign((await response.json()).view_url);
+        return;
+      }
+    } catch (err) {
+      // the gateway is unreachable: the plain link says so as well as anything
+    }
+    location.assign(viewUrl(id));
   }
 
   function say(text, kind) {
@@ -144,6 +170,7 @@
     const id = cell("id");
     const link = document.createElement("a");
     link.href = viewUrl(s.id);
+    link.addEventListener("click", (event) => openPlayer(event, s.id));
     link.textContent = s.id;
     id.appendChild(link);
     const url = document.createElement("div");
@@ -164,6 +191,7 @@
     const actions = cell("actions");
     const watch = document.createElement("a");
     watch.href = link.href;
+    watch.addEventListener("click", (event) => openPlayer(event, s.id));
     watch.textContent = "Watch →";
     const remove = document.createElement("button");
     remove.type = "button";

@@ -27,6 +27,15 @@
   const segments = location.pathname.split("/").filter(Boolean);
   const streamId = decodeURIComponent(segments[segments.length - 1] || "");
   const token = new URLSearchParams(location.search).get("token") || "";
+  // The console keeps the operator's control-plane token in this tab: the stream's details
+  // are read with it when the page's own token (a viewer token) may not read them.
+  const apiToken = (function () {
+    try {
+      return sessionStorage.getItem("media_server.token") || token;
+    } catch (err) {
+      return token;
+    }
+  })();
   const wsUrl =
     (location.protocol === "https:" ? "wss://" : "ws://") +
     location.host +
@@ -70,9 +79,9 @@
   let graceTimer = null;
   let connectedAt = null;
 
-  function headers() {
+  function headers(bearer) {
     const h = { Accept: "application/json" };
-    if (token) h.Authorization = `Bearer ${token}`;
+    if (bearer) h.Authorization = `Bearer ${bearer}`;
     return h;
   }
 
@@ -87,7 +96,7 @@
     try {
       const response = await fetch(`/view/${encodeURIComponent(streamId)}`, {
         cache: "no-store",
-        headers: headers(),
+        headers: headers(token),
         signal: abort.signal,
       });
       if (response.status === 401 || response.status === 403) return await errorText(response);
@@ -317,7 +326,7 @@
     try {
       const response = await fetch(`/api/v1/streams/${encodeURIComponent(streamId)}`, {
         cache: "no-store",
-        headers: headers(),
+        headers: headers(apiToken),
       });
       if (response.status === 401 || response.status === 403) {
         // The same token will not do better later (a viewer token never opens the

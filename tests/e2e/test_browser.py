@@ -427,18 +427,20 @@ def test_index_asks_for_token_then_lists_demo(auth_gateway: Gateway, browser_con
         assert form.is_hidden()
         assert page.inner_text("#note") == ""
         assert page.evaluate("() => sessionStorage.getItem('media_server.token')") == AUTH_TOKEN
-        href = f"/view/demo?token={AUTH_TOKEN}"
-        assert row.locator("a").first.get_attribute("href") == href
+        # The control-plane token never goes into a URL (history, shared links, logs).
+        assert row.locator("a").first.get_attribute("href") == "/view/demo"
 
         # The token outlives a reload of the tab.
         page.reload()
         row.and_(page.locator('[data-state="live"]')).wait_for(timeout=10_000)
         assert form.is_hidden()
 
-        # The list's link opens the player with the control-plane token; it may also read
-        # the stream's details.
+        # The list's link mints a viewer token of its own for the player, which reads the
+        # stream's details with the tab's control-plane token.
         row.locator("a").first.click()
-        page.wait_for_url(f"**{href}")
+        page.wait_for_url("**/view/demo?token=*")
+        opened = page.evaluate("() => new URLSearchParams(location.search).get('token')")
+        assert opened and opened != AUTH_TOKEN and AUTH_TOKEN not in page.url
         _assert_plays(page, log, auth_gateway.describe())
         page.locator("#stream-info").filter(has_text="stream live").wait_for(timeout=5_000)
         assert log.csp_violations() == [], str(log)
