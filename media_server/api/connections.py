@@ -20,7 +20,7 @@ import ssl as ssl_module
 from collections import Counter
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -63,7 +63,7 @@ class Watch(asyncio.Protocol):
 
     # -- the connection -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's are no asyncio.Transport
         self._transport = transport
         peer = transport.get_extra_info("peername")
         client = str(peer[0]) if peer else "unknown"
