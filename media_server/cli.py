@@ -83,6 +83,12 @@ def check_exposure(settings: Settings) -> None:
             "this port can register cameras and watch every stream !!!",
             settings.host,
         )
+    elif auth.viewer_tokens is False:
+        log.warning(
+            "viewing is open (auth.viewer_tokens: false): anyone who can reach %s can "
+            "watch every stream and take its snapshots without a token",
+            settings.host,
+        )
 
 
 async def serve(

@@ -354,7 +354,12 @@ class AuthSettings(_Section):
     jwks_file: Path | None = Field(None, description="JWKS file of RS256/ES256 public keys")
     jwt_audience: str | None = Field(None, description="required 'aud' of control-plane JWTs")
     jwt_issuer: str | None = Field(None, description="required 'iss' of control-plane JWTs")
-    viewer_tokens: bool = Field(False, description="viewing needs a per-stream viewer token")
+    viewer_tokens: bool | None = Field(
+        None,
+        description="viewing (the player, WebSocket, WHEP, snapshots) needs a viewer token "
+        "or a control-plane token that may read; unset: whenever control-plane auth is "
+        "configured. false makes viewing open (start-up warns beyond loopback)",
+    )
     viewer_secret: str | None = Field(
         None, min_length=16, description="HS256 key for viewer tokens (random per process)"
     )

@@ -64,6 +64,13 @@ class Authenticator:
         s = self.settings
         return bool(self._static or s.jwt_secret or self._jwks)
 
+    @property
+    def viewing_needs_token(self) -> bool:
+        """Explicitly set, or else whenever the control plane asks for credentials: a
+        gateway that guards its API guards what it shows too."""
+        wanted = self.settings.viewer_tokens
+        return self.enabled if wanted is None else wanted
+
     def control(self, token: str | None, scope: str) -> Principal | None:
         """The caller of a control-plane request, or AuthError; None when auth is off."""
         if not self.enabled:
@@ -77,7 +84,7 @@ class Authenticator:
 
     def viewer(self, token: str | None, stream_id: str) -> Principal | None:
         """May this caller watch `stream_id`? None when viewing is open."""
-        if not self.settings.viewer_tokens:
+        if not self.viewing_needs_token:
             return None
         if not token:
             raise unauthorized("this stream needs a viewer token (?token= or a bearer header)")

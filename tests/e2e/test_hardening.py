@@ -268,3 +268,29 @@ async def test_requests_aiohttp_cannot_parse_get_our_error_and_no_traceback() ->
         assert (await send(b"\x16\x03\x01 not http at all\r\n\r\n")).startswith(b"HTTP/1.")
         await asyncio.sleep(0.3)
         assert "Traceback" not in gw.stderr_text(), gw.stderr_tail()
+
+
+async def test_with_control_plane_auth_viewing_needs_a_token_by_default(
+    http: aiohttp.ClientSession,
+) -> None:
+    from tests.e2e.test_signaling import make_offer
+
+    with run_gateway(env={"MEDIA_SERVER_AUTH__TOKENS": json.dumps([ADMIN])}) as gw:
+        for path in ("/view/demo", "/api/v1/streams/demo/snapshot.jpg"):
+            async with http.get(gw.url(path)) as resp:
+                assert resp.status == 401, path
+        offer = {"Content-Type": "application/sdp"}
+        whep = gw.url("/api/v1/streams/demo/whep")
+        async with http.post(whep, data=await make_offer(), headers=offer) as resp:
+            assert resp.status == 401
+        async with http.get(gw.url("/view/demo"), headers=bearer(ADMIN)) as resp:
+            assert resp.status == 200  # a control-plane token that may read may watch
+    env = {
+        "MEDIA_SERVER_AUTH__TOKENS": json.dumps([ADMIN]),
+        "MEDIA_SERVER_AUTH__VIEWER_TOKENS": "false",
+        "MEDIA_SERVER_HTTP__ALLOW_PLAIN": "true",
+    }
+    with run_gateway("--host", "0.0.0.0", env=env) as gw:  # opened on purpose, beyond loopback
+        async with http.get(gw.url("/view/demo")) as resp:
+            assert resp.status == 200
+        assert "viewing is open" in gw.stderr_text()

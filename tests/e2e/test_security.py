@@ -255,6 +255,7 @@ async def test_sources_guard_and_protocol_whitelist(
 async def test_rate_limits_per_client(http: aiohttp.ClientSession, camera_url: str) -> None:
     env = {
         "MEDIA_SERVER_AUTH__TOKENS": json.dumps(["client-one-token", "client-two-token"]),
+        "MEDIA_SERVER_AUTH__VIEWER_TOKENS": "false",  # viewing open: rates, not rights
         "MEDIA_SERVER_LIMITS__REGISTRATIONS_PER_MINUTE": "6",
         "MEDIA_SERVER_LIMITS__REGISTRATIONS_BURST": "3",
         "MEDIA_SERVER_LIMITS__SESSIONS_PER_CLIENT": "1",
