@@ -4,8 +4,9 @@ A gateway makes outbound connections to URLs users supply, so it must not become
 into the network: link-local and cloud metadata addresses are denied by default, and an
 operator may add deny entries or restrict sources to an allow list (addresses, networks,
 host names, `*.suffix` patterns). A name's addresses are checked against the deny list
-every time a camera is opened, and plain RTSP is then pinned to the address checked, so a
-DNS answer that changes in between cannot redirect it.
+every time a camera is opened, and the connection (plain RTSP and rtsps alike) is then
+made to the address checked (ingest/rtsp_gate.py), so a DNS answer that changes in
+between cannot redirect it.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import contextlib
 import ipaddress
 import re
 import socket
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import ifaddr
 
 from media_server.config import ConfigError, Settings
+from media_server.ingest.rtsp_gate import Upstream
 from media_server.ingest.source import PermanentSourceError, SourceError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -182,18 +184,20 @@ class SourceGuard:
         if self._has_allow and not allowed:
             raise SourceDenied(f"source host {host} is not in the allowed sources")
 
-    def pinned_url(self, url: str) -> str:
-        """Resolve, check every address, and (plain RTSP) pin the URL to the checked one.
-
-        Called in the ingest thread before each connection attempt.
-        """
+    def upstream(self, url: str) -> Upstream:
+        """Resolve, check every address, and say where to connect: the checked address
+        (so a DNS answer that changes in between cannot redirect the connection) and, for
+        rtsps, the name to give TLS. Called in the ingest thread before each attempt."""
         self.check_url(url)
         parts = urlsplit(url)
         host = (parts.hostname or "").lower().rstrip(".")
-        if _address(host) is not None:
-            return url
+        tls = parts.scheme.lower() == "rtsps"
+        port = parts.port or (322 if tls else 554)
+        literal = _address(host)
+        if literal is not None:
+            return Upstream(str(literal), port, host if tls else None)
         try:
-            infos = socket.getaddrinfo(host, parts.port or 554, type=socket.SOCK_STREAM)
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
             raise SourceError(f"cannot resolve {host}: {exc.strerror or exc}") from None
         addresses = []
@@ -204,10 +208,4 @@ class SourceGuard:
                 addresses.append(address)
         if not addresses:
             raise SourceError(f"{host} resolves to no address")
-        if parts.scheme.lower() != "rtsp":
-            return url  # rtsps keeps the name for its certificate check
-        first = addresses[0]
-        literal = f"[{first}]" if first.version == 6 else str(first)
-        userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-        port = f":{parts.port}" if parts.port else ""
-        return urlunsplit((parts.scheme, userinfo + literal + port, parts.path, parts.query, ""))
+        return Upstream(str(addresses[0]), port, host if tls else None)

@@ -11,20 +11,30 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import av
 
 from media_server.codecs import h264
-from media_server.ingest.guard import SourceGuard
+from media_server.ingest.guard import SourceDenied, SourceGuard
+from media_server.ingest.rtsp_gate import MAX_REDIRECTS, Gate
 from media_server.ingest.source import PermanentSourceError, Source, SourceError
 from media_server.model.media import BROWSER_AUDIO, AudioInfo, AudioMode, Packet, SourceInfo
-from media_server.model.registration import Registration
-from media_server.urls import redact_text
+from media_server.model.registration import Registration, validate_source_url
+from media_server.urls import redact_text, redact_url
 
 if TYPE_CHECKING:
     from media_server.ingest.sources import SourceContext, SourceFactory
 
-PROTOCOL_WHITELIST = "rtsp,rtsps,rtp,srtp,udp,tcp,tls"
+#: FFmpeg speaks plain RTSP to the gate (which does TLS for rtsps) and RTP over UDP.
+PROTOCOL_WHITELIST = "rtsp,rtp,udp,tcp"
+
+
+def gate_url(url: str, port: int) -> str:
+    """The URL FFmpeg opens: the camera's, with its credentials and path, at the gate."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return urlunsplit(("rtsp", f"{userinfo}127.0.0.1:{port}", parts.path, parts.query, ""))
 
 
 def source_for(registration: Registration, context: SourceContext) -> SourceFactory:
@@ -81,6 +91,7 @@ class RtspSource:
         self._transport = transport
         self._timeout = (open_timeout, read_timeout)
         self._container: av.container.InputContainer | None = None
+        self._gate: Gate | None = None
         self._packets: Iterator[Packet] | None = None
 
     def open(self) -> SourceInfo:
@@ -97,14 +108,7 @@ class RtspSource:
             # it. FFmpeg's socket timeout (microseconds) ends a stalled read without it.
             options["timeout"] = str(int(self._timeout[1] * 1_000_000))
             timeout = (self._timeout[0], None)
-        url = self._guard.pinned_url(self._url)  # resolved and checked on every attempt
-        started = time.monotonic()
-        try:
-            container = av.open(url, options=options, timeout=timeout)
-        except (av.FFmpegError, OSError) as exc:
-            if time.monotonic() - started >= self._timeout[0] * 0.9:
-                raise SourceError(f"no answer within {self._timeout[0]:g} s") from None
-            raise SourceError(self._describe(exc)) from None
+        container = self._connect(options, timeout)
         self._container = container
         if not container.streams.video:
             kinds = ", ".join(sorted({s.type for s in container.streams})) or "nothing"
@@ -131,6 +135,49 @@ class RtspSource:
             browser_safe=h264.browser_safe(sps),
             audio=audio,
         )
+
+    def _connect(
+        self, options: dict[str, str], timeout: tuple[float, float | None]
+    ) -> av.container.InputContainer:
+        """Open the camera through a gate (rtsp_gate.py), following a redirect only once
+        the guard has checked where it leads, for at most MAX_REDIRECTS hops."""
+        url = self._url
+        for _ in range(MAX_REDIRECTS + 1):
+            gate = Gate(self._guard.upstream(url), self._timeout[0])  # checked each attempt
+            started = time.monotonic()
+            try:
+                container = av.open(gate_url(url, gate.port), options=options, timeout=timeout)
+            except (av.FFmpegError, OSError) as exc:
+                gate.close()
+                if gate.redirect is not None:
+                    url = self._redirected(url, gate.redirect)
+                    continue
+                if gate.refused is not None:
+                    raise SourceError(redact_text(gate.refused, url)) from None
+                if time.monotonic() - started >= self._timeout[0] * 0.9:
+                    raise SourceError(f"no answer within {self._timeout[0]:g} s") from None
+                raise SourceError(self._describe(exc)) from None
+            self._gate = gate
+            return container
+        raise PermanentSourceError(f"the camera redirected more than {MAX_REDIRECTS} times")
+
+    def _redirected(self, url: str, location: str) -> str:
+        """Where a redirect leads, if the guard allows it (with the credentials carried
+        over, as FFmpeg would); else the stream fails, saying where it was sent."""
+        target = urljoin(url, location)
+        parts, original = urlsplit(target), urlsplit(url)
+        if "@" not in parts.netloc and "@" in original.netloc:
+            userinfo = original.netloc.rsplit("@", 1)[0]
+            target = urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
+        shown = redact_url(target)
+        try:
+            target = validate_source_url(target)
+            self._guard.check_url(target)
+        except ValueError as exc:
+            raise PermanentSourceError(f"the camera redirected to {shown}: {exc}") from None
+        except SourceDenied as exc:
+            raise SourceDenied(f"the camera redirected to {shown}: {exc}") from None
+        return target
 
     def read(self) -> Packet | None:
         assert self._packets is not None, "open() first"
@@ -162,3 +209,6 @@ class RtspSource:
             self._container.close()
             self._container = None
             self._packets = None
+        if self._gate is not None:
+            self._gate.close()
+            self._gate = None

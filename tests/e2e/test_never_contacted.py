@@ -24,3 +24,17 @@ def test_a_viewers_candidates_never_reach_a_denied_address() -> None:
     assert [s for s, _ in result["trickle_many"]] == [204] * 20 + [400, 400]
     assert result["trickle_many"][-1][1] == "too-many-candidates"
     assert 429 in result["flood"] and result["flood"][0] == 204
+
+
+def test_a_camera_redirect_or_source_never_reaches_a_denied_address() -> None:
+    """FFmpeg followed RTSP redirects to any host; now the gate refuses them to FFmpeg and
+    the guard decides: denied in any spelling fails the stream with the reason, allowed
+    plays; a camera naming the metadata address as its UDP source gets nothing sent."""
+    with namespace("169.254.169.254/32") as ns:
+        result = json.loads(run_in(ns, "tests.support.scenarios", "redirects"))
+    assert result["connections"] == 0 and result["datagrams"] == 0, result["log"]
+    for name in ("denied", "spelled"):
+        assert result[name]["state"] == "failed", result
+        assert "redirected" in result[name]["error"] and "not allowed" in result[name]["error"]
+    assert result["allowed"]["state"] == "live", result
+    assert any(r.startswith("PLAY") for r in result["source_requests"]), result

@@ -15,7 +15,9 @@ from typing import Any
 import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from tests.support.gateway import GENEROUS, run_gateway
+from tests.support.fake_camera import Behaviour, FakeCamera
+from tests.support.gateway import FAST, GENEROUS, run_gateway
+from tests.support.rtsp import start_rtsp_server
 from tests.support.trap import Trap
 
 METADATA = "169.254.169.254"
@@ -71,7 +73,60 @@ async def candidates() -> dict[str, Any]:
     return result
 
 
-SCENARIOS = {"candidates": candidates}
+async def _wait_for(http: aiohttp.ClientSession, url: str, done: Any, timeout: float) -> Any:
+    """The stream's view once `done(view)`, or the last one after `timeout` seconds."""
+    view: Any = None
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        async with http.get(url) as resp:
+            view = await resp.json()
+        if done(view):
+            break
+        await asyncio.sleep(0.2)
+    return view
+
+
+async def redirects() -> dict[str, Any]:
+    """Cameras redirect to the metadata address, to an allowed camera, and name it as
+    their UDP source: the trap must see nothing, the allowed redirect must play."""
+    trap = Trap(METADATA, 8554)
+    denied = FakeCamera(Behaviour(redirect=f"rtsp://{METADATA}:8554/x"))
+    spelled = FakeCamera(Behaviour(redirect="rtsp://2852039166:8554/x"))  # the same, in decimal
+    source = FakeCamera(Behaviour(transport_extra=f";source={METADATA}"))
+    result: dict[str, Any] = {}
+    with start_rtsp_server() as real, run_gateway("--no-demo", env={**GENEROUS, **FAST}) as gw:
+        allowed = FakeCamera(Behaviour(redirect=real.url("/small")))
+        async with aiohttp.ClientSession() as http:
+            cams = {"denied": denied, "spelled": spelled, "allowed": allowed}
+            for name, camera in cams.items():
+                body = {"id": name, "url": camera.url()}
+                async with http.post(gw.url("/api/v1/streams"), json=body) as resp:
+                    assert resp.status == 201, await resp.text()
+            body = {"id": "source", "url": source.url(), "transport": "udp"}
+            async with http.post(gw.url("/api/v1/streams"), json=body) as resp:
+                assert resp.status == 201, await resp.text()
+            for name in ("denied", "spelled"):
+                view = await _wait_for(
+                    http, gw.url(f"/api/v1/streams/{name}"), lambda v: v["state"] == "failed", 15
+                )
+                result[name] = {"state": view["state"], "error": view["error"]}
+            view = await _wait_for(
+                http, gw.url("/api/v1/streams/allowed"), lambda v: v["state"] == "live", 20
+            )
+            result["allowed"] = {"state": view["state"], "error": view["error"]}
+            await asyncio.sleep(2)  # FFmpeg's UDP goes out right after SETUP and PLAY
+            result["source_requests"] = source.behaviour.requests
+        result["log"] = gw.stderr_text()[-3000:]
+        allowed.close()
+    for camera in (denied, spelled, source):
+        camera.close()
+    trap.close()
+    result["datagrams"] = trap.datagrams
+    result["connections"] = trap.connections
+    return result
+
+
+SCENARIOS = {"candidates": candidates, "redirects": redirects}
 
 if __name__ == "__main__":
     print(json.dumps(asyncio.run(SCENARIOS[sys.argv[1]]())))

@@ -43,13 +43,15 @@ def test_allow_list() -> None:
 def test_resolution_is_checked_and_pinned() -> None:
     guard = SourceGuard([], ["127.0.0.0/8"])
     with pytest.raises(SourceDenied, match=r"127\.0\.0\.0/8"):
-        guard.pinned_url("rtsp://localhost:8554/x")  # resolves to a denied address
+        guard.upstream("rtsp://localhost:8554/x")  # resolves to a denied address
     open_guard = SourceGuard([], [])
-    assert open_guard.pinned_url("rtsp://u:p@localhost:8554/x?a=1") in (
-        "rtsp://u:p@127.0.0.1:8554/x?a=1",
-        "rtsp://u:p@[::1]:8554/x?a=1",
+    plain = open_guard.upstream("rtsp://u:p@localhost:8554/x?a=1")
+    assert (plain.address, plain.port, plain.tls_name) in (
+        ("127.0.0.1", 8554, None),
+        ("::1", 8554, None),
     )
-    assert open_guard.pinned_url("rtsps://localhost/x") == "rtsps://localhost/x"  # keeps SNI
+    tls = open_guard.upstream("rtsps://localhost/x")  # pinned too, the name kept for SNI
+    assert tls.address in ("127.0.0.1", "::1") and (tls.port, tls.tls_name) == (322, "localhost")
 
 
 @pytest.mark.parametrize("entry", ["not a host!", "", "10.0.0.0/33", "a..b"])

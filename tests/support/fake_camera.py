@@ -1,0 +1,104 @@
+"""A small scripted RTSP server for tests that need a camera that misbehaves.
+
+It answers each request by its method, as `behaviour` says: redirect DESCRIBE elsewhere,
+or describe one H.264 track and answer SETUP with a Transport of its choosing (a
+`source=` pointing somewhere else, say). It never sends media. Standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from dataclasses import dataclass, field
+
+SDP = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=fake\r\nt=0 0\r\n"
+    "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+    "a=fmtp:96 packetization-mode=1;"
+    "sprop-parameter-sets=Z0LAHtoCgL/lhAAAAwAEAAADAPA8WLqA,aM48gA==\r\n"
+    "a=control:trackID=0\r\n"
+)
+
+
+@dataclass
+class Behaviour:
+    #: DESCRIBE answers 302 with this Location when set.
+    redirect: str | None = None
+    #: Added to the SETUP reply's Transport (e.g. ";source=169.254.169.254").
+    transport_extra: str = ""
+    #: Requests seen, as "METHOD uri".
+    requests: list[str] = field(default_factory=list)
+
+
+class FakeCamera:
+    def __init__(self, behaviour: Behaviour, host: str = "127.0.0.1") -> None:
+        self.behaviour = behaviour
+        self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server.bind((host, 0))
+        self._server.listen(8)
+        self.port: int = self._server.getsockname()[1]
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, path: str = "/cam") -> str:
+        return f"rtsp://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self._closed.set()
+        with contextlib.suppress(OSError):
+            self._server.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buffer = b""
+        with conn:
+            while True:
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buffer += data
+                while b"\r\n\r\n" in buffer:
+                    head, _, buffer = buffer.partition(b"\r\n\r\n")
+                    conn.sendall(self._answer(head.decode("latin-1")))
+
+    def _answer(self, head: str) -> bytes:
+        lines = head.split("\r\n")
+        method, uri = [*lines[0].split(" "), "", ""][:2]
+        headers = {
+            k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])
+        }
+        self.behaviour.requests.append(f"{method} {uri}")
+        cseq = headers.get("cseq", "0")
+        extra, body = "", ""
+        if method == "OPTIONS":
+            extra = "Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER\r\n"
+        elif method == "DESCRIBE" and self.behaviour.redirect is not None:
+            return (
+                f"RTSP/1.0 302 Moved\r\nCSeq: {cseq}\r\nLocation: {self.behaviour.redirect}\r\n"
+                "Content-Length: 0\r\n\r\n"
+            ).encode()
+        elif method == "DESCRIBE":
+            extra = "Content-Type: application/sdp\r\n"
+            body = SDP
+        elif method == "SETUP":
+            transport = headers.get("transport", "RTP/AVP;unicast")
+            if "client_port" in transport:
+                transport += ";server_port=8554-8555"
+            extra = f"Transport: {transport}{self.behaviour.transport_extra}\r\nSession: 12345\r\n"
+        elif method == "PLAY":
+            extra = "Session: 12345\r\nRange: npt=0.000-\r\n"
+        return (
+            f"RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\n{extra}Content-Length: {len(body)}\r\n\r\n{body}"
+        ).encode()
