@@ -152,6 +152,7 @@ class _StreamCollector(Collector):
                 families["ingest_dropped_packets"].add_metric([stream.id], counters.dropped_backlog)
             families["viewer_dropped_items"].add_metric([stream.id], stream.hub.dropped)
         yield viewers
+        yield consumers
         yield transitions
         yield from families.values()
         egress_packets = CounterMetricFamily(

@@ -69,3 +69,18 @@ async def test_queues_start_at_the_keyframe_and_end_with_the_consumer() -> None:
         await consumer.video("units").get()
     assert len(stream.hub._subscribers) == 0  # ...which the hub never holds
     await streams.close(1.0)
+
+
+async def test_metrics_count_consumers_by_kind_as_the_api_does() -> None:
+    from media_server.metrics import Metrics
+    from tests.support.streams import bare_stream
+
+    stream = bare_stream("cam", asyncio.get_running_loop())
+    fanout = stream.attach("fanout")
+    metrics = Metrics()
+    metrics.watch(lambda: [stream], lambda: 0.0, lambda registered: {})
+    text = metrics.render().decode()
+    assert 'media_server_stream_consumers{kind="fanout",stream="cam"} 1.0' in text
+    assert 'media_server_stream_consumers{kind="viewer",stream="cam"} 0.0' in text
+    assert stream.view().consumers["fanout"] == 1
+    fanout.close()
