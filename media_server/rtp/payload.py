@@ -1,0 +1,157 @@
+"""RTP payload formats back to NAL units: H.264 (RFC 6184) and H.265 (RFC 7798).
+
+Each depacketizer takes the payloads of one stream in sequence order and returns the NAL
+units each one completes (without start codes). A fragment that arrives without its
+start (its predecessor was lost) is dropped, as are the formats cameras do not use
+(STAP-B, MTAP, FU-B; PACI): `dropped` counts them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Literal, Protocol
+
+VideoCodec = Literal["h264", "h265"]
+
+# H.264 NAL unit types (RFC 6184 5.2; ITU-T H.264 7.4.1).
+H264_IDR, H264_SPS, H264_PPS = 5, 7, 8
+H264_STAP_A, H264_FU_A = 24, 28
+# H.265 NAL unit types (RFC 7798 4.4; ITU-T H.265 7.4.2.2).
+H265_IRAP = range(16, 24)  # BLA, IDR, CRA: decoding can start there
+H265_VPS, H265_SPS, H265_PPS = 32, 33, 34
+H265_AP, H265_FU = 48, 49
+
+
+class Depacketizer(Protocol):
+    dropped: int
+
+    def push(self, payload: bytes) -> list[bytes]: ...
+
+    def reset(self) -> None:
+        """Forget a NAL unit half assembled (a packet of it was lost)."""
+
+
+def _aggregated(data: bytes, offset: int) -> list[bytes]:
+    """The NAL units of an aggregation packet: each a 16-bit size, then the unit."""
+    units = []
+    while offset + 2 <= len(data):
+        size = int.from_bytes(data[offset : offset + 2], "big")
+        offset += 2
+        if size == 0 or offset + size > len(data):
+            break  # cut short: what came whole is kept
+        units.append(data[offset : offset + size])
+        offset += size
+    return units
+
+
+class H264Depacketizer:
+    def __init__(self) -> None:
+        self._fragment: bytearray | None = None
+        self.dropped = 0
+
+    def reset(self) -> None:
+        self._fragment = None
+
+    def push(self, payload: bytes) -> list[bytes]:
+        if not payload:
+            return []
+        kind = payload[0] & 0x1F
+        if 1 <= kind <= 23:
+            return [payload]
+        if kind == H264_STAP_A:
+            return _aggregated(payload, 1)
+        if kind == H264_FU_A and len(payload) > 2:
+            start, end = payload[1] & 0x80, payload[1] & 0x40
+            if start:
+                self._fragment = bytearray([(payload[0] & 0xE0) | (payload[1] & 0x1F)])
+            elif self._fragment is None:
+                self.dropped += 1  # its start was lost
+                return []
+            self._fragment += payload[2:]
+            if end:
+                unit, self._fragment = bytes(self._fragment), None
+                return [unit]
+            return []
+        self.dropped += 1
+        return []
+
+
+class H265Depacketizer:
+    def __init__(self) -> None:
+        self._fragment: bytearray | None = None
+        self.dropped = 0
+
+    def reset(self) -> None:
+        self._fragment = None
+
+    def push(self, payload: bytes) -> list[bytes]:
+        if len(payload) < 3:
+            return []
+        kind = (payload[0] >> 1) & 0x3F
+        if kind < H265_AP:
+            return [payload]
+        if kind == H265_AP:
+            return _aggregated(payload, 2)
+        if kind == H265_FU:
+            header = payload[2]
+            if header & 0x80:  # start: the NAL header from the payload header's bits
+                first = (payload[0] & 0x81) | ((header & 0x3F) << 1)
+                self._fragment = bytearray([first, payload[1]])
+            elif self._fragment is None:
+                self.dropped += 1
+                return []
+            self._fragment += payload[3:]
+            if header & 0x40:
+                unit, self._fragment = bytes(self._fragment), None
+                return [unit]
+            return []
+        self.dropped += 1
+        return []
+
+
+def nal_type(codec: VideoCodec, unit: bytes) -> int:
+    return unit[0] & 0x1F if codec == "h264" else (unit[0] >> 1) & 0x3F
+
+
+def is_keyframe(codec: VideoCodec, unit: bytes) -> bool:
+    kind = nal_type(codec, unit)
+    return kind == H264_IDR if codec == "h264" else kind in H265_IRAP
+
+
+def is_parameter_set(codec: VideoCodec, unit: bytes) -> bool:
+    kinds = (H264_SPS, H264_PPS) if codec == "h264" else (H265_VPS, H265_SPS, H265_PPS)
+    return nal_type(codec, unit) in kinds
+
+
+def depacketizer(codec: VideoCodec) -> Depacketizer:
+    return H264Depacketizer() if codec == "h264" else H265Depacketizer()
+
+
+#: The fmtp parameters that carry each codec's parameter sets, in decoding order.
+SPROP: dict[VideoCodec, tuple[str, ...]] = {
+    "h264": ("sprop-parameter-sets",),
+    "h265": ("sprop-vps", "sprop-sps", "sprop-pps"),
+}
+
+
+def sdp_parameter_sets(codec: VideoCodec, fmtp: str) -> list[bytes]:
+    """The parameter sets an SDP's `a=fmtp` line carries (`sprop-parameter-sets` for
+    H.264; `sprop-vps`, `sprop-sps`, `sprop-pps` for H.265), in decoding order."""
+    params = {}
+    for item in fmtp.split(";"):
+        name, _, value = item.strip().partition("=")
+        params[name.strip().lower()] = value.strip()
+    names = (
+        ("sprop-parameter-sets",) if codec == "h264" else ("sprop-vps", "sprop-sps", "sprop-pps")
+    )
+    units = []
+    for name in names:
+        for encoded in filter(None, params.get(name, "").split(",")):
+            try:
+                unit = base64.b64decode(encoded, validate=True)
+            except (binascii.Error, ValueError):
+                continue  # a broken one: the stream's own, in band, will do
+            if unit:
+                units.append(unit)
+    return units
