@@ -172,3 +172,13 @@ def test_trusted_proxies_are_addresses_or_networks() -> None:
     assert load_settings(demo=False, http={"trusted_proxies": ["10.0.0.0/8", "::1"]})
     with pytest.raises(ConfigError, match="trusted_proxies"):
         load_settings(demo=False, http={"trusted_proxies": ["proxy.example"]})
+
+
+def test_the_shipped_config_file_states_the_source_rules() -> None:
+    import yaml
+
+    from media_server.config import SourcesSettings
+
+    shipped = yaml.safe_load((ROOT / "config" / "media_server.yaml").read_text())
+    assert set(shipped["sources"]) == set(SourcesSettings.model_fields)
+    assert load_settings(ROOT / "config" / "media_server.yaml").sources == SourcesSettings()
