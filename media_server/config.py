@@ -48,6 +48,17 @@ MEDIA_PATHS: tuple[MediaPath, ...] = get_args(MediaPath)
 TRANSCODE_ENCODES: tuple[TranscodeEncode, ...] = get_args(TranscodeEncode)
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether a host (a name or an address, brackets allowed) is this machine's loopback."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -530,12 +541,7 @@ class Settings(BaseSettings):
     @property
     def loopback_only(self) -> bool:
         """Whether the gateway listens on loopback alone (its callers are local)."""
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback_host(self.host)
 
     @property
     def renamed(self) -> list[str]:

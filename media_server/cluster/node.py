@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import json
 import logging
 import socket
@@ -31,7 +30,7 @@ from media_server.cluster.edge import Origin, RelayIngest
 from media_server.cluster.leases import Leases
 from media_server.cluster.membership import Membership, NodeInfo
 from media_server.cluster.placement import claims
-from media_server.config import Settings
+from media_server.config import Settings, is_loopback_host
 from media_server.store.redis import RedisRegistry, event, reply
 from media_server.store.registry import StoreError
 from media_server.streams.manager import StreamManager
@@ -83,13 +82,7 @@ def secret_in_clear(url: str) -> bool:
     """Whether other nodes reaching `url` would send the cluster secret over the
     network unencrypted (plain HTTP to an address beyond loopback)."""
     parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if parts.scheme != "http" or host == "localhost":
-        return False
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return True  # a name: other nodes reach it over the network
+    return parts.scheme == "http" and not is_loopback_host(parts.hostname or "")
 
 
 def warn_if_in_clear(url: str) -> None:
