@@ -39,6 +39,8 @@ MediaPath = Literal["aiortc", "engine"]
 TranscodeEncode = Literal["shared", "per_viewer"]
 #: The fan-out engine's send path.
 SendPathName = Literal["native", "python"]
+#: Whose RTSP client reads a camera: FFmpeg's (through PyAV), or the gateway's own.
+RtspClient = Literal["pyav", "native"]
 #: How an RTSP read that stalls is noticed (see IngestSettings.stall_check).
 StallCheck = Literal["interpreter", "socket"]
 EventLoop = Literal["asyncio", "uvloop"]
@@ -67,6 +69,12 @@ class IngestSettings(_Section):
     """How cameras are read."""
 
     transport: RtspTransport = "tcp"
+    client: RtspClient = Field(
+        "pyav",
+        description="who reads RTSP cameras: pyav (FFmpeg's client, behind the gate) or "
+        "native (the gateway's own: H.264 over RTP/TCP, a unit on its marker bit; the "
+        "Phase 4 issue measures it before it becomes the default)",
+    )
     stall_check: StallCheck = Field(
         "socket",  # measured side by side in PHASES.md: x0.73 CPU at 50 streams
         description="interpreter: PyAV checks the read timeout under the GIL each time "

@@ -15,13 +15,15 @@ import contextlib
 import ipaddress
 import re
 import socket
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import ifaddr
 
 from media_server.config import ConfigError, Settings
 from media_server.ingest.rtsp_gate import Upstream
 from media_server.ingest.source import PermanentSourceError, SourceError
+from media_server.model.registration import validate_source_url
+from media_server.urls import redact_url
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -209,3 +211,22 @@ class SourceGuard:
         if not addresses:
             raise SourceError(f"{host} resolves to no address")
         return Upstream(str(addresses[0]), port, host if tls else None)
+
+    def redirect(self, url: str, location: str) -> str:
+        """Where a camera's redirect leads, if allowed (its credentials carried over when
+        the Location has none, as FFmpeg does); else the stream fails, saying where it
+        was sent. A camera URL as a registration's, and checked like one."""
+        target = urljoin(url, location)
+        parts, original = urlsplit(target), urlsplit(url)
+        if "@" not in parts.netloc and "@" in original.netloc:
+            userinfo = original.netloc.rsplit("@", 1)[0]
+            target = urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
+        shown = redact_url(target)
+        try:
+            target = validate_source_url(target)
+            self.check_url(target)
+        except SourceDenied as exc:
+            raise SourceDenied(f"the camera redirected to {shown}: {exc}") from None
+        except ValueError as exc:
+            raise PermanentSourceError(f"the camera redirected to {shown}: {exc}") from None
+        return target

@@ -11,17 +11,18 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import av
 
 from media_server.codecs import h264
-from media_server.ingest.guard import SourceDenied, SourceGuard
+from media_server.ingest.guard import SourceGuard
+from media_server.ingest.native import NativeRtspSource
 from media_server.ingest.rtsp_gate import MAX_REDIRECTS, Gate
 from media_server.ingest.source import PermanentSourceError, Source, SourceError
 from media_server.model.media import BROWSER_AUDIO, AudioInfo, AudioMode, Packet, SourceInfo
-from media_server.model.registration import Registration, validate_source_url
-from media_server.urls import redact_text, redact_url
+from media_server.model.registration import Registration
+from media_server.urls import redact_text
 
 if TYPE_CHECKING:
     from media_server.ingest.sources import SourceContext, SourceFactory
@@ -39,6 +40,15 @@ def gate_url(url: str, port: int) -> str:
 
 def source_for(registration: Registration, context: SourceContext) -> SourceFactory:
     settings = context.settings
+    if settings.ingest.client == "native":
+
+        def make_native(stop: threading.Event) -> Source:
+            ingest = settings.ingest
+            return NativeRtspSource(
+                registration.url, ingest.open_timeout, ingest.read_timeout, context.guard
+            )
+
+        return make_native
 
     def make(stop: threading.Event) -> Source:
         return RtspSource(
@@ -150,7 +160,7 @@ class RtspSource:
             except (av.FFmpegError, OSError) as exc:
                 gate.close()
                 if gate.redirect is not None:
-                    url = self._redirected(url, gate.redirect)
+                    url = self._guard.redirect(url, gate.redirect)
                     continue
                 if gate.refused is not None:
                     raise SourceError(redact_text(gate.refused, url)) from None
@@ -160,24 +170,6 @@ class RtspSource:
             self._gate = gate
             return container
         raise PermanentSourceError(f"the camera redirected more than {MAX_REDIRECTS} times")
-
-    def _redirected(self, url: str, location: str) -> str:
-        """Where a redirect leads, if the guard allows it (with the credentials carried
-        over, as FFmpeg would); else the stream fails, saying where it was sent."""
-        target = urljoin(url, location)
-        parts, original = urlsplit(target), urlsplit(url)
-        if "@" not in parts.netloc and "@" in original.netloc:
-            userinfo = original.netloc.rsplit("@", 1)[0]
-            target = urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
-        shown = redact_url(target)
-        try:
-            target = validate_source_url(target)
-            self._guard.check_url(target)
-        except ValueError as exc:
-            raise PermanentSourceError(f"the camera redirected to {shown}: {exc}") from None
-        except SourceDenied as exc:
-            raise SourceDenied(f"the camera redirected to {shown}: {exc}") from None
-        return target
 
     def read(self) -> Packet | None:
         assert self._packets is not None, "open() first"

@@ -1,0 +1,258 @@
+"""An RTSP/1.0 conversation with one camera (RFC 2326), blocking, for one ingest thread.
+
+Requests carry CSeq, the session and credentials (Basic, or Digest with MD5 or SHA-256 as
+the camera offers); every reply is bounded in size and time; a redirect is followed only
+to where the source guard allows, for at most MAX_REDIRECTS hops. After PLAY the same
+connection carries RTP and RTCP interleaved (`$`, channel, length), which `frame`
+returns, replies to keep-alives being read past on the way.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import re
+import socket
+import ssl
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from media_server.ingest.guard import SourceGuard
+from media_server.ingest.rtsp_gate import MAX_REDIRECTS
+from media_server.ingest.source import PermanentSourceError, SourceError
+from media_server.urls import redact_url
+
+MAX_HEAD = 64 * 1024
+MAX_BODY = 1024 * 1024
+#: Interleaved frames kept while a reply is awaited (a keep-alive's round trip).
+MAX_PENDING = 4096
+USER_AGENT = "media_server"
+_PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]+))')
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+def _authorization(
+    challenge: str, method: str, uri: str, user: str, password: str, count: int
+) -> str:
+    scheme, _, rest = challenge.partition(" ")
+    if scheme.lower() == "basic":
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    params = {m.group(1).lower(): m.group(2) or m.group(3) for m in _PARAM.finditer(rest)}
+    algorithm = params.get("algorithm", "MD5").upper()
+    digest = hashlib.sha256 if algorithm == "SHA-256" else hashlib.md5
+
+    def h(text: str) -> str:
+        return digest(text.encode()).hexdigest()
+
+    realm, nonce = params.get("realm", ""), params.get("nonce", "")
+    ha1, ha2 = h(f"{user}:{realm}:{password}"), h(f"{method}:{uri}")
+    fields = f'username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}"'
+    if "auth" in params.get("qop", "").split(","):
+        cnonce, nc = os.urandom(8).hex(), f"{count:08x}"
+        response = h(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")
+        fields += f', qop=auth, nc={nc}, cnonce="{cnonce}"'
+    else:
+        response = h(f"{ha1}:{nonce}:{ha2}")
+    if "opaque" in params:
+        fields += f', opaque="{params["opaque"]}"'
+    return f'Digest {fields}, response="{response}", algorithm={algorithm}'
+
+
+class RtspSession:
+    def __init__(self, url: str, guard: SourceGuard, timeout: float) -> None:
+        self._guard = guard
+        self._timeout = timeout
+        self._sock: socket.socket | None = None
+        self._buffer = b""
+        self._pending: list[tuple[int, bytes]] = []  # frames read while awaiting a reply
+        self._cseq = 0
+        self._challenge: str | None = None
+        self._auth_count = 0
+        self.session: str | None = None
+        self.session_timeout = 60.0
+        self.url = url
+        parts = urlsplit(url)
+        self._user = unquote(parts.username or "")
+        self._password = unquote(parts.password or "")
+
+    @property
+    def plain_url(self) -> str:
+        """The URL as requests name it: without credentials."""
+        parts = urlsplit(self.url)
+        host = parts.netloc.rsplit("@", 1)[-1]
+        return urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
+
+    # -- the connection -------------------------------------------------------------
+    def connect(self) -> None:
+        up = self._guard.upstream(self.url)  # checked on every attempt and every hop
+        family = socket.AF_INET6 if ":" in up.address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(self._timeout)
+        try:
+            sock.connect((up.address, up.port))
+            if up.tls_name is not None:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+                sock = context.wrap_socket(sock, server_hostname=up.tls_name)
+        except (OSError, ssl.SSLError) as exc:
+            sock.close()
+            raise SourceError(f"cannot connect: {exc}") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        self._buffer = b""
+
+    def close(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None
+
+    def set_timeout(self, seconds: float) -> None:
+        if self._sock is not None:
+            self._sock.settimeout(seconds)
+
+    # -- requests -------------------------------------------------------------------
+    def request(
+        self, method: str, url: str | None = None, headers: dict[str, str] | None = None
+    ) -> Reply:
+        """Send a request and read its reply; authenticate once if asked, and follow a
+        checked redirect (DESCRIBE, OPTIONS) by reconnecting to its Location."""
+        for _ in range(MAX_REDIRECTS + 1):
+            reply = self._exchange(method, url or self.plain_url, headers or {})
+            challenge = reply.headers.get("www-authenticate")
+            if reply.status == 401 and self._challenge is None and challenge:
+                self._challenge = challenge
+                reply = self._exchange(method, url or self.plain_url, headers or {})
+            if 300 <= reply.status < 400 and method in ("OPTIONS", "DESCRIBE"):
+                self._redirect(reply.headers.get("location", ""))
+                url = None
+                continue
+            return reply
+        raise PermanentSourceError(f"the camera redirected more than {MAX_REDIRECTS} times")
+
+    def _redirect(self, location: str) -> None:
+        self.url = self._guard.redirect(self.url, location)
+        parts = urlsplit(self.url)
+        self._user = unquote(parts.username or self._user)
+        self._password = unquote(parts.password or self._password)
+        self.close()
+        self.connect()
+
+    def _exchange(self, method: str, url: str, headers: dict[str, str]) -> Reply:
+        if self._sock is None:
+            raise SourceError("not connected")
+        self._cseq += 1
+        lines = [f"{method} {url} RTSP/1.0", f"CSeq: {self._cseq}", f"User-Agent: {USER_AGENT}"]
+        if self.session:
+            lines.append(f"Session: {self.session}")
+        if self._challenge and (self._user or self._password):
+            self._auth_count += 1
+            lines.append(
+                "Authorization: "
+                + _authorization(
+                    self._challenge, method, url, self._user, self._password, self._auth_count
+                )
+            )
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        try:
+            self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        except OSError as exc:
+            raise SourceError(f"the camera closed the connection ({exc})") from None
+        while True:
+            reply = self._read_reply()
+            if reply is not None and reply.headers.get("cseq", str(self._cseq)) == str(self._cseq):
+                return reply
+
+    def _read_reply(self) -> Reply | None:
+        """The next reply; interleaved frames on the way are kept for `frame`."""
+        while True:
+            self._fill(1)
+            if not self._buffer.startswith(b"$"):
+                break
+            if len(self._pending) >= MAX_PENDING:
+                raise SourceError("the camera sends media but does not answer")
+            self._pending.append(self._take_frame())
+        head = self._until(b"\r\n\r\n", MAX_HEAD)
+        text = head.decode("utf-8", "replace")
+        first, *rest = text.split("\r\n")
+        match = re.match(r"RTSP/1\.\d (\d{3})", first)
+        if match is None:
+            raise SourceError(f"the camera's reply is not RTSP: {first[:80]!r}")
+        headers = {}
+        for line in rest:
+            name, _, value = line.partition(":")
+            if name:
+                headers[name.strip().lower()] = value.strip()
+        length = headers.get("content-length", "0")
+        size = int(length) if length.isdigit() else 0
+        if size > MAX_BODY:
+            raise SourceError(f"the camera's reply of {size} bytes is too large")
+        body = self._exactly(size)
+        reply = Reply(int(match.group(1)), headers, body)
+        if "session" in headers and reply.status < 300:
+            value, *params = headers["session"].split(";")
+            self.session = value.strip()
+            for param in params:
+                name, _, seconds = param.strip().partition("=")
+                if name.lower() == "timeout" and seconds.isdigit():
+                    self.session_timeout = max(5.0, float(seconds))
+        return reply
+
+    # -- interleaved media ----------------------------------------------------------
+    def frame(self) -> tuple[int, bytes]:
+        """The next interleaved (channel, data), reading past replies to keep-alives."""
+        if self._pending:
+            return self._pending.pop(0)
+        while True:
+            self._fill(1)
+            if self._buffer.startswith(b"$"):
+                return self._take_frame()
+            self._read_reply()
+
+    def _take_frame(self) -> tuple[int, bytes]:
+        self._fill(4)
+        channel, size = self._buffer[1], int.from_bytes(self._buffer[2:4], "big")
+        self._buffer = self._buffer[4:]
+        return channel, self._exactly(size)
+
+    # -- bounded reads --------------------------------------------------------------
+    def _fill(self, size: int) -> None:
+        while len(self._buffer) < size:
+            self._recv()
+
+    def _recv(self) -> None:
+        assert self._sock is not None
+        try:
+            data = self._sock.recv(65536)
+        except TimeoutError:
+            raise SourceError("the camera sent nothing in time") from None
+        except OSError as exc:
+            raise SourceError(f"the camera's connection failed ({exc})") from None
+        if not data:
+            raise SourceError("the camera closed the connection")
+        self._buffer += data
+
+    def _until(self, marker: bytes, limit: int) -> bytes:
+        while (end := self._buffer.find(marker)) < 0:
+            if len(self._buffer) > limit:
+                raise SourceError("the camera's reply head is too large")
+            self._recv()
+        head, self._buffer = self._buffer[:end], self._buffer[end + len(marker) :]
+        return head
+
+    def _exactly(self, size: int) -> bytes:
+        self._fill(size)
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def shown(self) -> str:
+        return redact_url(self.url)
