@@ -45,7 +45,10 @@ def _aggregated(data: bytes, offset: int) -> list[bytes]:
     return units
 
 
-class H264Depacketizer:
+class _Fragments:
+    """The fragmentation units both formats share: a NAL unit in pieces, its header
+    rebuilt from the first; a piece whose start was lost is dropped."""
+
     def __init__(self) -> None:
         self._fragment: bytearray | None = None
         self.dropped = 0
@@ -53,6 +56,21 @@ class H264Depacketizer:
     def reset(self) -> None:
         self._fragment = None
 
+    def _piece(self, header: bytes | None, data: bytes, end: bool) -> list[bytes]:
+        """`header` is the rebuilt NAL header on the first piece, None on the others."""
+        if header is not None:
+            self._fragment = bytearray(header)
+        elif self._fragment is None:
+            self.dropped += 1  # its start was lost
+            return []
+        self._fragment += data
+        if end:
+            unit, self._fragment = bytes(self._fragment), None
+            return [unit]
+        return []
+
+
+class H264Depacketizer(_Fragments):
     def push(self, payload: bytes) -> list[bytes]:
         if not payload:
             return []
@@ -62,29 +80,14 @@ class H264Depacketizer:
         if kind == H264_STAP_A:
             return _aggregated(payload, 1)
         if kind == H264_FU_A and len(payload) > 2:
-            start, end = payload[1] & 0x80, payload[1] & 0x40
-            if start:
-                self._fragment = bytearray([(payload[0] & 0xE0) | (payload[1] & 0x1F)])
-            elif self._fragment is None:
-                self.dropped += 1  # its start was lost
-                return []
-            self._fragment += payload[2:]
-            if end:
-                unit, self._fragment = bytes(self._fragment), None
-                return [unit]
-            return []
+            fu = payload[1]
+            header = bytes([(payload[0] & 0xE0) | (fu & 0x1F)]) if fu & 0x80 else None
+            return self._piece(header, payload[2:], bool(fu & 0x40))
         self.dropped += 1
         return []
 
 
-class H265Depacketizer:
-    def __init__(self) -> None:
-        self._fragment: bytearray | None = None
-        self.dropped = 0
-
-    def reset(self) -> None:
-        self._fragment = None
-
+class H265Depacketizer(_Fragments):
     def push(self, payload: bytes) -> list[bytes]:
         if len(payload) < 3:
             return []
@@ -94,18 +97,10 @@ class H265Depacketizer:
         if kind == H265_AP:
             return _aggregated(payload, 2)
         if kind == H265_FU:
-            header = payload[2]
-            if header & 0x80:  # start: the NAL header from the payload header's bits
-                first = (payload[0] & 0x81) | ((header & 0x3F) << 1)
-                self._fragment = bytearray([first, payload[1]])
-            elif self._fragment is None:
-                self.dropped += 1
-                return []
-            self._fragment += payload[3:]
-            if header & 0x40:
-                unit, self._fragment = bytes(self._fragment), None
-                return [unit]
-            return []
+            fu = payload[2]  # the NAL header: the payload header's, with the FU's type
+            first = (payload[0] & 0x81) | ((fu & 0x3F) << 1)
+            header = bytes([first, payload[1]]) if fu & 0x80 else None
+            return self._piece(header, payload[3:], bool(fu & 0x40))
         self.dropped += 1
         return []
 
