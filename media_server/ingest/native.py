@@ -49,7 +49,8 @@ class NativeRtspSource:
         self._session: RtspSession | None = None
         self._media: Media | None = None
         self._assembler: Assembler | None = None
-        self._channel = 0
+        #: The interleaved channel RTP arrives on (the camera's choice).
+        self.channel = 0
         self._units: list[Unit] = []
         self._time_base = Fraction(1, 90_000)
         self._alive_at = 0.0
@@ -80,7 +81,7 @@ class NativeRtspSource:
             "SETUP", video.control, {"Transport": "RTP/AVP/TCP;unicast;interleaved=0-1"}
         )
         self._expect(setup.status, "SETUP")
-        self._channel = _channels(setup.headers.get("transport", ""))[0]
+        self.channel = _channels(setup.headers.get("transport", ""))[0]
         played = session.request("PLAY", headers={"Range": "npt=0.000-"})
         self._expect(played.status, "PLAY")
         session.set_timeout(self._timeouts[1])
@@ -116,7 +117,7 @@ class NativeRtspSource:
         while not self._units:
             self._keep_alive(session)
             channel, data = session.frame()
-            if channel != self._channel:
+            if channel != self.channel:
                 continue  # RTCP, or a track not set up
             try:
                 packet = RtpPacket.parse(data)

@@ -9,7 +9,12 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
+from media_server.ingest.guard import SourceGuard
+from media_server.ingest.native import NativeRtspSource
+from media_server.ingest.rtsp_session import RtspSession
+from media_server.ingest.source import SourceError
 from tests.support.api import register, wait_state
+from tests.support.fake_camera import SDP, Behaviour, FakeCamera
 from tests.support.gateway import FAST, GENEROUS, Gateway, run_gateway
 from tests.support.rtsp import RtspServer
 from tests.support.viewer import Viewer
@@ -50,3 +55,63 @@ async def test_a_camera_the_native_client_does_not_take_fails_with_the_reason(
     assert status == 201
     view = await wait_state(http, native.base_url, "no-video", "failed")
     assert "no video track" in view["error"]
+
+
+# -- the protocol against cameras that ask, lie or misbehave (a scripted server) ----------
+def guard() -> SourceGuard:
+    return SourceGuard([], [], allow_loopback=True)
+
+
+@pytest.mark.parametrize("algorithm", ["MD5", "SHA-256"])
+def test_digest_authentication(algorithm: str) -> None:
+    camera = FakeCamera(Behaviour(digest=algorithm))
+    try:
+        session = RtspSession(camera.url().replace("://", "://admin:s3cret@"), guard(), 3)
+        session.connect()
+        assert session.request("DESCRIBE", headers={"Accept": "application/sdp"}).status == 200
+        wrong = RtspSession(camera.url().replace("://", "://admin:nope@"), guard(), 3)
+        wrong.connect()
+        assert wrong.request("DESCRIBE").status == 401  # asked once, refused: no loop
+        session.close()
+        wrong.close()
+    finally:
+        camera.close()
+
+
+def test_control_urls_content_base_and_the_channels_a_camera_picks() -> None:
+    sdp = SDP.replace("a=control:trackID=0", "a=control:video/track1")
+    camera = FakeCamera(
+        Behaviour(sdp=sdp, content_base="rtsp://127.0.0.1/base/", interleaved="4-5")
+    )
+    source = NativeRtspSource(camera.url("/cam"), 3, 3, guard())
+    try:
+        info = source.open()
+        assert (info.codec, info.width, info.height) == ("h264", 640, 360)  # the SDP's SPS
+        setup = next(r for r in camera.behaviour.requests if r.startswith("SETUP"))
+        assert setup == "SETUP rtsp://127.0.0.1/base/video/track1"
+        assert source.channel == 4
+    finally:
+        source.close()
+        camera.close()
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "says"),
+    [
+        (Behaviour(describe_length=10 * 1024 * 1024), "too large"),
+        (Behaviour(garbage=True), "not RTSP"),
+        (Behaviour(redirect="rtsp://169.254.169.254:8554/x"), "redirected"),
+    ],
+)
+def test_a_camera_that_floods_babbles_or_redirects_badly_is_refused(
+    behaviour: Behaviour, says: str
+) -> None:
+    camera = FakeCamera(behaviour)
+    source = NativeRtspSource(camera.url(), 3, 3, SourceGuard([], ["169.254.0.0/16"]))
+    try:
+        with pytest.raises(SourceError, match=says):
+            source.open()
+    finally:
+        source.close()
+        camera.close()
+    assert not any("169.254" in r for r in camera.behaviour.requests)

@@ -8,6 +8,8 @@ or describe one H.264 track and answer SETUP with a Transport of its choosing (a
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import re
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -27,6 +29,18 @@ class Behaviour:
     redirect: str | None = None
     #: Added to the SETUP reply's Transport (e.g. ";source=169.254.169.254").
     transport_extra: str = ""
+    #: Digest authentication asked for, with this algorithm (MD5, SHA-256), of user:password.
+    digest: str | None = None
+    credentials: tuple[str, str] = ("admin", "s3cret")
+    #: The SDP DESCRIBE answers (default: one H.264 track), and a Content-Base header.
+    sdp: str = SDP
+    content_base: str | None = None
+    #: A Content-Length DESCRIBE claims (a camera that lies or floods), bytes sent anyway.
+    describe_length: int | None = None
+    #: Answer everything with bytes that are not RTSP.
+    garbage: bool = False
+    #: The interleaved channels SETUP answers with, whatever was asked (e.g. "4-5").
+    interleaved: str | None = None
     #: Requests seen, as "METHOD uri".
     requests: list[str] = field(default_factory=list)
 
@@ -82,6 +96,17 @@ class FakeCamera:
         self.behaviour.requests.append(f"{method} {uri}")
         cseq = headers.get("cseq", "0")
         extra, body = "", ""
+        behaviour = self.behaviour
+        if behaviour.garbage:
+            return b"HELLO THERE\r\n\r\n"
+        if behaviour.digest is not None and not self._authorized(method, headers):
+            challenge = (
+                f'Digest realm="cam", nonce="n0nce", algorithm={behaviour.digest}, qop="auth"'
+            )
+            return (
+                f"RTSP/1.0 401 Unauthorized\r\nCSeq: {cseq}\r\nWWW-Authenticate: {challenge}\r\n"
+                "Content-Length: 0\r\n\r\n"
+            ).encode()
         if method == "OPTIONS":
             extra = "Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER\r\n"
         elif method == "DESCRIBE" and self.behaviour.redirect is not None:
@@ -89,11 +114,22 @@ class FakeCamera:
                 f"RTSP/1.0 302 Moved\r\nCSeq: {cseq}\r\nLocation: {self.behaviour.redirect}\r\n"
                 "Content-Length: 0\r\n\r\n"
             ).encode()
+        elif method == "DESCRIBE" and behaviour.describe_length is not None:
+            return (
+                f"RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nContent-Type: application/sdp\r\n"
+                f"Content-Length: {behaviour.describe_length}\r\n\r\n"
+            ).encode() + b"v=0\r\n" * 1000
         elif method == "DESCRIBE":
             extra = "Content-Type: application/sdp\r\n"
-            body = SDP
+            if behaviour.content_base:
+                extra += f"Content-Base: {behaviour.content_base}\r\n"
+            body = behaviour.sdp
         elif method == "SETUP":
             transport = headers.get("transport", "RTP/AVP;unicast")
+            if behaviour.interleaved is not None:
+                transport = re.sub(
+                    r"interleaved=[\d-]+", f"interleaved={behaviour.interleaved}", transport
+                )
             if "client_port" in transport:
                 transport += ";server_port=8554-8555"
             extra = f"Transport: {transport}{self.behaviour.transport_extra}\r\nSession: 12345\r\n"
@@ -102,3 +138,22 @@ class FakeCamera:
         return (
             f"RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\n{extra}Content-Length: {len(body)}\r\n\r\n{body}"
         ).encode()
+
+    def _authorized(self, method: str, headers: dict[str, str]) -> bool:
+        """Whether the request's Digest answer is right (RFC 7616, qop=auth)."""
+        given = headers.get("authorization", "")
+        if not given.startswith("Digest "):
+            return False
+        params = dict(re.findall(r'(\w+)="?([^",]*)"?', given[7:]))
+        algorithm = self.behaviour.digest or "MD5"
+        digest = hashlib.sha256 if algorithm == "SHA-256" else hashlib.md5
+
+        def h(text: str) -> str:
+            return digest(text.encode()).hexdigest()
+
+        user, password = self.behaviour.credentials
+        ha1 = h(f"{user}:cam:{password}")
+        ha2 = h(f"{method}:{params.get('uri', '')}")
+        nc, cnonce = params.get("nc", ""), params.get("cnonce", "")
+        expected = h(f"{ha1}:n0nce:{nc}:{cnonce}:auth:{ha2}")
+        return params.get("username") == user and params.get("response") == expected
