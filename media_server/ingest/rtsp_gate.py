@@ -48,6 +48,26 @@ class Upstream:
     port: int
     tls_name: str | None  # None: plain RTSP
 
+    def connect(self, timeout: float) -> socket.socket:
+        """A connection to the checked address; for rtsps, TLS as FFmpeg's own rtsps
+        does it: encrypted, the certificate not verified (cameras carry self-signed
+        ones), the name given for SNI. What is pinned is the address."""
+        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect((self.address, self.port))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls_name is None:
+                return sock
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context.wrap_socket(sock, server_hostname=self.tls_name)
+        except BaseException:
+            sock.close()
+            raise
+
 
 class Gate:
     """Accepts FFmpeg's one connection on 127.0.0.1 and joins it to the camera's."""
@@ -80,7 +100,7 @@ class Gate:
             self._listener.settimeout(self._timeout)
             client, _ = self._listener.accept()
             self._listener.close()
-            camera = self._connect()
+            camera = self._upstream.connect(self._timeout)
             _Conversation(client, camera, self, self._stop, self._timeout).run()
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             if self.refused is None and not self._stop.is_set():
@@ -90,22 +110,6 @@ class Gate:
                 if sock is not None:
                     with contextlib.suppress(OSError):
                         sock.close()
-
-    def _connect(self) -> socket.socket:
-        up = self._upstream
-        family = socket.AF_INET6 if ":" in up.address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.settimeout(self._timeout)
-        sock.connect((up.address, up.port))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if up.tls_name is None:
-            return sock
-        # As FFmpeg's own rtsps: encrypted, the certificate not verified (cameras carry
-        # self-signed ones); what is pinned is the address the guard checked.
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context.wrap_socket(sock, server_hostname=up.tls_name)
 
 
 class _Conversation:

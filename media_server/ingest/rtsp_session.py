@@ -93,20 +93,10 @@ class RtspSession:
     # -- the connection -------------------------------------------------------------
     def connect(self) -> None:
         up = self._guard.upstream(self.url)  # checked on every attempt and every hop
-        family = socket.AF_INET6 if ":" in up.address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.settimeout(self._timeout)
         try:
-            sock.connect((up.address, up.port))
-            if up.tls_name is not None:
-                context = ssl.create_default_context()
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-                sock = context.wrap_socket(sock, server_hostname=up.tls_name)
+            sock = up.connect(self._timeout)
         except (OSError, ssl.SSLError) as exc:
-            sock.close()
             raise SourceError(f"cannot connect: {exc}") from None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         self._buffer = b""
 

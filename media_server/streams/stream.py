@@ -100,10 +100,10 @@ class Stream:
     @property
     def _transcode_encodes(self) -> set[str]:
         """Where this stream's transcode is encoded: the default, and the canary's."""
-        chosen: set[str] = {self._settings.transcode.encode}
         canary = self._settings.canary
-        if canary.choice in TRANSCODE_ENCODES and canary.percent > 0:
-            chosen.add(canary.choice)
+        chosen: set[str] = {self._settings.transcode.encode} | {
+            encode for encode in TRANSCODE_ENCODES if canary.gives(encode)
+        }
         if self.clustered:
             chosen.add("shared")  # a relay carries encoded units to the other nodes
         return chosen
