@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.api import register, wait_state
+from tests.support.api import live, register, wait_state
 from tests.support.avsync import SyncMeter
 from tests.support.gateway import FAST, Gateway, run_gateway
 from tests.support.rtsp import RtspServer, start_rtsp_server
@@ -32,9 +32,7 @@ EXPECTED = {
 async def audio_stream(
     http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer, sid: str, mount: str, **kw: Any
 ) -> dict[str, Any]:
-    status, body = await register(http, gateway.base_url, id=sid, url=rtsp.url(mount), **kw)
-    assert status == 201, body
-    view = await wait_state(http, gateway.base_url, sid, "live")
+    view = await live(http, gateway.base_url, sid, rtsp.url(mount), **kw)
     for _ in range(50):  # the audio track is known once the source is open
         if view["audio_codec"]:
             break
@@ -171,9 +169,7 @@ async def test_lip_sync_holds_and_survives_a_camera_reconnect(
     env = {**FAST, "MEDIA_SERVER_WEBRTC__MEDIA_PATH": video}
     with start_rtsp_server() as camera, run_gateway("--no-demo", env=env) as gw:
         port = camera.port
-        status, _ = await register(http, gw.base_url, id="sync", url=camera.url(mount))
-        assert status == 201
-        await wait_state(http, gw.base_url, "sync", "live")
+        await live(http, gw.base_url, "sync", camera.url(mount))
         meter = SyncMeter()
         viewer = Viewer(gw.base_url, "sync", audio=True, sync=meter)
         try:

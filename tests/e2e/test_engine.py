@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from tests.support.api import metric, register, wait_state
+from tests.support.api import live, metric, wait_state
 from tests.support.gateway import FAST, GENEROUS, Gateway, run_gateway
 from tests.support.relay import LossyRelay
 from tests.support.rtsp import RtspServer, start_rtsp_server
@@ -34,19 +34,13 @@ def engine_gateway() -> Iterator[Gateway]:
         yield gw
 
 
-async def live(http: aiohttp.ClientSession, gw: Gateway, sid: str, url: str) -> None:
-    status, body = await register(http, gw.base_url, id=sid, url=url, mode="passthrough")
-    assert status == 201, body
-    await wait_state(http, gw.base_url, sid, "live")
-
-
 @pytest.mark.parametrize("send_path", ["native", "python"])
 async def test_viewers_decode_what_the_engine_sends(
     http: aiohttp.ClientSession, rtsp: RtspServer, send_path: str
 ) -> None:
     env = {**ENGINE, "MEDIA_SERVER_ENGINE__SEND_PATH": send_path}
     with run_gateway("--no-demo", env=env) as gw:
-        await live(http, gw, "cam", rtsp.url("/baseline"))
+        await live(http, gw.base_url, "cam", rtsp.url("/baseline"), mode="passthrough")
         viewers = [Viewer(gw.base_url, "cam", via) for via in ("ws", "whep", "ws")]
         try:
             await asyncio.gather(*(v.connect() for v in viewers))
@@ -79,7 +73,7 @@ async def test_sequence_numbers_and_timestamps_wrap_under_a_decoding_viewer(
     """near-wrap: the sequence number wraps after 300 packets, the timestamp 3 s after the
     first frame sent; the viewer's SRTP (rollover counter) and decoder must not notice."""
     gw = engine_gateway
-    await live(http, gw, "wrap", rtsp.url("/baseline"))
+    await live(http, gw.base_url, "wrap", rtsp.url("/baseline"), mode="passthrough")
     viewer = Viewer(gw.base_url, "wrap")
     try:
         await viewer.connect()
@@ -104,7 +98,7 @@ async def test_induced_loss_is_repaired_by_retransmission(
     http: aiohttp.ClientSession, engine_gateway: Gateway, rtsp: RtspServer
 ) -> None:
     gw = engine_gateway
-    await live(http, gw, "lossy", rtsp.url("/baseline"))
+    await live(http, gw.base_url, "lossy", rtsp.url("/baseline"), mode="passthrough")
     relay = LossyRelay(drop_every=10)  # 10 % of the video packets
     await relay.start()
     viewer = Viewer(
@@ -149,7 +143,7 @@ async def test_a_picture_loss_is_answered_with_the_cached_gop(
     keyframe and what followed, squeezed in before the next frame, long before the camera's
     next keyframe would come."""
     gw = engine_gateway
-    await live(http, gw, "pli", rtsp.url("/baseline"))
+    await live(http, gw.base_url, "pli", rtsp.url("/baseline"), mode="passthrough")
     viewer = Viewer(gw.base_url, "pli")
     try:
         await viewer.connect()
@@ -187,7 +181,7 @@ async def test_viewers_join_and_leave_while_others_watch(
     http: aiohttp.ClientSession, engine_gateway: Gateway, rtsp: RtspServer
 ) -> None:
     gw = engine_gateway
-    await live(http, gw, "churn", rtsp.url("/small"))
+    await live(http, gw.base_url, "churn", rtsp.url("/small"), mode="passthrough")
     steady = [Viewer(gw.base_url, "churn") for _ in range(2)]
     try:
         for v in steady:
@@ -221,7 +215,7 @@ async def test_viewers_join_and_leave_while_others_watch(
 async def test_a_camera_reconnect_under_the_engine(http: aiohttp.ClientSession) -> None:
     with start_rtsp_server() as camera, run_gateway("--no-demo", env=ENGINE) as gw:
         port = camera.port
-        await live(http, gw, "cam", camera.url("/small"))
+        await live(http, gw.base_url, "cam", camera.url("/small"), mode="passthrough")
         viewer = Viewer(gw.base_url, "cam")
         try:
             await viewer.connect()
@@ -253,12 +247,8 @@ async def test_the_engine_as_a_canary_for_a_share_of_passthrough_viewers(
         "MEDIA_SERVER_CANARY__PERCENT": "50",
     }
     with run_gateway("--no-demo", env=env) as gw:
-        await live(http, gw, "pass", rtsp.url("/small"))
-        status, _ = await register(
-            http, gw.base_url, id="enc", url=rtsp.url("/small"), mode="transcode"
-        )
-        assert status == 201
-        await wait_state(http, gw.base_url, "enc", "live")
+        await live(http, gw.base_url, "pass", rtsp.url("/small"), mode="passthrough")
+        await live(http, gw.base_url, "enc", rtsp.url("/small"), mode="transcode")
         viewers = [Viewer(gw.base_url, "pass", "whep" if i % 2 else "ws") for i in range(4)]
         viewers.append(Viewer(gw.base_url, "enc"))
         try:

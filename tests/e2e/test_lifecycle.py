@@ -12,7 +12,7 @@ import time
 import aiohttp
 import pytest
 
-from tests.support.api import register, wait_state
+from tests.support.api import live, register, wait_state
 from tests.support.gateway import run_gateway
 from tests.support.rtsp import RtspServer
 from tests.support.viewer import Viewer
@@ -25,9 +25,7 @@ async def test_graceful_stop_with_viewers_and_cameras(
     http: aiohttp.ClientSession, rtsp: RtspServer, sig: signal.Signals
 ) -> None:
     with run_gateway() as gw:
-        status, _ = await register(http, gw.base_url, id="cam", url=rtsp.url("/small"))
-        assert status == 201
-        await wait_state(http, gw.base_url, "cam", "live")
+        await live(http, gw.base_url, "cam", rtsp.url("/small"))
         viewers = [Viewer(gw.base_url, "demo"), Viewer(gw.base_url, "cam", "whep")]
         for v in viewers:
             await v.connect()

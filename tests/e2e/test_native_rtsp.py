@@ -13,7 +13,7 @@ from media_server.ingest.guard import SourceGuard
 from media_server.ingest.native import NativeRtspSource
 from media_server.ingest.rtsp_session import RtspSession
 from media_server.ingest.source import SourceError
-from tests.support.api import register, wait_state
+from tests.support.api import live, register, wait_state
 from tests.support.fake_camera import SDP, Behaviour, FakeCamera
 from tests.support.gateway import FAST, GENEROUS, Gateway, run_gateway
 from tests.support.rtsp import RtspServer
@@ -34,9 +34,7 @@ async def test_viewers_decode_what_the_native_client_ingests(
     http: aiohttp.ClientSession, native: Gateway, rtsp: RtspServer, mount: str
 ) -> None:
     stream_id = "native" + mount.replace("/", "-")
-    status, _ = await register(http, native.base_url, id=stream_id, url=rtsp.url(mount))
-    assert status == 201
-    view = await wait_state(http, native.base_url, stream_id, "live")
+    view = await live(http, native.base_url, stream_id, rtsp.url(mount))
     assert (view["codec"], view["width"], view["height"]) == ("h264", 640, 480), view
     viewer = Viewer(native.base_url, stream_id)
     try:

@@ -16,7 +16,7 @@ import aiohttp
 import av
 import pytest
 
-from tests.support.api import register, wait_state
+from tests.support.api import live, register
 from tests.support.gateway import GENEROUS, Gateway, run_gateway
 from tests.support.rtsp import RtspServer
 from tests.support.viewer import watch
@@ -166,9 +166,7 @@ async def test_json_logs_carry_ids_and_no_secrets(
     env = {**GENEROUS, "MEDIA_SERVER_LOG_FORMAT": "json"}
     with run_gateway(env=env) as gw:
         url = rtsp.url("/small").replace("rtsp://", "rtsp://admin:hunter2secret@")
-        status, _ = await register(http, gw.base_url, id="cam", url=url)
-        assert status == 201
-        await wait_state(http, gw.base_url, "cam", "live")
+        await live(http, gw.base_url, "cam", url)
         async with http.get(f"{gw.base_url}/api/v1/streams/cam", headers={"X-Request-Id": "r-42"}):
             pass
         await asyncio.sleep(0.5)
@@ -183,9 +181,7 @@ async def test_json_logs_carry_ids_and_no_secrets(
 async def test_snapshot_of_a_transcoded_stream_and_of_one_with_no_picture(
     http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer
 ) -> None:
-    status, _ = await register(http, gateway.base_url, id="snap-high", url=rtsp.url("/high"))
-    assert status == 201
-    await wait_state(http, gateway.base_url, "snap-high", "live")
+    await live(http, gateway.base_url, "snap-high", rtsp.url("/high"))
     url = f"{gateway.base_url}/api/v1/streams/snap-high/snapshot.jpg"
     for _ in range(50):  # the first keyframe of the shared encoder may take a moment
         async with http.get(url) as resp:

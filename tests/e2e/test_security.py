@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from tests.support.api import register, wait_state
+from tests.support.api import live, register, wait_state
 from tests.support.gateway import Gateway, run_gateway
 from tests.support.rtsp import RtspServer, free_port
 from tests.support.viewer import Viewer
@@ -424,9 +424,7 @@ async def test_signaling_sockets_are_bounded_per_client(http: aiohttp.ClientSess
 async def test_websocket_viewer_told_when_its_stream_goes(
     http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer
 ) -> None:
-    status, _ = await register(http, gateway.base_url, id="going", url=rtsp.url("/small"))
-    assert status == 201
-    await wait_state(http, gateway.base_url, "going", "live")
+    await live(http, gateway.base_url, "going", rtsp.url("/small"))
     viewer = Viewer(gateway.base_url, "going")
     await viewer.connect()
     try:

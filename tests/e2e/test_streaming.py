@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from tests.support import stamp
-from tests.support.api import register, wait_state
+from tests.support.api import live, register, wait_state
 from tests.support.gateway import Gateway, run_gateway
 from tests.support.rtsp import RtspServer
 from tests.support.viewer import Viewer, watch
@@ -223,11 +223,7 @@ async def test_per_viewer_transcode(
     """The Phase 1 baseline stays selectable: aiortc encodes for each viewer (VP8 first)."""
     env = {"MEDIA_SERVER_TRANSCODE__ENCODE": "per_viewer"}
     with run_gateway("--no-demo", env=env) as gw:
-        status, _ = await register(
-            http, gw.base_url, id="pv", url=rtsp.url("/baseline"), mode="transcode"
-        )
-        assert status == 201
-        view = await wait_state(http, gw.base_url, "pv", "live")
+        view = await live(http, gw.base_url, "pv", rtsp.url("/baseline"), mode="transcode")
         assert view["media_transport"] == "transcode-per-viewer"
         viewer = await watch(gw.base_url, "pv", via=via, frames=60)
         assert viewer.sizes == {(640, 480)} and negotiated_codec(viewer.answer_sdp) == "VP8"
@@ -241,9 +237,7 @@ async def test_shared_transcode_encodes_once_for_all_viewers(
     """transcode.encode=shared: one H.264 encode per stream, viewers get passthrough."""
     env = {"MEDIA_SERVER_TRANSCODE__ENCODE": "shared"}
     with run_gateway("--no-demo", env=env) as gw:
-        status, _ = await register(http, gw.base_url, id="hi", url=rtsp.url("/high"))
-        assert status == 201
-        view = await wait_state(http, gw.base_url, "hi", "live")
+        view = await live(http, gw.base_url, "hi", rtsp.url("/high"))
         assert view["effective_mode"] == "transcode"
         assert view["media_transport"] == "transcode-shared"
         viewers = [Viewer(gw.base_url, "hi", via) for via in ("ws", "whep", "ws")]
@@ -271,11 +265,7 @@ async def test_canary_gives_a_share_of_new_viewers_the_other_transport(
         "MEDIA_SERVER_CANARY__PERCENT": "50",
     }
     with run_gateway("--no-demo", env=env) as gw:
-        status, _ = await register(
-            http, gw.base_url, id="can", url=rtsp.url("/small"), mode="transcode"
-        )
-        assert status == 201
-        await wait_state(http, gw.base_url, "can", "live")
+        await live(http, gw.base_url, "can", rtsp.url("/small"), mode="transcode")
         viewers = [Viewer(gw.base_url, "can") for _ in range(4)]
         try:
             for viewer in viewers:

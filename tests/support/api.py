@@ -31,6 +31,15 @@ async def wait_state(
     raise AssertionError(f"stream {stream_id} never reached {states}: {last}")
 
 
+async def live(
+    http: aiohttp.ClientSession, base_url: str, stream_id: str, url: str, **fields: Any
+) -> dict[str, Any]:
+    """Register a new stream and wait until it plays; its view."""
+    status, body = await register(http, base_url, id=stream_id, url=url, **fields)
+    assert status == 201, body
+    return await wait_state(http, base_url, stream_id, "live")
+
+
 async def metric(http: aiohttp.ClientSession, base_url: str, name: str, **labels: str) -> float:
     """The sum of a metric's samples whose labels include `labels` (0 when none)."""
     from prometheus_client.parser import text_string_to_metric_families
