@@ -31,7 +31,12 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from media_server.model.registration import ReconnectPolicy, Registration, RtspTransport
+from media_server.model.registration import (
+    IngestClient,
+    ReconnectPolicy,
+    Registration,
+    RtspTransport,
+)
 
 #: Who sends a passed-through viewer's video: aiortc's own RTP sender, or our fan-out engine.
 MediaPath = Literal["aiortc", "engine"]
@@ -39,8 +44,6 @@ MediaPath = Literal["aiortc", "engine"]
 TranscodeEncode = Literal["shared", "per_viewer"]
 #: The fan-out engine's send path.
 SendPathName = Literal["native", "python"]
-#: Whose RTSP client reads a camera: FFmpeg's (through PyAV), or the gateway's own.
-RtspClient = Literal["pyav", "native"]
 #: How an RTSP read that stalls is noticed (see IngestSettings.stall_check).
 StallCheck = Literal["interpreter", "socket"]
 EventLoop = Literal["asyncio", "uvloop"]
@@ -69,11 +72,12 @@ class IngestSettings(_Section):
     """How cameras are read."""
 
     transport: RtspTransport = "tcp"
-    client: RtspClient = Field(
+    client: IngestClient = Field(
         "pyav",
-        description="who reads RTSP cameras: pyav (FFmpeg's client, behind the gate) or "
-        "native (the gateway's own: H.264 over RTP/TCP, a unit on its marker bit; the "
-        "Phase 4 issue measures it before it becomes the default)",
+        description="who reads RTSP cameras: pyav (FFmpeg's client, behind the gate), "
+        "native (the gateway's own: a unit leaves on its marker bit, a frame sooner), or "
+        "auto (native where it takes the camera, pyav for the rest); a registration's "
+        "`client` overrides it",
     )
     stall_check: StallCheck = Field(
         "socket",  # measured side by side in PHASES.md: x0.73 CPU at 50 streams

@@ -24,7 +24,7 @@ from typing import Any, get_args
 from urllib.parse import quote
 
 from media_server.config import ConfigError, load_settings
-from media_server.model.registration import Mode, RtspTransport
+from media_server.model.registration import IngestClient, Mode, RtspTransport
 
 OK, REFUSED, USAGE, UNREACHABLE, NOT_FOUND = 0, 1, 2, 3, 4
 COMMANDS = ("streams", "check-config")
@@ -81,6 +81,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add.add_argument("--id", help="the stream's id (default: generated)")
     add.add_argument("--transport", choices=get_args(RtspTransport))
     add.add_argument("--mode", choices=get_args(Mode))
+    add.add_argument("--client", choices=get_args(IngestClient), help="who reads the camera")
     add.add_argument("--on-demand", action="store_true", help="open the camera only for viewers")
     add.add_argument("--no-audio", action="store_true", help="viewers get the video only")
     return parser.parse_args(argv)
@@ -157,7 +158,7 @@ def streams(args: argparse.Namespace) -> int:
             print(f"removed {args.id}")
     else:
         registration: dict[str, Any] = {"url": args.source}
-        for key in ("id", "transport", "mode"):
+        for key in ("id", "transport", "mode", "client"):
             if getattr(args, key) is not None:
                 registration[key] = getattr(args, key)
         if args.on_demand:

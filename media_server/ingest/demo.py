@@ -121,6 +121,7 @@ class DemoSource:
             profile="constrained-baseline",
             extradata=b"",
             browser_safe=True,
+            client="demo",
         )
 
     def _draw(self) -> av.VideoFrame:

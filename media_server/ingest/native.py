@@ -18,8 +18,9 @@ from media_server.codecs import h264
 from media_server.ingest.guard import SourceGuard
 from media_server.ingest.rtsp_session import RtspSession
 from media_server.ingest.sdp import Media, parse
-from media_server.ingest.source import PermanentSourceError, SourceError
+from media_server.ingest.source import PermanentSourceError, SourceError, UnsupportedSource
 from media_server.model.media import Packet, SourceInfo
+from media_server.model.registration import RtspTransport
 from media_server.rtp.assembler import START_CODE, Assembler, Unit
 from media_server.rtp.packet import MalformedPacket, RtpPacket
 from media_server.rtp.payload import sdp_parameter_sets
@@ -41,9 +42,18 @@ def _channels(transport: str) -> tuple[int, int]:
 
 class NativeRtspSource:
     def __init__(
-        self, url: str, open_timeout: float, read_timeout: float, guard: SourceGuard
+        self,
+        url: str,
+        open_timeout: float,
+        read_timeout: float,
+        guard: SourceGuard,
+        *,
+        transport: RtspTransport = "tcp",
+        audio: bool = True,
     ) -> None:
         self._url = url
+        self._transport = transport
+        self._audio = audio
         self._timeouts = (open_timeout, read_timeout)
         self._guard = guard
         self._session: RtspSession | None = None
@@ -56,6 +66,8 @@ class NativeRtspSource:
         self._alive_at = 0.0
 
     def open(self) -> SourceInfo:
+        if self._transport != "tcp":
+            raise UnsupportedSource("the native RTSP client takes RTP over TCP only so far")
         session = self._session = RtspSession(self._url, self._guard, self._timeouts[0])
         session.connect()
         session.request("OPTIONS")
@@ -73,10 +85,11 @@ class NativeRtspSource:
             raise PermanentSourceError(f"source has no video track (it offers {kinds})")
         video = next((m for m in videos if m.codec in SUPPORTED), None)
         if video is None:
-            raise PermanentSourceError(
-                f"the native RTSP client takes H.264 video, the camera sends {videos[0].codec} "
-                "(ingest.client pyav decodes it)"
+            raise UnsupportedSource(
+                f"the native RTSP client takes H.264 video, the camera sends {videos[0].codec}"
             )
+        if self._audio and any(m.kind == "audio" for m in media):
+            raise UnsupportedSource("the native RTSP client takes no audio so far")
         setup = session.request(
             "SETUP", video.control, {"Transport": "RTP/AVP/TCP;unicast;interleaved=0-1"}
         )
@@ -101,6 +114,7 @@ class NativeRtspSource:
             extradata=extradata,
             browser_safe=h264.browser_safe(sps),
             audio=None,
+            client="native",
         )
 
     def _expect(self, status: int, method: str) -> None:

@@ -7,9 +7,9 @@ URL anywhere but RTSP and its RTP transports.
 
 from __future__ import annotations
 
-import threading
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,13 +19,20 @@ from media_server.codecs import h264
 from media_server.ingest.guard import SourceGuard
 from media_server.ingest.native import NativeRtspSource
 from media_server.ingest.rtsp_gate import MAX_REDIRECTS, Gate
-from media_server.ingest.source import PermanentSourceError, Source, SourceError
+from media_server.ingest.source import (
+    PermanentSourceError,
+    Source,
+    SourceError,
+    UnsupportedSource,
+)
 from media_server.model.media import BROWSER_AUDIO, AudioInfo, AudioMode, Packet, SourceInfo
 from media_server.model.registration import Registration
 from media_server.urls import redact_text
 
 if TYPE_CHECKING:
     from media_server.ingest.sources import SourceContext, SourceFactory
+
+log = logging.getLogger(__name__)
 
 #: FFmpeg speaks plain RTSP to the gate (which does TLS for rtsps) and RTP over UDP.
 PROTOCOL_WHITELIST = "rtsp,rtp,udp,tcp"
@@ -39,29 +46,61 @@ def gate_url(url: str, port: int) -> str:
 
 
 def source_for(registration: Registration, context: SourceContext) -> SourceFactory:
-    settings = context.settings
-    if settings.ingest.client == "native":
+    ingest = context.settings.ingest
+    client = registration.client or ingest.client
 
-        def make_native(stop: threading.Event) -> Source:
-            ingest = settings.ingest
-            return NativeRtspSource(
-                registration.url, ingest.open_timeout, ingest.read_timeout, context.guard
-            )
-
-        return make_native
-
-    def make(stop: threading.Event) -> Source:
-        return RtspSource(
+    def native() -> Source:
+        return NativeRtspSource(
             registration.url,
-            registration.transport,
-            settings.ingest.open_timeout,
-            settings.ingest.read_timeout,
+            ingest.open_timeout,
+            ingest.read_timeout,
             context.guard,
-            socket_timeout=settings.ingest.stall_check == "socket",
+            transport=registration.transport,
             audio=registration.audio,
         )
 
-    return make
+    def pyav() -> Source:
+        return RtspSource(
+            registration.url,
+            registration.transport,
+            ingest.open_timeout,
+            ingest.read_timeout,
+            context.guard,
+            socket_timeout=ingest.stall_check == "socket",
+            audio=registration.audio,
+        )
+
+    if client == "native":
+        return lambda stop: native()
+    if client == "pyav":
+        return lambda stop: pyav()
+    return lambda stop: AutoSource(registration.id, native, pyav)
+
+
+class AutoSource:
+    """`ingest.client: auto`: the gateway's own client where it takes the camera, and
+    FFmpeg's where it does not (UnsupportedSource says which). Asked again on every
+    connection, so a camera reconfigured to something native takes moves back to it."""
+
+    def __init__(self, name: str, first: Callable[[], Source], fallback: Callable[[], Source]):
+        self._name = name
+        self._fallback = fallback
+        self._source = first()
+
+    def open(self) -> SourceInfo:
+        try:
+            return self._source.open()
+        except UnsupportedSource as exc:
+            self._source.close()
+            log.info("stream %s: %s; FFmpeg's RTSP client reads it", self._name, exc)
+            self._source = self._fallback()
+            return self._source.open()
+
+    def read(self) -> Packet | None:
+        return self._source.read()
+
+    def close(self) -> None:
+        self._source.close()
 
 
 def audio_info(stream: av.audio.stream.AudioStream, wanted: bool) -> AudioInfo:
@@ -144,6 +183,7 @@ class RtspSource:
             extradata=extradata,
             browser_safe=h264.browser_safe(sps),
             audio=audio,
+            client="pyav",
         )
 
     def _connect(

@@ -17,6 +17,11 @@ class PermanentSourceError(SourceError):
     permanent = True
 
 
+class UnsupportedSource(PermanentSourceError):
+    """This reader cannot take the source (its codec, say), though another may: the
+    `auto` client then hands the camera to FFmpeg's."""
+
+
 class Source(Protocol):
     """A blocking reader, used from one ingest thread only."""
 

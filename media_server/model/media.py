@@ -20,6 +20,8 @@ else:
     Packet = av.Packet
 
 EffectiveMode = Literal["passthrough", "transcode"]
+#: Who reads a source: the gateway's RTSP client, FFmpeg's, or the built-in demo.
+SourceClient = Literal["native", "pyav", "demo"]
 AudioMode = Literal["passthrough", "transcode", "off"]
 
 #: Camera audio codecs (FFmpeg names) browsers play as they are: their WebRTC name and
@@ -74,6 +76,7 @@ class SourceInfo:
     extradata: bytes
     browser_safe: bool
     audio: AudioInfo | None = None
+    client: SourceClient | None = None
 
     @property
     def has_audio(self) -> bool:

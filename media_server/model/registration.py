@@ -19,6 +19,9 @@ RtspTransport = Literal["tcp", "udp"]
 #: What the operator asked for: passthrough, transcode, or whichever the source allows.
 Mode = Literal["auto", "passthrough", "transcode"]
 Strategy = Literal["fixed", "linear", "exponential", "exponential_jitter"]
+#: Whose RTSP client reads a camera: the gateway's own, FFmpeg's (through PyAV), or the
+#: gateway's own where it takes the camera and FFmpeg's for the rest.
+IngestClient = Literal["native", "pyav", "auto"]
 
 STREAM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 ID_RULE = "id must be 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit"
@@ -82,6 +85,9 @@ class _Camera(BaseModel):
         None, description="retries of this camera (null: the configured default)"
     )
     audio: bool = Field(True, description="false: viewers get the video only")
+    client: IngestClient | None = Field(
+        None, description="who reads the camera (null: the configured ingest.client)"
+    )
 
     @field_validator("url")
     @classmethod

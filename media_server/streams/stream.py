@@ -333,6 +333,7 @@ class Stream:
             "audio_channels": audio.channels if audio else None,
             "audio_mode": audio.mode if audio else None,
             "effective_mode": self.effective_mode,
+            "ingest_client": info.client if info else None,
             "media_transport": self.media_transport,
             "created_at": self.created_at,
             "state_since": self.state_since,

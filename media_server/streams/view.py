@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from media_server.model.media import AudioMode, EffectiveMode, StreamState
+from media_server.model.media import AudioMode, EffectiveMode, SourceClient, StreamState
 from media_server.model.registration import Registration
 from media_server.streams.consumer import ConsumerKind
 
@@ -81,6 +81,10 @@ class StreamView(Registration):
         "stream; off: no audio for viewers; null: the source has no audio track"
     )
     effective_mode: EffectiveMode | None
+    ingest_client: SourceClient | None = Field(
+        description="who reads the source now: native (the gateway's RTSP client), pyav "
+        "(FFmpeg's), or demo; null until it has been opened"
+    )
     media_transport: str = Field(description="what carries the stream to most viewers")
     created_at: float
     state_since: float
@@ -108,6 +112,7 @@ STATUS_FIELDS = (
     "fps",
     "bitrate",
     "effective_mode",
+    "ingest_client",
     "audio_codec",
     "audio_sample_rate",
     "audio_channels",

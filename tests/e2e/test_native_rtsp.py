@@ -53,6 +53,36 @@ async def test_a_camera_the_native_client_does_not_take_fails_with_the_reason(
     assert status == 201
     view = await wait_state(http, native.base_url, "no-video", "failed")
     assert "no video track" in view["error"]
+    status, _ = await register(http, native.base_url, id="jpeg", url=rtsp.url("/mjpeg"))
+    assert status == 201
+    view = await wait_state(http, native.base_url, "jpeg", "failed")
+    assert "takes H.264" in view["error"] and "jpeg" in view["error"], view
+
+
+async def test_each_registration_chooses_its_client_and_auto_falls_back(
+    http: aiohttp.ClientSession, native: Gateway, rtsp: RtspServer
+) -> None:
+    """The setting says native; a registration's `client` overrides it, and `auto` takes
+    the native client where it can and FFmpeg's where it cannot (Motion JPEG here)."""
+    cases = [
+        ("by-default", "/baseline", {}, "native"),
+        ("by-pyav", "/baseline", {"client": "pyav"}, "pyav"),
+        ("auto-h264", "/baseline", {"client": "auto"}, "native"),
+        ("auto-jpeg", "/mjpeg", {"client": "auto"}, "pyav"),
+    ]
+    for stream_id, mount, fields, client in cases:
+        view = await live(http, native.base_url, stream_id, rtsp.url(mount), **fields)
+        assert view["ingest_client"] == client, view
+        assert view.get("client") == fields.get("client"), view
+    viewer = Viewer(native.base_url, "auto-jpeg")
+    try:
+        await viewer.connect()
+        await viewer.wait_frames(10)
+    finally:
+        await viewer.close()
+    assert viewer.sizes == {(320, 240)}, viewer.sizes
+    view = await wait_state(http, native.base_url, "auto-jpeg", "live")
+    assert view["effective_mode"] == "transcode" and view["codec"] == "mjpeg", view
 
 
 # -- the protocol against cameras that ask, lie or misbehave (a scripted server) ----------

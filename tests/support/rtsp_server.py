@@ -14,6 +14,7 @@ Mounts (each its own media factory, one pipeline per client unless said otherwis
 * ``/main-bframes`` 320x240@15 H.264 Main profile with B-frames, 1 s GOP
 * ``/audio-only`` Opus audio only, no video track
 * ``/small``      320x240@15 H.264 constrained-baseline, 1 s GOP
+* ``/mjpeg``      320x240@15 Motion JPEG (RTP/JPEG): a camera only FFmpeg's client reads
 * ``/av-sync``, ``/av-sync-aac``  320x240@30 black, one white frame at each whole second,
   and a 1 kHz beep (Opus, or AAC) starting at that same instant: lip sync, measurable
 * ``/av-opus``, ``/av-aac``, ``/av-pcmu``, ``/av-pcma``  /small's video with a sine tone
@@ -334,6 +335,10 @@ MOUNTS: dict[str, str] = {
     "/main-bframes": _main_bframes(),
     "/audio-only": _audio_only(),
     "/small": _baseline(320, 240, 15, inband=True),
+    "/mjpeg": (
+        "( videotestsrc is-live=true pattern=ball ! video/x-raw,format=I420,width=320,height=240,"
+        "framerate=15/1 ! jpegenc quality=60 ! rtpjpegpay name=pay0 pt=26 )"
+    ),
     "/av-opus": _with_audio(
         f"{_tone(TONES['/av-opus'], 48000, 2)} ! opusenc bitrate=64000 ! rtpopuspay name=pay1 pt=97"
     ),

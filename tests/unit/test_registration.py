@@ -29,6 +29,7 @@ def test_every_form_round_trips_to_the_same_registration() -> None:
         {"id": "bad id"},
         {"transport": "quic"},
         {"mode": "fast"},
+        {"client": "ffmpeg"},
         {"reconnect": {"initial": 0}},
         {"extra": 1},
     ],
@@ -54,6 +55,7 @@ def test_equality_is_every_field() -> None:
     one = Registration(id="a", url="rtsp://h/x")
     assert one == Registration(id="a", url="rtsp://h/x")
     assert one != Registration(id="a", url="rtsp://h/x", audio=False)
+    assert one != Registration(id="a", url="rtsp://h/x", client="native")
     assert one != Registration(id="a", url="rtsp://h/x", reconnect=ReconnectPolicy(max=3))
     assert one.same_camera(Registration(id="b", url="rtsp://h/x"))
     assert not one.same_camera(Registration(id="b", url="rtsp://h/y"))
@@ -63,12 +65,15 @@ def test_the_cli_offers_the_models_choices_and_shows_its_fields() -> None:
     from typing import get_args
 
     from media_server import control
-    from media_server.model.registration import Mode, RtspTransport
+    from media_server.model.registration import IngestClient, Mode, RtspTransport
     from media_server.streams.view import StreamView
 
     args = control.parse_args(["streams", "add", "rtsp://h/x", "--transport", "udp"])
     assert args.transport == "udp"
     for mode in get_args(Mode):
         assert control.parse_args(["streams", "add", "rtsp://h/x", "--mode", mode]).mode == mode
+    for client in get_args(IngestClient):
+        args = control.parse_args(["streams", "add", "rtsp://h/x", "--client", client])
+        assert args.client == client
     assert get_args(RtspTransport) == ("tcp", "udp")
     assert set(control.COLUMNS) <= set(StreamView.model_fields)
