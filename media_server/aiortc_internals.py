@@ -140,6 +140,20 @@ def sent_counts(sender: RTCRtpSender) -> tuple[int, int]:
     )
 
 
+_REPORT_TIME = "_RTCRtpSender__ntp_timestamp"
+
+
+def set_report_time(sender: RTCRtpSender, ntp: int) -> None:
+    """The NTP time aiortc's next sender report gives its last packet's RTP timestamp.
+
+    aiortc maps that timestamp to when the packet left; the gateway maps it to the moment
+    the timestamp stands for on its media clock (model/clock.py). Called between frames,
+    where aiortc's sending loop waits for the next one, so no report sees the send time.
+    """
+    _get(sender, _REPORT_TIME)  # still there
+    setattr(sender, _REPORT_TIME, ntp)
+
+
 # -- H.264: aiortc's packetizer, run once per stream --------------------------------------
 def packetize_h264(annex_b: bytes) -> list[bytes]:
     """RTP payloads (single NAL, STAP-A, FU-A) exactly as aiortc's sender would make them."""

@@ -107,7 +107,6 @@ class RelayIngest:
             live = False
             counters = self.counters
             counters.restart_window()
-            loop = asyncio.get_running_loop()
             async for message in ws:
                 if message.type == aiohttp.WSMsgType.TEXT:
                     info = wire.parse_info(message.data)
@@ -121,7 +120,7 @@ class RelayIngest:
                 unit = wire.unpack(message.data)
                 if unit.kind == wire.AUDIO:
                     if audio is not None:
-                        self._audio(audio, unit, timeline, loop.time())
+                        self._audio(audio, unit, timeline)
                     continue
                 counters.packets += 1
                 counters.bytes += len(unit.data)
@@ -136,10 +135,10 @@ class RelayIngest:
                 return f"node {origin.node} no longer ingests the stream"
             return f"node {origin.node} ended the relay"
 
-    def _audio(self, audio: AudioPath, unit: wire.Unit, timeline: Timeline, now: float) -> None:
+    def _audio(self, audio: AudioPath, unit: wire.Unit, timeline: Timeline) -> None:
         pts90 = timeline.follow(unit.pts, 1 / audio.info.sample_rate)
         if pts90 is None:  # before the first video: no clock to put it on yet
             return
         self.counters.audio_packets += 1
         self.counters.audio_bytes += len(unit.data)
-        self._sink.on_audio(audio.passed_through(unit.data, pts90), now)
+        self._sink.on_audio(audio.passed_through(unit.data, pts90))

@@ -11,20 +11,13 @@ import errno
 import os
 import socket
 import struct
-import time
 
 from pylibsrtp import Error as SrtpError
 
 from media_server.engine import srtp
+from media_server.model.clock import ntp_now
 
 RING = 1024
-NTP_EPOCH = 2_208_988_800
-
-
-def ntp_now() -> int:
-    now = time.time_ns()
-    seconds, nanos = divmod(now, 1_000_000_000)
-    return ((seconds + NTP_EPOCH) << 32) | ((nanos << 32) // 1_000_000_000)
 
 
 class Viewer:

@@ -22,8 +22,8 @@ from aiortc.rtp import (
 )
 
 from media_server.engine.feed import Feed
-from media_server.engine.pysend import ntp_now
 from media_server.engine.viewer import EngineViewer
+from media_server.model.clock import ntp_now, ticks_now
 from media_server.model.media import CLOCK_RATE
 
 log = logging.getLogger(__name__)
@@ -35,13 +35,12 @@ NACK_REPEAT = 0.05
 
 
 def sender_report(viewer: EngineViewer) -> bytes:
-    """SR (+ SDES CNAME) mapping now, in NTP time, to the RTP clock: the last packet's
-    timestamp carried forward by the time since it left (RFC 3550 6.4.1)."""
-    packets, octets, _, _, _, last_ts, last_ntp, _ = viewer.tx.sender_info()
+    """SR (+ SDES CNAME) mapping now, in NTP time, to the RTP timestamp that stands for
+    now on the media clock (model/clock.py), not to when the last packet left: audio,
+    sent by aiortc after holds of its own, maps the same way, so the two sync exactly."""
+    packets, octets, *_ = viewer.tx.sender_info()
     now = ntp_now()
-    rtp_now = last_ts
-    if last_ntp:
-        rtp_now = (last_ts + ((now - last_ntp) * CLOCK_RATE >> 32)) & 0xFFFFFFFF
+    rtp_now = (viewer.ts_offset + ticks_now(CLOCK_RATE)) & 0xFFFFFFFF
     # Packed by hand: aiortc's packet classes cost more than the rest of the tick.
     data = SR.pack(
         0x80, 200, 6, viewer.ssrc, now, rtp_now, packets & 0xFFFFFFFF, octets & 0xFFFFFFFF

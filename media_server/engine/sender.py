@@ -141,6 +141,7 @@ class EngineSender:
             cname=parameters.rtcp.cname,
             pair=pair,
             connection=connection,
+            ts_offset=ts_offset,
             on_first=self._on_first,
             on_lost=self._on_lost,
         )

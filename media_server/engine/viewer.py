@@ -27,6 +27,8 @@ class EngineViewer:
     #: The ICE pair the engine sends on (it follows when ICE nominates another).
     pair: Any
     connection: Any
+    #: Added to the stream's timestamps for this viewer (its RTP timestamps start anywhere).
+    ts_offset: int = 0
     #: Told once, when the viewer's first media is handed to its lane.
     on_first: Callable[[], None] | None = None
     #: Asks the viewer's session to close (its route or keys went away).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from media_server.model.clock import EPOCH
 from media_server.model.media import CLOCK_RATE
 
 
@@ -18,10 +19,12 @@ class Timeline:
     def __init__(
         self,
         max_drift: float = 2.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
     ) -> None:
-        self._clock = clock
-        self._origin = clock()
+        # On the monotonic clock, timestamps count from the media clock's EPOCH, as every
+        # sender report to viewers assumes (model/clock.py); a test's clock from its start.
+        self._clock = clock or time.monotonic
+        self._origin = EPOCH if clock is None else clock()
         self._max_drift = int(max_drift * CLOCK_RATE)
         self._offset: int | None = None
         self._last: int | None = None
@@ -54,11 +57,6 @@ class Timeline:
         if pts is None or self._offset is None:
             return None
         return int(pts * time_base * CLOCK_RATE) + self._offset
-
-    def clock_time(self, pts: int) -> float:
-        """The moment (on the clock given, monotonic by default) an output pts stands for:
-        when its source packet would have arrived had the source no delay of its own."""
-        return self._origin + pts / CLOCK_RATE
 
     def restart(self) -> None:
         """The source reconnected: its next timestamp has no relation to the last one."""

@@ -39,10 +39,6 @@ from media_server.procstat import name_thread
 log = logging.getLogger(__name__)
 
 
-#: The longest audio waits for its video, in seconds.
-AUDIO_HOLD_MAX = 1.0
-
-
 class IngestSink(Protocol):
     """The hub side of a stream; every method is called on the event loop."""
 
@@ -54,8 +50,7 @@ class IngestSink(Protocol):
 
     def on_frame(self, frame: av.VideoFrame) -> None: ...
 
-    def on_audio(self, unit: AccessUnit, due: float) -> None:
-        """Publish `unit` at loop time `due` (the loop's clock is monotonic)."""
+    def on_audio(self, unit: AccessUnit) -> None: ...
 
 
 def choose_mode(requested: Mode, info: SourceInfo) -> EffectiveMode:
@@ -130,7 +125,6 @@ class IngestWorker:
         self._publish_frames = publish_frames or shared_bitrate is None
         self._backlog = backlog
         self._stop = threading.Event()
-        self._video_lag = 0.0  # seconds video leaves after its moment (thread only)
         self._posted = 0  # written by the thread
         self._delivered = 0  # written by the loop
         self.counters = IngestCounters()
@@ -232,25 +226,9 @@ class IngestWorker:
         pts90 = timeline.follow(packet.pts, float(packet.time_base or 0))
         if pts90 is None or self._congested():
             return
-        # Leave when the video of this moment leaves (see _video_sent), at most a second on.
-        due = timeline.clock_time(pts90) + min(self._video_lag, AUDIO_HOLD_MAX)
         for unit in audio.push(packet, pts90):
-            self._post(self._sink.on_audio, unit, due)
+            self._post(self._sink.on_audio, unit)
         counters.audio_frames_encoded = audio.frames_encoded
-
-    def _video_sent(self, timeline: Timeline, pts: int | None) -> None:
-        """How long after its moment video leaves, smoothed.
-
-        aiortc's sender reports map RTP time to the moment a packet is sent, and browsers
-        sync audio to video by those reports: audio sent ahead of the video of its moment
-        plays ahead of it by as much. Video leaves later than its audio by what its path
-        holds (FFmpeg's parser keeps each frame until the next one begins; decoding and
-        encoding in transcode), so audio is sent that much after its moment too.
-        """
-        if pts is None:
-            return
-        lag = max(0.0, time.monotonic() - timeline.clock_time(pts))
-        self._video_lag = lag if self._video_lag == 0.0 else 0.9 * self._video_lag + 0.1 * lag
 
     @staticmethod
     def _with_sps(info: SourceInfo, data: bytes, reordered: bool) -> SourceInfo:
@@ -323,7 +301,6 @@ class _Pump:
         unit = AccessUnit.of(data, pts, TIME_BASE, key)
         if self._mode == "passthrough":
             self._worker._post(self._sink.on_unit, unit)
-            self._worker._video_sent(self._timeline, pts)
         else:
             self._transcode(unit, pts)
 
@@ -395,10 +372,8 @@ class _Pump:
             frame.time_base = TIME_BASE
             if worker._publish_frames:
                 worker._post(self._sink.on_frame, frame)
-                worker._video_sent(self._timeline, frame.pts)
             if self._encoder is None:
                 continue
             for encoded in self._encoder.encode(frame, self._info.fps or counters.fps or 30.0):
                 counters.frames_encoded += 1
                 worker._post(self._sink.on_unit, encoded)
-                worker._video_sent(self._timeline, encoded.pts)

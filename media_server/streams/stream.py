@@ -277,11 +277,8 @@ class Stream:
         self.units_out += 1
         self.hub.publish_unit(unit)
 
-    def on_audio(self, unit: AccessUnit, due: float) -> None:
-        if due - self._loop.time() > 0.002:
-            self._loop.call_at(due, self.audio_hub.publish_unit, unit)
-        else:
-            self.audio_hub.publish_unit(unit)
+    def on_audio(self, unit: AccessUnit) -> None:
+        self.audio_hub.publish_unit(unit)
 
     def on_frame(self, frame: av.VideoFrame) -> None:
         self.frames_out += 1

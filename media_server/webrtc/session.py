@@ -347,6 +347,7 @@ class SessionManager:
             track.on_first = self._first_media(session)
             session.track = track
             transceiver = pc.addTransceiver(track, direction="sendonly")
+            track.sender = transceiver.sender
         else:
             assert self.engine is not None
             transceiver = pc.addTransceiver("video", direction="sendonly")
@@ -371,6 +372,7 @@ class SessionManager:
         if audio_codec is not None:
             session.audio_track = HubTrack(session.consumer, "units", kind="audio")
             listening = session.pc.addTransceiver(session.audio_track, direction="sendonly")
+            session.audio_track.sender = listening.sender
             listening.setCodecPreferences([audio_codec])
 
     async def _answer(self, session: ViewerSession, offer_sdp: str) -> None:

@@ -2,7 +2,9 @@
 
 An `av.Packet` goes to aiortc's H.264 packetizer untouched (passthrough); an
 `av.VideoFrame` is encoded by the sender (transcode). Subscribing waits for the first
-`recv()`, so a viewer whose transport never comes up is never fed.
+`recv()`, so a viewer whose transport never comes up is never fed. Each `recv()` first
+tells the sender the moment its last frame stands for, so its sender reports map to the
+media clock as the engine's do (model/clock.py).
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import av
-from aiortc import MediaStreamTrack
+from aiortc import MediaStreamTrack, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError
 
+from media_server import aiortc_internals as internals
+from media_server.model import clock
 from media_server.model.media import AccessUnit, Packet
 from media_server.streams.consumer import Consumer
 from media_server.streams.fanout import StreamEnded, Subscriber, Wants
@@ -30,6 +34,9 @@ class HubTrack(MediaStreamTrack):
         #: Told when the first item goes to the sender (time to first frame).
         self.on_first: Callable[[], None] | None = None
         self._fed = False
+        #: The aiortc sender this track feeds (set once it is added to a connection).
+        self.sender: RTCRtpSender | None = None
+        self._sent: Packet | av.VideoFrame | None = None
 
     @property
     def subscriber(self) -> Subscriber | None:
@@ -38,6 +45,10 @@ class HubTrack(MediaStreamTrack):
     async def recv(self) -> Packet | av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
+        sent = self._sent
+        if self.sender and sent is not None and sent.pts is not None and sent.time_base:
+            when = clock.moment(sent.pts, sent.time_base)
+            internals.set_report_time(self.sender, clock.ntp_at(when))
         if self._sub is None:
             audio = self.kind == "audio"
             self._sub = self._consumer.audio() if audio else self._consumer.video(self._wants)
@@ -50,7 +61,8 @@ class HubTrack(MediaStreamTrack):
             self._fed = True
             if self.on_first is not None:
                 self.on_first()
-        return item.packet if isinstance(item, AccessUnit) else _own_copy(item)
+        self._sent = item.packet if isinstance(item, AccessUnit) else _own_copy(item)
+        return self._sent
 
     def stop(self) -> None:
         if self._sub is not None:

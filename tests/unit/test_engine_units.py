@@ -35,10 +35,10 @@ from media_server.engine import _fanout, rtcp, sendpath, srtp
 from media_server.engine.engine import Engine, EngineConfig
 from media_server.engine.feed import Feed
 from media_server.engine.lanes import Lanes
-from media_server.engine.pysend import ntp_now
 from media_server.engine.sendpath import SendPath, TxViewer
 from media_server.engine.units import History, Packetizer
 from media_server.engine.viewer import RTX_BURST, RTX_RATE, EngineViewer
+from media_server.model import clock
 from media_server.model.media import AccessUnit
 from tests.support.streams import bare_stream
 
@@ -186,7 +186,7 @@ def test_srtp_holds_past_65535_packets_and_both_wraps(
     packets, octets, dropped, _, errors, _, last_ntp, next_seq = viewer.sender_info()
     assert (packets, dropped, errors, next_seq) == (66_000, 0, 0, expected_seq)
     assert octets == 66_000 * 20
-    assert abs((last_ntp >> 32) - (ntp_now() >> 32)) <= 1
+    assert abs((last_ntp >> 32) - (clock.ntp_now() >> 32)) <= 1
     assert viewer.lookup((65_000 + 65_999) & 0xFFFF) == (65_999, 659 * 3000)
     # Sent 1,024 packets before the last one: out of the ring, too old to retransmit.
     assert viewer.lookup((65_000 + 65_999 - 1_024) & 0xFFFF) is None
@@ -280,16 +280,20 @@ def test_a_sender_report_maps_now_to_the_rtp_clock(
     rx, tx = udp_pair
     path = sendpath.load("native")
     viewer = engine_viewer(make_viewer(path, tx, rx, seq=1, ts_offset=1000, rtx=False))
-    path.send_unit((viewer.tx,), (b"x" * 10, b"y" * 20), 90_000, 0)
-    time.sleep(0.2)
+    viewer.ts_offset = 1000
+    # A unit whose timestamp stands for 0.2 s ago on the media clock, sent only now.
+    pts = clock.ticks_now(90_000) - 18_000
+    path.send_unit((viewer.tx,), (b"x" * 10, b"y" * 20), pts, 0)
     report = rtcp.sender_report(viewer)
     sr, sdes = RtcpPacket.parse(report)
     assert isinstance(sr, RtcpSrPacket) and isinstance(sdes, RtcpSdesPacket)
     info = sr.sender_info
     assert sr.ssrc == 0x11223344 and info.packet_count == 2 and info.octet_count == 30
-    # 0.2 s after the last packet (RTP 91,000) left: about 18,000 ticks later, not 0.
-    assert 91_000 + 16_000 < info.rtp_timestamp < 91_000 + 22_000
-    assert abs(info.ntp_timestamp - ntp_now()) < (1 << 32) // 10
+    # Now maps to the unit's moment plus 0.2 s (about 18,000 ticks later), not to when it
+    # left: what the moment of a timestamp is does not depend on how late it was sent.
+    sent_as = (pts + 1000) & 0xFFFFFFFF
+    assert 16_000 < (info.rtp_timestamp - sent_as) & 0xFFFFFFFF < 22_000
+    assert abs(info.ntp_timestamp - clock.ntp_now()) < (1 << 32) // 10
     assert sdes.chunks[0].items == [(1, b"gw")]
 
 

@@ -1,0 +1,40 @@
+"""The gateway's one media clock: every stream's timestamps count 90 kHz ticks from EPOCH.
+
+A unit's timestamp stands for the moment `EPOCH + pts * time_base` on the monotonic
+clock: when it would have arrived had its source no delay (ingest/timeline.py keeps it
+so). Sender reports to viewers map timestamps to those moments, not to when a packet
+happened to leave, so a stream's audio and video, sent by different senders after
+different holds, sync in the receiver exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from fractions import Fraction
+
+#: The moment timestamp 0 stands for, the same for every stream of the process.
+EPOCH = time.monotonic()
+#: Seconds from 1900 (NTP's era) to 1970 (Unix time's).
+NTP_EPOCH = 2_208_988_800
+
+
+def ntp_now() -> int:
+    """Now as a 64-bit NTP timestamp (RFC 3550 4)."""
+    now = time.time_ns()
+    seconds, nanos = divmod(now, 1_000_000_000)
+    return ((seconds + NTP_EPOCH) << 32) | ((nanos << 32) // 1_000_000_000)
+
+
+def moment(pts: int, time_base: Fraction | float) -> float:
+    """The monotonic moment a timestamp stands for."""
+    return EPOCH + float(pts * time_base)
+
+
+def ntp_at(when: float) -> int:
+    """A monotonic moment as a 64-bit NTP timestamp (by today's wall clock)."""
+    return ntp_now() + round((when - time.monotonic()) * (1 << 32))
+
+
+def ticks_now(rate: int) -> int:
+    """The timestamp, in ticks of `rate`, that stands for now."""
+    return round((time.monotonic() - EPOCH) * rate)
