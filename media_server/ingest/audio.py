@@ -13,11 +13,44 @@ from fractions import Fraction
 import av
 from av.audio.codeccontext import AudioCodecContext
 
-from media_server.model.media import CLOCK_RATE, AccessUnit, AudioInfo, Packet
+from media_server.model.media import (
+    BROWSER_AUDIO,
+    CLOCK_RATE,
+    AccessUnit,
+    AudioInfo,
+    AudioMode,
+    Packet,
+)
 
 OPUS_RATE = 48_000
 OPUS_FRAME = 960  # 20 ms, what browsers expect
 OPUS_BITRATE = 64_000
+
+
+def audio_mode(codec: str, wanted: bool) -> AudioMode:
+    """As it is for what browsers play, Opus for what PyAV decodes, else off."""
+    if not wanted:
+        return "off"
+    if codec in BROWSER_AUDIO:
+        return "passthrough"
+    try:
+        av.CodecContext.create(codec, "r")
+    except (av.FFmpegError, ValueError):
+        return "off"  # nothing here decodes it: video only
+    return "transcode"
+
+
+def _decoder(info: AudioInfo) -> AudioCodecContext:
+    """A decoder for the camera's audio from what its SDP (or FFmpeg) said of it."""
+    decoder = av.CodecContext.create(info.codec, "r")
+    assert isinstance(decoder, AudioCodecContext)
+    if info.extradata:
+        decoder.extradata = info.extradata
+    if info.sample_rate:
+        decoder.sample_rate = info.sample_rate
+    if info.channels in (1, 2):
+        decoder.layout = "mono" if info.channels == 1 else "stereo"
+    return decoder
 
 
 class AudioPath:
@@ -28,9 +61,12 @@ class AudioPath:
         self._time_base = Fraction(1, rate)
         self._resampler: av.AudioResampler | None = None
         self._encoder: AudioCodecContext | None = None
+        self._decoder: AudioCodecContext | None = None
         self._next_pts: int | None = None  # transcode: the next encoder input pts
+        self._expected: int | None = None  # transcode: the next source frame's, if whole
         self.frames_encoded = 0
         if info.mode == "transcode":
+            self._decoder = _decoder(info)
             self._resampler = av.AudioResampler(
                 format="s16", layout="stereo", rate=OPUS_RATE, frame_size=OPUS_FRAME
             )
@@ -55,20 +91,26 @@ class AudioPath:
         """Units for viewers from one audio packet whose source time maps to `pts90`."""
         if self.info.mode == "passthrough":
             return [self.passed_through(bytes(packet), pts90)]
-        if self._encoder is None or self._resampler is None:
+        if self._encoder is None or self._resampler is None or self._decoder is None:
             return []
         units: list[AccessUnit] = []
         try:
-            frames = packet.decode()
+            frames = self._decoder.decode(packet)
         except av.FFmpegError:
             return []  # a damaged packet: the next one decodes again
         for frame in frames:
             if not isinstance(frame, av.AudioFrame):
                 continue
             start = self._out_pts(pts90)
-            # Keep the encoder's input contiguous; re-anchor only on a real jump (> 100 ms).
-            if self._next_pts is None or abs(start - self._next_pts) > OPUS_RATE // 10:
+            # Keep the encoder's input contiguous: start again on a jump (> 100 ms); move
+            # by what was off for a smaller one (lost frames, or the source's clock placed
+            # anew by the camera's first sender report), so audio never drifts from video.
+            off = start - self._expected if self._expected is not None else None
+            if self._next_pts is None or off is None or abs(off) > OPUS_RATE // 10:
                 self._next_pts = start
+            elif abs(off) > OPUS_RATE // 500:
+                self._next_pts += off
+            self._expected = start + frame.samples * OPUS_RATE // (frame.sample_rate or OPUS_RATE)
             frame.pts = None
             for chunk in self._resampler.resample(frame):
                 chunk.pts = self._next_pts

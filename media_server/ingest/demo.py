@@ -18,7 +18,7 @@ import numpy as np
 from av.video.codeccontext import VideoCodecContext
 
 from media_server.ingest.source import Source
-from media_server.model.media import Packet, SourceInfo
+from media_server.model.media import Packet, SourceInfo, SourcePacket
 from media_server.model.registration import Registration
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ class DemoSource:
         frame.time_base = Fraction(1, self._fps)
         return frame
 
-    def read(self) -> Packet | None:
+    def read(self) -> SourcePacket | None:
         assert self._encoder is not None, "open() first"
         while not self._pending:
             due = self._start + self._index / self._fps
@@ -158,7 +158,7 @@ class DemoSource:
             self._index += 1
         packet = self._pending.pop(0)
         packet.time_base = Fraction(1, self._fps)
-        return packet
+        return "video", packet
 
     def close(self) -> None:
         self._encoder = None

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import av
 
 from media_server.codecs import h264
+from media_server.ingest.audio import audio_mode
 from media_server.ingest.guard import SourceGuard
 from media_server.ingest.native import NativeRtspSource
 from media_server.ingest.rtsp_gate import MAX_REDIRECTS, Gate
@@ -25,7 +26,7 @@ from media_server.ingest.source import (
     SourceError,
     UnsupportedSource,
 )
-from media_server.model.media import BROWSER_AUDIO, AudioInfo, AudioMode, Packet, SourceInfo
+from media_server.model.media import AudioInfo, Packet, SourceInfo, SourcePacket
 from media_server.model.registration import Registration
 from media_server.urls import redact_text
 
@@ -96,7 +97,7 @@ class AutoSource:
             self._source = self._fallback()
             return self._source.open()
 
-    def read(self) -> Packet | None:
+    def read(self) -> SourcePacket | None:
         return self._source.read()
 
     def close(self) -> None:
@@ -106,19 +107,13 @@ class AutoSource:
 def audio_info(stream: av.audio.stream.AudioStream, wanted: bool) -> AudioInfo:
     """What a camera's audio track is, and whether viewers get it as it is or as Opus."""
     ctx = stream.codec_context
-    codec = ctx.name
-    mode: AudioMode
-    if not wanted:
-        mode = "off"
-    elif codec in BROWSER_AUDIO:
-        mode = "passthrough"
-    else:
-        try:
-            av.CodecContext.create(codec, "r")
-            mode = "transcode"
-        except (av.FFmpegError, ValueError):
-            mode = "off"  # nothing here decodes it: video only
-    return AudioInfo(codec, ctx.sample_rate or 0, ctx.channels or 0, mode)
+    return AudioInfo(
+        ctx.name,
+        ctx.sample_rate or 0,
+        ctx.channels or 0,
+        audio_mode(ctx.name, wanted),
+        extradata=bytes(ctx.extradata or b""),
+    )
 
 
 class RtspSource:
@@ -211,7 +206,7 @@ class RtspSource:
             return container
         raise PermanentSourceError(f"the camera redirected more than {MAX_REDIRECTS} times")
 
-    def read(self) -> Packet | None:
+    def read(self) -> SourcePacket | None:
         assert self._packets is not None, "open() first"
         started = time.monotonic()
         stall = self._timeout[1] * 0.9
@@ -222,7 +217,8 @@ class RtspSource:
                 if time.monotonic() - started >= stall:
                     break
                 if packet.size:
-                    return packet
+                    stream = packet.stream
+                    return ("audio" if stream and stream.type == "audio" else "video"), packet
         except (av.FFmpegError, OSError) as exc:
             if time.monotonic() - started < stall:
                 raise SourceError(self._describe(exc)) from None

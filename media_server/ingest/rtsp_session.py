@@ -208,6 +208,15 @@ class RtspSession:
                 return self._take_frame()
             self._read_reply()
 
+    def send_frame(self, channel: int, data: bytes) -> None:
+        """Send RTCP (our receiver reports) interleaved on the connection."""
+        if self._sock is None:
+            return
+        try:
+            self._sock.sendall(b"$" + bytes([channel]) + len(data).to_bytes(2, "big") + data)
+        except OSError as exc:
+            raise SourceError(f"the camera closed the connection ({exc})") from None
+
     def _take_frame(self) -> tuple[int, bytes]:
         self._fill(4)
         channel, size = self._buffer[1], int.from_bytes(self._buffer[2:4], "big")

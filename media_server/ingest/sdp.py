@@ -13,6 +13,7 @@ class Media:
     payload_type: int
     codec: str  # the rtpmap encoding name, lower case: h264, h265, opus, pcmu, ...
     clock_rate: int
+    channels: int  # audio: the rtpmap's third field (1 when absent)
     fmtp: str
     control: str  # absolute
 
@@ -60,13 +61,14 @@ def parse(text: str, base: str) -> list[Media]:
             continue
         encoding = section.get(f"rtpmap:{pt}", "")
         name, _, rest = encoding.partition("/")
-        clock = rest.split("/", 1)[0]
+        clock, _, channels = rest.partition("/")
         media.append(
             Media(
                 kind=section["kind"],
                 payload_type=int(pt),
                 codec=name.lower(),
                 clock_rate=int(clock) if clock.isdigit() else 90_000,
+                channels=int(channels) if channels.isdigit() else 1,
                 fmtp=section.get(f"fmtp:{pt}", ""),
                 control=_resolve(root, section.get("control", "")),
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from media_server.model.media import Packet, SourceInfo
+from media_server.model.media import SourceInfo, SourcePacket
 
 
 class SourceError(Exception):
@@ -29,8 +29,9 @@ class Source(Protocol):
         """Connect and describe the video track; raise SourceError on failure."""
         ...
 
-    def read(self) -> Packet | None:
-        """The next encoded video packet (Annex-B), or None when the source ended."""
+    def read(self) -> SourcePacket | None:
+        """The next encoded packet (video Annex-B) and its track, or None when the
+        source ended."""
         ...
 
     def close(self) -> None: ...

@@ -273,10 +273,11 @@ class _Pump:
     def run(self, source: Source) -> None:
         worker = self._worker
         while not worker._stop.is_set():
-            packet = source.read()
-            if packet is None:
+            read = source.read()
+            if read is None:
                 return
-            if packet.stream is not None and packet.stream.type == "audio":
+            track, packet = read
+            if track == "audio":
                 if self._audio is not None and self._mode is not None:  # video sets the clock
                     worker._audio(self._audio, packet, self._timeline)
                 continue

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 else:
     Packet = av.Packet
 
+#: Which of a source's tracks a packet belongs to.
+Track = Literal["video", "audio"]
 EffectiveMode = Literal["passthrough", "transcode"]
 #: Who reads a source: the gateway's RTSP client, FFmpeg's, or the built-in demo.
 SourceClient = Literal["native", "pyav", "demo"]
@@ -32,6 +34,10 @@ BROWSER_AUDIO = {
     "pcm_alaw": ("PCMA", 8_000),
 }
 OPUS = ("opus", 48_000)
+
+
+#: What a source reads: a packet of video (Annex-B) or audio, and which it is.
+SourcePacket = tuple[Track, Packet]
 
 
 class StreamState(StrEnum):
@@ -91,6 +97,7 @@ class AudioInfo:
     sample_rate: int
     channels: int
     mode: AudioMode
+    extradata: bytes = b""  # what its decoder needs (AAC: the AudioSpecificConfig)
 
     @property
     def webrtc_codec(self) -> tuple[str, int] | None:

@@ -7,12 +7,16 @@ import base64
 import struct
 
 import pytest
+from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
 
 from media_server.aiortc_internals import packetize_h264
 from media_server.rtp.assembler import START_CODE, Assembler, Unit
+from media_server.rtp.audio import Mpeg4Generic, audio_depacketizer
+from media_server.rtp.clock import SenderReport, TrackClock, Unwrapper
 from media_server.rtp.packet import MalformedPacket, RtpPacket, seq_after, seq_distance
 from media_server.rtp.payload import H265Depacketizer, sdp_parameter_sets
 from media_server.rtp.reorder import ReorderWindow
+from media_server.rtp.rtcp import ReceptionStats, receiver_report, sender_reports
 
 SPS = bytes([0x67, 0x42, 0xC0, 0x1E, 0xDA, 0x02, 0x80, 0xBF, 0xE5, 0x84])
 PPS = bytes([0x68, 0xCE, 0x3C, 0x80])
@@ -149,3 +153,83 @@ def test_the_reorder_window_puts_udp_back_in_order_and_gives_up_on_gaps() -> Non
     assert held == []
     released = [p.sequence for p in window.push(packet(6))]  # the window is full: 2 is lost
     assert released == [3, 4, 5, 6] and window.lost == 1
+
+
+# -- audio payloads, clocks and RTCP ------------------------------------------------------
+def aac_packet(
+    units: list[bytes], seq: int, ts: int, marker: bool = True, size: int = 0
+) -> RtpPacket:
+    """RFC 3640 AAC-hbr: 13-bit sizes and 3-bit indexes; `size` overrides a fragment's."""
+    headers = 0
+    for unit in units:
+        headers = (headers << 16) | ((size or len(unit)) << 3)
+    bits = 16 * len(units)
+    payload = bits.to_bytes(2, "big") + headers.to_bytes(bits // 8, "big") + b"".join(units)
+    return RtpPacket.parse(rtp(payload, seq, ts, marker, pt=97))
+
+
+AAC_FMTP = (
+    "streamtype=5;profile-level-id=2;mode=AAC-hbr;config=1190;"
+    "sizelength=13;indexlength=3;indexdeltalength=3"
+)
+
+
+def test_aac_units_come_out_of_au_headers_with_their_own_timestamps() -> None:
+    depacketizer = audio_depacketizer("mpeg4-generic", AAC_FMTP)
+    assert isinstance(depacketizer, Mpeg4Generic) and depacketizer.config == b"\x11\x90"
+    one, two = b"\x21" * 200, b"\x22" * 180
+    assert depacketizer.push(aac_packet([one, two], 1, 5000)) == [(one, 5000), (two, 6024)]
+    # One unit larger than a packet, in two fragments up to the marker.
+    big = bytes(range(256)) * 10
+    first = aac_packet([big[:1400]], 2, 7048, marker=False, size=len(big))
+    second = aac_packet([big[1400:]], 3, 7048, marker=True, size=len(big))
+    assert depacketizer.push(first) == []
+    assert depacketizer.push(second) == [(big, 7048)]
+    # A fragment whose start was lost does not make a unit of its end.
+    depacketizer.reset()
+    assert depacketizer.push(second) == []
+    # Modes other than AAC's, and codecs not taken, have no depacketizer.
+    assert audio_depacketizer("mpeg4-generic", "mode=CELP-cbr") is None
+    assert audio_depacketizer("g726-32", "") is None
+    whole = audio_depacketizer("opus", "")
+    assert whole is not None and whole.push(RtpPacket.parse(rtp(b"op", 9, 960, True))) == [
+        (b"op", 960)
+    ]
+
+
+def test_timestamps_unwrap_and_sender_reports_place_them_on_the_camera_clock() -> None:
+    unwrapper = Unwrapper()
+    assert unwrapper.unwrap(0xFFFF_FF00) == 0xFFFF_FF00
+    assert unwrapper.unwrap(0x100) == (1 << 32) + 0x100  # wrapped forwards
+    assert unwrapper.unwrap(0xFFFF_FFF0) == 0xFFFF_FFF0  # a late one from before the wrap
+    assert unwrapper.unwrap(0x50) == (1 << 32) + 0x50  # a B-frame's step back
+    video, audio = TrackClock(90_000), TrackClock(48_000)
+    assert video.wall(0) is None and audio.at(1.0) is None
+    video.report(SenderReport(1, 1000 << 32, 90_000))  # NTP 1000 s is video's 90,000
+    audio.report(SenderReport(2, (1000 << 32) + (1 << 31), 48_000))  # 1000.5 s is 48,000
+    wall = audio.wall(48_000 + 24_000)  # half a second after its report: 1001.0 s
+    assert wall is not None and wall == pytest.approx(1001.0)
+    assert video.at(wall) == 180_000  # one second after video's report
+
+
+def test_receiver_reports_count_what_was_lost_and_echo_the_last_sender_report() -> None:
+    stats = ReceptionStats(0xCAFE, 90_000)
+    for seq in [65_534, 65_535, 0, 2, 3]:  # 1 lost, across the wrap
+        stats.packet(RtpPacket.parse(rtp(b"x", seq, seq * 3000, True)), arrival=seq / 30)
+    sr = SenderReport(0xCAFE, 0x0000_1234_5678_0000, 0)
+    stats.sender_report(sr, arrival=100.0)
+    block = stats.block(now=100.5)
+    assert (block.ssrc, block.packets_lost, block.highest_sequence) == (0xCAFE, 1, 65_536 + 3)
+    assert block.fraction_lost == 256 // 6  # 1 of 6 expected
+    assert block.lsr == 0x1234_5678 and block.dlsr == 65_536 // 2
+    report = receiver_report(0xBEEF, [stats])
+    assert report[1] == 201 and int.from_bytes(report[4:8], "big") == 0xBEEF  # an RR from us
+    assert sender_reports(bytes(RtcpSrPacket(ssrc=7, sender_info=SENDER_INFO))) == [
+        SenderReport(7, SENDER_INFO.ntp_timestamp, SENDER_INFO.rtp_timestamp)
+    ]
+    assert sender_reports(b"not rtcp") == []
+
+
+SENDER_INFO = RtcpSenderInfo(
+    ntp_timestamp=(5 << 32) | 7, rtp_timestamp=1234, packet_count=1, octet_count=1
+)
