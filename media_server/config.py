@@ -84,6 +84,12 @@ class IngestSettings(_Section):
         description="interpreter: PyAV checks the read timeout under the GIL each time "
         "FFmpeg polls; socket: FFmpeg's own socket timeout, reads never take the GIL",
     )
+    udp_ports: str = Field(
+        "30000-31999",
+        pattern=r"^\d{1,5}-\d{1,5}$",
+        description="UDP ports the native client takes RTP on (ingest.transport udp): a "
+        "pair per track, RTP on an even port and RTCP on the next",
+    )
     open_timeout: float = Field(5.0, gt=0, le=60, description="seconds to open an RTSP session")
     read_timeout: float = Field(5.0, gt=0, le=60, description="seconds without data = stall")
     thread_nice: int = Field(
@@ -99,6 +105,19 @@ class IngestSettings(_Section):
         le=3600,
         description="seconds an on-demand stream stays open after its last viewer",
     )
+
+    @field_validator("udp_ports")
+    @classmethod
+    def _udp_ports(cls, value: str) -> str:
+        first, last = (int(port) for port in value.split("-"))
+        if not 1024 <= first < last <= 65535:
+            raise ValueError("udp_ports must be first-last, 1024 <= first < last <= 65535")
+        return value
+
+    @property
+    def udp_port_range(self) -> tuple[int, int]:
+        first, last = (int(port) for port in self.udp_ports.split("-"))
+        return first, last
 
 
 class HubSettings(_Section):

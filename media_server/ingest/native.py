@@ -4,8 +4,9 @@ FFmpeg's H.264 parser holds each access unit until the next one begins: a frame 
 Here an access unit leaves on the packet that carries its marker bit (rtp/assembler.py).
 Video is H.264; audio Opus, G.711 or AAC (`mpeg4-generic`), placed on the video's clock
 by the camera's RTCP sender reports (by arrival until both tracks have had one). RTP
-comes interleaved on the RTSP connection (rtsp_session.py: auth, checked redirects);
-anything else raises UnsupportedSource, so `auto` hands the camera to FFmpeg's client.
+comes interleaved on the RTSP connection or over UDP, reordered within a small window
+(rtp_transport.py); the RTSP conversation is rtsp_session.py's (auth, checked redirects).
+Anything else raises UnsupportedSource, so `auto` hands the camera to FFmpeg's client.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import av
 from media_server.codecs import h264
 from media_server.ingest.audio import audio_mode
 from media_server.ingest.guard import SourceGuard
+from media_server.ingest.rtp_transport import Interleaved, PortPairs, RtpTransport, Udp
 from media_server.ingest.rtsp_session import RtspSession
 from media_server.ingest.sdp import Media, parse
 from media_server.ingest.source import PermanentSourceError, SourceError, UnsupportedSource
@@ -30,23 +32,13 @@ from media_server.rtp.audio import AUDIO_CODECS, AudioDepacketizer, audio_depack
 from media_server.rtp.clock import TrackClock
 from media_server.rtp.packet import MalformedPacket, RtpPacket
 from media_server.rtp.payload import sdp_parameter_sets
+from media_server.rtp.reorder import ReorderWindow
 from media_server.rtp.rtcp import ReceptionStats, receiver_report, sender_reports
 
 #: The video codecs this client takes; anything else is left to the PyAV client.
 SUPPORTED = ("h264",)
 #: Seconds between our receiver reports to the camera (RFC 3550's 5 s minimum).
 REPORT_INTERVAL = 5.0
-
-
-def _channels(transport: str, asked: tuple[int, int]) -> tuple[int, int]:
-    """The interleaved channels a SETUP reply gave (cameras may choose others than asked)."""
-    for part in transport.split(";"):
-        name, _, value = part.strip().partition("=")
-        if name.lower() == "interleaved":
-            first, _, second = value.partition("-")
-            if first.isdigit():
-                return int(first), int(second) if second.isdigit() else int(first) + 1
-    return asked
 
 
 @dataclass
@@ -57,16 +49,21 @@ class _Track:
     rtp: int
     rtcp: int
     clock: TrackClock
+    reorder: ReorderWindow | None  # over UDP
     stats: ReceptionStats | None = None
     last_seq: int | None = None
     ssrc: int | None = field(default=None)
 
-    def received(self, packet: RtpPacket, now: float) -> bool:
-        """Count `packet`; False when a packet before it was lost."""
+    def received(self, packet: RtpPacket, now: float) -> list[RtpPacket]:
+        """Count `packet` as it arrives; what may leave, in order."""
         if self.stats is None or self.ssrc != packet.ssrc:
             self.stats, self.ssrc = ReceptionStats(packet.ssrc, self.media.clock_rate), packet.ssrc
             self.last_seq = None
         self.stats.packet(packet, now)
+        return self.reorder.push(packet, now) if self.reorder is not None else [packet]
+
+    def follows(self, packet: RtpPacket) -> bool:
+        """Whether `packet` (in order) comes right after the last: nothing lost between."""
         whole = self.last_seq is None or packet.sequence == (self.last_seq + 1) & 0xFFFF
         self.last_seq = packet.sequence
         return whole
@@ -82,13 +79,16 @@ class NativeRtspSource:
         *,
         transport: RtspTransport = "tcp",
         audio: bool = True,
+        ports: PortPairs | None = None,
     ) -> None:
         self._url = url
         self._transport = transport
+        self._ports = ports
         self._want_audio = audio
         self._timeouts = (open_timeout, read_timeout)
         self._guard = guard
         self._session: RtspSession | None = None
+        self._carrier: RtpTransport | None = None
         self._video: _Track | None = None
         self._audio: _Track | None = None
         self._assembler: Assembler | None = None
@@ -100,6 +100,7 @@ class NativeRtspSource:
         self._ssrc = int.from_bytes(os.urandom(4), "big")
         self._alive_at = 0.0
         self._reported_at = 0.0
+        self._media_at = 0.0
 
     @property
     def channel(self) -> int:
@@ -108,10 +109,14 @@ class NativeRtspSource:
 
     # -- opening -------------------------------------------------------------------------
     def open(self) -> SourceInfo:
-        if self._transport != "tcp":
-            raise UnsupportedSource("the native RTSP client takes RTP over TCP only so far")
         session = self._session = RtspSession(self._url, self._guard, self._timeouts[0])
         session.connect()
+        if self._transport == "udp":
+            if self._ports is None:
+                raise PermanentSourceError("RTP over UDP needs ports (ingest.udp_ports)")
+            self._carrier = Udp(session, self._ports)
+        else:
+            self._carrier = Interleaved(session)
         session.request("OPTIONS")
         described = session.request("DESCRIBE", headers={"Accept": "application/sdp"})
         self._expect(described.status, "DESCRIBE")
@@ -122,14 +127,14 @@ class NativeRtspSource:
         )
         media = parse(described.body.decode("utf-8", "replace"), base)
         video, audio = self._choose(media)
-        self._video = self._setup(session, video, (0, 1))
+        self._video = self._setup(session, video, 0)
         if audio is not None:
-            self._audio = self._setup(session, audio, (2, 3))
+            self._audio = self._setup(session, audio, 1)
             self._audio_frames = audio_depacketizer(audio.codec, audio.fmtp)
         played = session.request("PLAY", headers={"Range": "npt=0.000-"})
         self._expect(played.status, "PLAY")
         session.set_timeout(self._timeouts[1])
-        self._alive_at = self._reported_at = time.monotonic()
+        self._alive_at = self._reported_at = self._media_at = time.monotonic()
         self._video_base = Fraction(1, video.clock_rate)
         params = sdp_parameter_sets("h264", video.fmtp)
         self._assembler = Assembler("h264", params)
@@ -168,12 +173,15 @@ class NativeRtspSource:
             )
         return video, audio
 
-    def _setup(self, session: RtspSession, media: Media, asked: tuple[int, int]) -> _Track:
-        transport = f"RTP/AVP/TCP;unicast;interleaved={asked[0]}-{asked[1]}"
+    def _setup(self, session: RtspSession, media: Media, index: int) -> _Track:
+        carrier = self._carrier
+        assert carrier is not None
+        transport = carrier.transport_header(index)
         reply = session.request("SETUP", media.control, {"Transport": transport})
         self._expect(reply.status, "SETUP")
-        rtp, rtcp = _channels(reply.headers.get("transport", ""), asked)
-        return _Track(media, rtp, rtcp, TrackClock(media.clock_rate))
+        rtp, rtcp = carrier.configured(index, reply.headers.get("transport", ""))
+        reorder = None if carrier.ordered else ReorderWindow()
+        return _Track(media, rtp, rtcp, TrackClock(media.clock_rate), reorder)
 
     def _audio_info(self, audio: Media | None) -> AudioInfo | None:
         if audio is None:
@@ -193,21 +201,30 @@ class NativeRtspSource:
 
     # -- reading -------------------------------------------------------------------------
     def read(self) -> SourcePacket | None:
-        session = self._session
-        assert session is not None and self._video is not None, "open() first"
+        session, carrier = self._session, self._carrier
+        assert session is not None and carrier is not None, "open() first"
+        stall = self._timeouts[1]
         while not self._out:
+            self._keep_alive(session, time.monotonic())
+            waiting = any(t.reorder.waiting for t in self._tracks() if t.reorder)
+            got = carrier.receive(0.005 if waiting else min(1.0, stall))
             now = time.monotonic()
-            self._keep_alive(session, now)
-            channel, data = session.frame()
-            self._arrived(channel, data, time.monotonic())
+            if got is None:
+                for track in self._tracks():
+                    if track.reorder is not None:
+                        self._ordered(track, track.reorder.expire(now), now)
+                if now - self._media_at >= stall:
+                    raise SourceError("the camera sent nothing in time")
+                continue
+            self._media_at = now
+            self._arrived(*got, now)
         return self._out.pop(0)
 
+    def _tracks(self) -> list[_Track]:
+        return [t for t in (self._video, self._audio) if t is not None]
+
     def _arrived(self, channel: int, data: bytes, now: float) -> None:
-        video, audio = self._video, self._audio
-        assert video is not None
-        for track in (video, audio):
-            if track is None:
-                continue
+        for track in self._tracks():
             if channel == track.rtcp:
                 for report in sender_reports(data):
                     if report.ssrc == track.ssrc and track.stats is not None:
@@ -219,14 +236,17 @@ class NativeRtspSource:
                     packet = RtpPacket.parse(data)
                 except MalformedPacket:
                     return
-                if packet.payload_type != track.media.payload_type:
-                    return
-                whole = track.received(packet, now)
-                if track is video:
-                    self._video_packet(packet, now)
-                else:
-                    self._audio_packet(packet, whole)
+                if packet.payload_type == track.media.payload_type:
+                    self._ordered(track, track.received(packet, now), now)
                 return
+
+    def _ordered(self, track: _Track, packets: list[RtpPacket], now: float) -> None:
+        for packet in packets:
+            whole = track.follows(packet)
+            if track is self._video:
+                self._video_packet(packet, now)
+            else:
+                self._audio_packet(packet, whole)
 
     def _video_packet(self, packet: RtpPacket, now: float) -> None:
         assert self._assembler is not None and self._video is not None
@@ -273,16 +293,19 @@ class NativeRtspSource:
     def _keep_alive(self, session: RtspSession, now: float) -> None:
         """GET_PARAMETER well within the session's timeout (a camera drops a silent one),
         and receiver reports to the camera every few seconds."""
-        if now - self._reported_at >= REPORT_INTERVAL:
+        if now - self._reported_at >= REPORT_INTERVAL and self._carrier is not None:
             self._reported_at = now
-            for track in (self._video, self._audio):
-                if track is not None and track.stats is not None:
-                    session.send_frame(track.rtcp, receiver_report(self._ssrc, [track.stats]))
+            for track in self._tracks():
+                if track.stats is not None:
+                    self._carrier.send(track.rtcp, receiver_report(self._ssrc, [track.stats]))
         if now - self._alive_at >= session.session_timeout / 2:
             self._alive_at = now
             session.request("GET_PARAMETER")
 
     def close(self) -> None:
+        carrier, self._carrier = self._carrier, None
+        if carrier is not None:
+            carrier.close()
         session, self._session = self._session, None
         if session is None:
             return

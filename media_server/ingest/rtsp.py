@@ -58,6 +58,7 @@ def source_for(registration: Registration, context: SourceContext) -> SourceFact
             context.guard,
             transport=registration.transport,
             audio=registration.audio,
+            ports=context.ports,
         )
 
     def pyav() -> Source:

@@ -106,6 +106,23 @@ class RtspSession:
                 self._sock.close()
             self._sock = None
 
+    def socket(self) -> socket.socket:
+        if self._sock is None:
+            raise SourceError("not connected")
+        return self._sock
+
+    def addresses(self) -> tuple[str, str]:
+        """(our address, the camera's) on the connection: where RTP over UDP is taken
+        on, and the only address it is taken from."""
+        sock = self.socket()
+        return str(sock.getsockname()[0]), str(sock.getpeername()[0])
+
+    def drain(self) -> None:
+        """Read what the camera sent unasked while RTP comes over UDP (a request of its
+        own, say); raise SourceError when it closed the connection."""
+        self._recv()
+        self._buffer = b""  # nothing of ours is awaited: replies are read as requests go
+
     def set_timeout(self, seconds: float) -> None:
         if self._sock is not None:
             self._sock.settimeout(seconds)

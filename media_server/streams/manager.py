@@ -8,7 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from media_server.config import ConfigError, Settings
-from media_server.ingest import SourceContext, SourceGuard, demo_registration, source_for
+from media_server.ingest import (
+    PortPairs,
+    SourceContext,
+    SourceGuard,
+    demo_registration,
+    source_for,
+)
 from media_server.model.registration import Registration
 from media_server.store.registry import Registry
 from media_server.streams.changes import Changes
@@ -59,7 +65,7 @@ class StreamManager:
         guard: SourceGuard,
     ) -> None:
         self._settings = settings
-        self._sources = SourceContext(settings, guard)
+        self._sources = SourceContext(settings, guard, PortPairs(*settings.ingest.udp_port_range))
         self._loop = loop
         self._registry = registry
         self._streams: dict[str, Stream] = {}

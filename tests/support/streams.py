@@ -7,7 +7,7 @@ import asyncio
 import functools
 
 from media_server.config import load_settings
-from media_server.ingest import SourceContext, SourceGuard, source_for
+from media_server.ingest import PortPairs, SourceContext, SourceGuard, source_for
 from media_server.model.registration import Registration
 from media_server.streams.stream import Stream
 
@@ -22,5 +22,6 @@ def bare_stream(stream_id: str = "s", loop: asyncio.AbstractEventLoop | None = N
     settings = load_settings(demo=False)
     registration = Registration(id=stream_id, url="rtsp://127.0.0.1:9/x", on_demand=True)
     guard = SourceGuard.from_settings(settings)
-    source = source_for(registration, SourceContext(settings, guard))
+    ports = PortPairs(*settings.ingest.udp_port_range)
+    source = source_for(registration, SourceContext(settings, guard, ports))
     return Stream(registration, settings, loop or _idle_loop(), source)

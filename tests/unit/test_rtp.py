@@ -153,6 +153,19 @@ def test_the_reorder_window_puts_udp_back_in_order_and_gives_up_on_gaps() -> Non
     assert held == []
     released = [p.sequence for p in window.push(packet(6))]  # the window is full: 2 is lost
     assert released == [3, 4, 5, 6] and window.lost == 1
+    # A gap open for max_wait is given up without waiting for the window to fill.
+    timed = ReorderWindow(size=32, max_wait=0.02)
+    assert [p.sequence for s in (10, 11) for p in timed.push(packet(s), now=1.0)] == [10, 11]
+    assert timed.push(packet(13), now=1.001) == []  # 12 is late
+    assert timed.expire(now=1.01) == []
+    assert [p.sequence for p in timed.expire(now=1.03)] == [13] and timed.lost == 1
+    # The very first packet waits for a second that may have been sent before it.
+    start = ReorderWindow(max_wait=0.02)
+    assert start.push(packet(101), now=5.0) == []
+    assert [p.sequence for p in start.push(packet(100), now=5.001)] == [100, 101]
+    alone = ReorderWindow(max_wait=0.02)
+    assert alone.push(packet(7), now=5.0) == []
+    assert [p.sequence for p in alone.expire(now=5.03)] == [7]
 
 
 # -- audio payloads, clocks and RTCP ------------------------------------------------------
