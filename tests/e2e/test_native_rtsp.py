@@ -5,12 +5,20 @@ viewers decode them as from the PyAV client."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
 
 import aiohttp
+import av
+import numpy as np
 import pytest
+from av.video.codeccontext import VideoCodecContext
 
+from media_server.aiortc_internals import packetize_h264
+from media_server.codecs import h264
 from media_server.ingest.guard import SourceGuard
 from media_server.ingest.native import NativeRtspSource
+from media_server.ingest.rtp_transport import PortPairs
 from media_server.ingest.rtsp_session import RtspSession
 from media_server.ingest.source import SourceError
 from tests.support.api import live, register, wait_state
@@ -29,12 +37,16 @@ def native() -> Iterator[Gateway]:
         yield gw
 
 
-@pytest.mark.parametrize("mount", ["/baseline", "/sdp-only"])
+@pytest.mark.parametrize(
+    ("mount", "transport"), [("/baseline", "tcp"), ("/sdp-only", "tcp"), ("/baseline", "udp")]
+)
 async def test_viewers_decode_what_the_native_client_ingests(
-    http: aiohttp.ClientSession, native: Gateway, rtsp: RtspServer, mount: str
+    http: aiohttp.ClientSession, native: Gateway, rtsp: RtspServer, mount: str, transport: str
 ) -> None:
-    stream_id = "native" + mount.replace("/", "-")
-    view = await live(http, native.base_url, stream_id, rtsp.url(mount))
+    """RTP interleaved on the RTSP connection, or over UDP to a port pair of ours."""
+    stream_id = f"native-{transport}" + mount.replace("/", "-")
+    view = await live(http, native.base_url, stream_id, rtsp.url(mount), transport=transport)
+    assert view["ingest_client"] == "native", view
     assert (view["codec"], view["width"], view["height"]) == ("h264", 640, 480), view
     viewer = Viewer(native.base_url, stream_id)
     try:
@@ -143,3 +155,173 @@ def test_a_camera_that_floods_babbles_or_redirects_badly_is_refused(
         source.close()
         camera.close()
     assert not any("169.254" in r for r in camera.behaviour.requests)
+
+
+# -- a camera that sends media, the way the field's cameras get it wrong -------------------
+@pytest.fixture(scope="module")
+def units() -> list[bytes]:
+    """Two GOPs of real H.264 (noise, so each picture takes several RTP packets), SPS and
+    PPS in front of each keyframe."""
+    codec = av.CodecContext.create("libx264", "w")
+    assert isinstance(codec, VideoCodecContext)
+    codec.width, codec.height, codec.pix_fmt = 320, 240, "yuv420p"
+    codec.time_base = Fraction(1, 30)
+    codec.options = {
+        "tune": "zerolatency",
+        "x264-params": "keyint=10:min-keyint=10:repeat-headers=1:bframes=0",
+    }
+    rng = np.random.default_rng(7)
+    out: list[bytes] = []
+    for i in range(20):
+        frame = av.VideoFrame.from_ndarray(
+            rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), format="rgb24"
+        ).reformat(format="yuv420p")
+        frame.pts = i
+        out += [bytes(p) for p in codec.encode(frame)]
+    out += [bytes(p) for p in codec.encode(None)]
+    return out
+
+
+def media(units: list[bytes]) -> list[list[bytes]]:
+    return [packetize_h264(unit) for unit in units]
+
+
+def read_units(source: NativeRtspSource, count: int) -> list[list[bytes]]:
+    """The next `count` video units, as their NAL units (start codes may differ); fails
+    when they do not come at about the camera's pace (30 a second)."""
+
+    def read() -> list[list[bytes]]:
+        got: list[list[bytes]] = []
+        while len(got) < count:
+            read = source.read()
+            assert read is not None
+            track, packet = read
+            if track == "video":
+                got.append(h264.iter_nals(bytes(packet)))
+        return got
+
+    pool = ThreadPoolExecutor(1)  # a source that drops every unit never returns: the
+    try:  # test's closing of the camera ends its read
+        return pool.submit(read).result(timeout=3 + count / 30)
+    except TimeoutError:
+        raise AssertionError(f"{count} units did not come in time") from None
+    finally:
+        pool.shutdown(wait=False)
+
+
+def nals(units: list[bytes]) -> list[list[bytes]]:
+    return [h264.iter_nals(unit) for unit in units]
+
+
+def test_a_camera_that_never_sets_the_marker_bit(units: list[bytes]) -> None:
+    """Each unit then completes on the first packet of the next timestamp, whole."""
+    camera = FakeCamera(Behaviour(media=media(units), marker=False))
+    source = NativeRtspSource(camera.url(), 3, 3, guard())
+    try:
+        source.open()
+        assert read_units(source, 15) == nals(units[:15])
+    finally:
+        source.close()
+        camera.close()
+
+
+def test_reordered_udp_is_put_back_in_order(units: list[bytes]) -> None:
+    """The camera sends each pair of packets swapped: every unit still comes out whole,
+    because the reorder window puts them back (without it each would be dropped)."""
+    camera = FakeCamera(Behaviour(media=media(units), reorder=True))
+    source = NativeRtspSource(
+        camera.url(), 3, 3, guard(), transport="udp", ports=PortPairs(41000, 41999)
+    )
+    try:
+        source.open()
+        assert any(
+            "client_port=41" in r or r.startswith("SETUP") for r in camera.behaviour.requests
+        )
+        assert read_units(source, 15) == nals(units[:15])
+        window = source._video.reorder if source._video else None
+        assert window is not None and window.reordered > 10 and window.lost == 0
+    finally:
+        source.close()
+        camera.close()
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+def test_keep_alives_hold_a_session_the_camera_would_drop(
+    units: list[bytes], keep_alive: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The camera ends a session that is silent for its timeout (5 s). Ours is kept
+    alive within it; without keep-alives the same camera drops it (the guard's bug)."""
+    if not keep_alive:
+        monkeypatch.setattr(NativeRtspSource, "_keep_alive", lambda self, session, now: None)
+    behaviour = Behaviour(media=media(units), session_timeout=5, drop_silent=True)
+    camera = FakeCamera(behaviour)
+    source = NativeRtspSource(camera.url(), 3, 3, guard())
+    try:
+        source.open()
+        if keep_alive:
+            read_units(source, 30 * 7)  # 7 s of video, past the camera's timeout
+            assert any(r.startswith("GET_PARAMETER") for r in behaviour.requests)
+        else:
+            with pytest.raises(SourceError, match="closed"):
+                read_units(source, 30 * 7)
+    finally:
+        source.close()
+        camera.close()
+
+
+async def test_a_camera_that_closes_mid_stream_is_reconnected(
+    http: aiohttp.ClientSession, native: Gateway, units: list[bytes]
+) -> None:
+    camera = FakeCamera(Behaviour(media=media(units), close_after=45))
+    try:
+        source = NativeRtspSource(camera.url(), 3, 3, guard())
+        try:
+            source.open()
+            with pytest.raises(SourceError, match="closed"):
+                read_units(source, 60)
+        finally:
+            source.close()
+        # The gateway says so and reconnects; the stream is live again each time.
+        await live(http, native.base_url, "closes", camera.url())
+        view = await wait_state(http, native.base_url, "closes", "reconnecting")
+        assert "closed" in view["error"], view
+        view = await wait_state(http, native.base_url, "closes", "live")
+        assert view["counters"]["reconnects"] >= 1, view
+    finally:
+        camera.close()
+
+
+def test_a_redirect_to_an_allowed_camera_is_followed(units: list[bytes]) -> None:
+    target = FakeCamera(Behaviour(media=media(units)))
+    first = FakeCamera(Behaviour(redirect=target.url("/moved")))
+    source = NativeRtspSource(first.url(), 3, 3, guard())
+    try:
+        source.open()
+        assert read_units(source, 5) == nals(units[:5])
+        assert f"DESCRIBE rtsp://127.0.0.1:{target.port}/moved" in target.behaviour.requests
+    finally:
+        source.close()
+        first.close()
+        target.close()
+
+
+@pytest.mark.parametrize(
+    ("control", "setup"),
+    [("*", "/cam"), ("rtsp://127.0.0.1:{port}/elsewhere/v", "/elsewhere/v")],
+)
+def test_control_star_and_absolute(control: str, setup: str) -> None:
+    camera = FakeCamera(Behaviour())
+    camera.behaviour.sdp = (
+        SDP.replace("a=control:trackID=0", f"a=control:{control}")
+        .replace("{port}", str(camera.port))
+        .replace("{port}", str(camera.port))
+    )
+    camera.behaviour.sdp = camera.behaviour.sdp.replace("{port}", str(camera.port))
+    source = NativeRtspSource(camera.url(), 3, 3, guard())
+    try:
+        source.open()
+        done = next(r for r in camera.behaviour.requests if r.startswith("SETUP"))
+        assert done == f"SETUP rtsp://127.0.0.1:{camera.port}{setup}"
+    finally:
+        source.close()
+        camera.close()

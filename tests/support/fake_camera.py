@@ -2,7 +2,10 @@
 
 It answers each request by its method, as `behaviour` says: redirect DESCRIBE elsewhere,
 or describe one H.264 track and answer SETUP with a Transport of its choosing (a
-`source=` pointing somewhere else, say). It never sends media. Standard library only.
+`source=` pointing somewhere else, say). Given RTP payloads, it sends them after PLAY,
+interleaved or over UDP as SETUP asked, the way a misbehaving camera would: without
+marker bits, out of order, closing mid-stream, or dropping a session that is not kept
+alive. Standard library only.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import contextlib
 import hashlib
 import re
 import socket
+import struct
 import threading
+import time
 from dataclasses import dataclass, field
 
 SDP = (
@@ -43,6 +48,21 @@ class Behaviour:
     interleaved: str | None = None
     #: Requests seen, as "METHOD uri".
     requests: list[str] = field(default_factory=list)
+    #: RTP payloads of each access unit, sent in a loop at `fps` after PLAY.
+    media: list[list[bytes]] | None = None
+    fps: float = 30.0
+    #: False: a camera that never sets the marker bit.
+    marker: bool = True
+    #: Over UDP, send each pair of packets of a unit in the wrong order.
+    reorder: bool = False
+    #: Close the connection after sending this many units.
+    close_after: int | None = None
+    #: The session timeout SETUP announces; with `drop_silent`, a session that hears no
+    #: request for that long is ended (the connection closed), as cameras do.
+    session_timeout: int | None = None
+    drop_silent: bool = False
+    #: When each request came (monotonic), in the order of `requests`.
+    times: list[float] = field(default_factory=list)
 
 
 class FakeCamera:
@@ -54,6 +74,8 @@ class FakeCamera:
         self._server.listen(8)
         self.port: int = self._server.getsockname()[1]
         self._closed = threading.Event()
+        self._client_port = 0  # where SETUP asked for RTP over UDP (0: interleaved)
+        self._channel = 0  # the interleaved channel of RTP
         threading.Thread(target=self._accept, daemon=True).start()
 
     def url(self, path: str = "/cam") -> str:
@@ -74,6 +96,7 @@ class FakeCamera:
 
     def _serve(self, conn: socket.socket) -> None:
         buffer = b""
+        lock = threading.Lock()  # replies and interleaved media share the connection
         with conn:
             while True:
                 try:
@@ -83,9 +106,67 @@ class FakeCamera:
                 if not data:
                     return
                 buffer += data
-                while b"\r\n\r\n" in buffer:
+                while buffer.startswith(b"$") and len(buffer) >= 4:  # our RTCP: skip it
+                    size = int.from_bytes(buffer[2:4], "big")
+                    if len(buffer) < 4 + size:
+                        break
+                    buffer = buffer[4 + size :]
+                while b"\r\n\r\n" in buffer and not buffer.startswith(b"$"):
                     head, _, buffer = buffer.partition(b"\r\n\r\n")
-                    conn.sendall(self._answer(head.decode("latin-1")))
+                    text = head.decode("latin-1")
+                    with lock:
+                        conn.sendall(self._answer(text))
+                    if text.startswith("PLAY") and self.behaviour.media:
+                        threading.Thread(
+                            target=self._send_media, args=(conn, lock), daemon=True
+                        ).start()
+
+    def _send_media(self, conn: socket.socket, lock: threading.Lock) -> None:
+        """RTP as SETUP asked for it: interleaved on `conn`, or to the client's UDP port."""
+        behaviour = self.behaviour
+        assert behaviour.media is not None
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM) if self._client_port else None
+        seq, ts, sent = 1000, 90_000, 0
+        started = time.monotonic()
+        try:
+            while not self._closed.is_set():
+                unit = behaviour.media[sent % len(behaviour.media)]
+                packets = []
+                for i, payload in enumerate(unit):
+                    marker = behaviour.marker and i == len(unit) - 1
+                    header = struct.pack(
+                        "!BBHII", 0x80, (0x80 if marker else 0) | 96, seq & 0xFFFF, ts, 0xC0FFEE
+                    )
+                    packets.append(header + payload)
+                    seq += 1
+                if udp is not None:
+                    if behaviour.reorder:
+                        for i in range(0, len(packets) - 1, 2):
+                            packets[i], packets[i + 1] = packets[i + 1], packets[i]
+                    for packet in packets:
+                        udp.sendto(packet, ("127.0.0.1", self._client_port))
+                else:
+                    with lock:
+                        for packet in packets:
+                            conn.sendall(
+                                b"$" + bytes([self._channel]) + struct.pack("!H", len(packet))
+                            )
+                            conn.sendall(packet)
+                sent += 1
+                ts += int(90_000 / behaviour.fps)
+                if behaviour.close_after is not None and sent >= behaviour.close_after:
+                    break
+                silent = time.monotonic() - (behaviour.times[-1] if behaviour.times else started)
+                if behaviour.drop_silent and silent > (behaviour.session_timeout or 60):
+                    break
+                time.sleep(max(0.0, started + sent / behaviour.fps - time.monotonic()))
+        except OSError:
+            pass
+        finally:
+            if udp is not None:
+                udp.close()
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def _answer(self, head: str) -> bytes:
         lines = head.split("\r\n")
@@ -94,6 +175,7 @@ class FakeCamera:
             k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])
         }
         self.behaviour.requests.append(f"{method} {uri}")
+        self.behaviour.times.append(time.monotonic())
         cseq = headers.get("cseq", "0")
         extra, body = "", ""
         behaviour = self.behaviour
@@ -131,8 +213,16 @@ class FakeCamera:
                     r"interleaved=[\d-]+", f"interleaved={behaviour.interleaved}", transport
                 )
             if "client_port" in transport:
+                port = re.search(r"client_port=(\d+)", transport)
+                self._client_port = int(port.group(1)) if port else 0
                 transport += ";server_port=8554-8555"
-            extra = f"Transport: {transport}{self.behaviour.transport_extra}\r\nSession: 12345\r\n"
+            channel = re.search(r"interleaved=(\d+)", transport)
+            self._channel = int(channel.group(1)) if channel else 0
+            timeout = behaviour.session_timeout
+            session = f"12345;timeout={timeout}" if timeout else "12345"
+            extra = (
+                f"Transport: {transport}{self.behaviour.transport_extra}\r\nSession: {session}\r\n"
+            )
         elif method == "PLAY":
             extra = "Session: 12345\r\nRange: npt=0.000-\r\n"
         return (
