@@ -2,7 +2,8 @@
 
 FFmpeg's H.264 parser holds each access unit until the next one begins: a frame of delay.
 Here an access unit leaves on the packet that carries its marker bit (rtp/assembler.py).
-Video is H.264; audio Opus, G.711 or AAC (`mpeg4-generic`), placed on the video's clock
+Video is H.264 or H.265 (decoded for viewers until the H.265 issue); audio Opus, G.711
+or AAC (`mpeg4-generic`), placed on the video's clock
 by the camera's RTCP sender reports (by arrival until both tracks have had one). RTP
 comes interleaved on the RTSP connection or over UDP, reordered within a small window
 (rtp_transport.py); the RTSP conversation is rtsp_session.py's (auth, checked redirects).
@@ -13,12 +14,12 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import av
 
-from media_server.codecs import h264
+from media_server.codecs import h264, h265
 from media_server.ingest.audio import audio_mode
 from media_server.ingest.guard import SourceGuard
 from media_server.ingest.rtp_transport import Interleaved, PortPairs, RtpTransport, Udp
@@ -31,12 +32,12 @@ from media_server.rtp.assembler import START_CODE, Assembler
 from media_server.rtp.audio import AUDIO_CODECS, AudioDepacketizer, audio_depacketizer
 from media_server.rtp.clock import TrackClock
 from media_server.rtp.packet import MalformedPacket, RtpPacket
-from media_server.rtp.payload import sdp_parameter_sets
+from media_server.rtp.payload import VideoCodec, sdp_parameter_sets
 from media_server.rtp.reorder import ReorderWindow
 from media_server.rtp.rtcp import ReceptionStats, receiver_report, sender_reports
 
 #: The video codecs this client takes; anything else is left to the PyAV client.
-SUPPORTED = ("h264",)
+SUPPORTED = ("h264", "h265")
 #: Seconds between our receiver reports to the camera (RFC 3550's 5 s minimum).
 REPORT_INTERVAL = 5.0
 
@@ -136,9 +137,27 @@ class NativeRtspSource:
         session.set_timeout(self._timeouts[1])
         self._alive_at = self._reported_at = self._media_at = time.monotonic()
         self._video_base = Fraction(1, video.clock_rate)
-        params = sdp_parameter_sets("h264", video.fmtp)
-        self._assembler = Assembler("h264", params)
+        codec: VideoCodec = "h265" if video.codec == "h265" else "h264"
+        params = sdp_parameter_sets(codec, video.fmtp)
+        self._assembler = Assembler(codec, params)
         extradata = b"".join(START_CODE + unit for unit in params)
+        return replace(self._video_info(codec, extradata), audio=self._audio_info(audio))
+
+    @staticmethod
+    def _video_info(codec: VideoCodec, extradata: bytes) -> SourceInfo:
+        """What the SDP's parameter sets say; the worker learns the rest from keyframes."""
+        if codec == "h265":
+            hevc = h265.find_sps(extradata)
+            return SourceInfo(
+                codec="hevc",  # FFmpeg's name, as the PyAV client reports it
+                width=hevc.width if hevc else None,
+                height=hevc.height if hevc else None,
+                fps=None,
+                profile=hevc.profile_name if hevc else None,
+                extradata=extradata,
+                browser_safe=False,
+                client="native",
+            )
         sps = h264.find_sps(extradata)
         return SourceInfo(
             codec="h264",
@@ -148,7 +167,6 @@ class NativeRtspSource:
             profile=sps.profile_name if sps else None,
             extradata=extradata,
             browser_safe=h264.browser_safe(sps),
-            audio=self._audio_info(audio),
             client="native",
         )
 
@@ -162,7 +180,8 @@ class NativeRtspSource:
         video = next((m for m in videos if m.codec in SUPPORTED), None)
         if video is None:
             raise UnsupportedSource(
-                f"the native RTSP client takes H.264 video, the camera sends {videos[0].codec}"
+                "the native RTSP client takes H.264 and H.265 video, the camera sends "
+                f"{videos[0].codec}"
             )
         audios = [m for m in media if m.kind == "audio"] if self._want_audio else []
         audio = next((m for m in audios if audio_depacketizer(m.codec, m.fmtp)), None)
@@ -257,6 +276,7 @@ class NativeRtspSource:
             out = av.Packet(unit.data)
             out.pts = pts
             out.time_base = self._video_base
+            out.is_keyframe = unit.keyframe
             self._out.append(("video", out))
 
     def _audio_packet(self, packet: RtpPacket, whole: bool) -> None:

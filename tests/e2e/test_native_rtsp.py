@@ -58,6 +58,30 @@ async def test_viewers_decode_what_the_native_client_ingests(
     assert view["counters"]["keyframes_in"] >= 1 and view["effective_mode"] == "passthrough"
 
 
+@pytest.mark.parametrize("client", ["native", "pyav"])
+async def test_an_h265_camera_through_either_client(
+    http: aiohttp.ClientSession, native: Gateway, rtsp: RtspServer, client: str
+) -> None:
+    """The native client depacketizes H.265 (RFC 7798) for the stream's decoder, as
+    FFmpeg's does; viewers get the shared H.264 transcode until the H.265 issue."""
+    stream_id = f"hevc-{client}"
+    view = await live(http, native.base_url, stream_id, rtsp.url("/h265"), client=client)
+    assert view["ingest_client"] == client, view
+    assert (view["codec"], view["width"], view["height"]) == ("hevc", 320, 240), view
+    assert view["effective_mode"] == "transcode", view
+    if client == "native":
+        assert view["profile"] == "main", view
+    viewer = Viewer(native.base_url, stream_id)
+    try:
+        await viewer.connect()
+        await viewer.wait_frames(15)
+    finally:
+        await viewer.close()
+    assert viewer.sizes == {(320, 240)}, viewer.sizes
+    async with http.delete(f"{native.base_url}/api/v1/streams/{stream_id}"):
+        pass
+
+
 async def test_a_camera_the_native_client_does_not_take_fails_with_the_reason(
     http: aiohttp.ClientSession, native: Gateway, rtsp: RtspServer
 ) -> None:
@@ -68,7 +92,7 @@ async def test_a_camera_the_native_client_does_not_take_fails_with_the_reason(
     status, _ = await register(http, native.base_url, id="jpeg", url=rtsp.url("/mjpeg"))
     assert status == 201
     view = await wait_state(http, native.base_url, "jpeg", "failed")
-    assert "takes H.264" in view["error"] and "jpeg" in view["error"], view
+    assert "takes H.264 and H.265" in view["error"] and "jpeg" in view["error"], view
 
 
 async def test_each_registration_chooses_its_client_and_auto_falls_back(

@@ -14,6 +14,7 @@ Mounts (each its own media factory, one pipeline per client unless said otherwis
 * ``/main-bframes`` 320x240@15 H.264 Main profile with B-frames, 1 s GOP
 * ``/audio-only`` Opus audio only, no video track
 * ``/small``      320x240@15 H.264 constrained-baseline, 1 s GOP
+* ``/h265``       320x240@15 H.265 Main, 1 s GOP, VPS/SPS/PPS in-band and in the SDP
 * ``/mjpeg``      320x240@15 Motion JPEG (RTP/JPEG): a camera only FFmpeg's client reads
 * ``/av-sync``, ``/av-sync-aac``  320x240@30 black, one white frame at each whole second,
   and a 1 kHz beep (Opus, or AAC) starting at that same instant: lip sync, measurable
@@ -335,6 +336,11 @@ MOUNTS: dict[str, str] = {
     "/main-bframes": _main_bframes(),
     "/audio-only": _audio_only(),
     "/small": _baseline(320, 240, 15, inband=True),
+    "/h265": (
+        f"( {_video_src(320, 240, 15)} ! x265enc tune=zerolatency speed-preset=ultrafast "
+        "key-int-max=15 bitrate=400 ! video/x-h265,profile=main "
+        "! rtph265pay name=pay0 pt=96 config-interval=-1 )"
+    ),
     "/mjpeg": (
         "( videotestsrc is-live=true pattern=ball ! video/x-raw,format=I420,width=320,height=240,"
         "framerate=15/1 ! jpegenc quality=60 ! rtpjpegpay name=pay0 pt=26 )"

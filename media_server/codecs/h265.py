@@ -1,0 +1,73 @@
+"""What an H.265 stream's SPS says (ITU-T H.265 7.3.2.2): profile, tier, level and the
+picture size, so the stream's view shows them as it does for H.264."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from media_server.codecs.h264 import _BitReader, _unescape, iter_nals
+
+NAL_SPS = 33
+PROFILES = {1: "main", 2: "main-10", 3: "main-still-picture", 4: "range-extensions"}
+
+
+@dataclass(frozen=True, slots=True)
+class SpsInfo:
+    profile_idc: int
+    tier: int  # 0 main, 1 high
+    level_idc: int  # 30 x the level: 93 is level 3.1
+    width: int
+    height: int
+
+    @property
+    def profile_name(self) -> str:
+        return PROFILES.get(self.profile_idc, f"profile-{self.profile_idc}")
+
+
+def parse_sps(nal: bytes) -> SpsInfo:
+    """The fields of an SPS NAL unit (its 2-byte header included) size and profile need."""
+    r = _BitReader(_unescape(nal[2:]))
+    r.bits(4)  # sps_video_parameter_set_id
+    sub_layers = r.bits(3)  # sps_max_sub_layers_minus1
+    r.bit()  # sps_temporal_id_nesting_flag
+    # profile_tier_level(1, sub_layers): the general profile, 88 bits, then the level.
+    r.bits(2)  # general_profile_space
+    tier = r.bit()
+    profile_idc = r.bits(5)
+    r.bits(32)  # general_profile_compatibility_flags
+    r.bits(32)  # progressive, interlaced, non-packed, frame-only, 44 reserved bits...
+    r.bits(16)
+    level_idc = r.bits(8)
+    present = [(r.bit(), r.bit()) for _ in range(sub_layers)]
+    if sub_layers:
+        r.bits(2 * (8 - sub_layers))  # reserved_zero_2bits
+    for profile_present, level_present in present:
+        if profile_present:
+            r.bits(32)
+            r.bits(32)
+            r.bits(24)  # 88 bits of the sub-layer's profile
+        if level_present:
+            r.bits(8)
+    r.ue()  # sps_seq_parameter_set_id
+    chroma_format_idc = r.ue()
+    if chroma_format_idc == 3:
+        r.bit()  # separate_colour_plane_flag
+    width, height = r.ue(), r.ue()
+    if r.bit():  # conformance_window_flag
+        left, right, top, bottom = r.ue(), r.ue(), r.ue(), r.ue()
+        sub_width = 2 if chroma_format_idc in (1, 2) else 1
+        sub_height = 2 if chroma_format_idc == 1 else 1
+        width -= (left + right) * sub_width
+        height -= (top + bottom) * sub_height
+    return SpsInfo(profile_idc, tier, level_idc, width, height)
+
+
+def find_sps(data: bytes) -> SpsInfo | None:
+    """The first SPS of an Annex-B buffer, parsed; None when there is none that parses."""
+    for nal in iter_nals(data):
+        if len(nal) > 2 and (nal[0] >> 1) & 0x3F == NAL_SPS:
+            try:
+                return parse_sps(nal)
+            except (IndexError, ValueError):
+                return None
+    return None

@@ -1,0 +1,39 @@
+"""H.265 SPS: profile, tier, level and the picture size after its conformance window."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+from av.video.codeccontext import VideoCodecContext
+
+from media_server.codecs import h265
+
+
+def encoded(width: int, height: int) -> bytes:
+    codec = av.CodecContext.create("libx265", "w")
+    assert isinstance(codec, VideoCodecContext)
+    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+    codec.time_base = Fraction(1, 30)
+    codec.options = {"x265-params": "log-level=none"}
+    frame = av.VideoFrame.from_ndarray(np.zeros((height, width, 3), np.uint8), format="rgb24")
+    frame = frame.reformat(format="yuv420p")
+    frame.pts = 0
+    out = b"".join(bytes(p) for p in codec.encode(frame))
+    out += b"".join(bytes(p) for p in codec.encode(None))
+    return bytes(codec.extradata or b"") + out
+
+
+@pytest.mark.parametrize(("width", "height"), [(352, 288), (350, 286), (1920, 1080)])
+def test_the_sps_gives_the_picture_size_and_profile(width: int, height: int) -> None:
+    sps = h265.find_sps(encoded(width, height))
+    assert sps is not None
+    assert (sps.width, sps.height, sps.profile_name, sps.tier) == (width, height, "main", 0)
+    assert sps.level_idc > 0
+
+
+def test_no_sps_or_a_broken_one_is_none() -> None:
+    assert h265.find_sps(b"\x00\x00\x00\x01\x26\x01\xaf") is None  # an IRAP slice only
+    assert h265.find_sps(b"\x00\x00\x00\x01\x42\x01\x01") is None  # an SPS cut short
