@@ -4,9 +4,11 @@ viewers decode them as from the PyAV client."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
+from pathlib import Path
 
 import aiohttp
 import av
@@ -22,7 +24,9 @@ from media_server.ingest.rtp_transport import PortPairs
 from media_server.ingest.rtsp_session import RtspSession
 from media_server.ingest.source import SourceError
 from tests.support.api import live, register, wait_state
+from tests.support.certs import make_certificate
 from tests.support.fake_camera import SDP, Behaviour, FakeCamera
+from tests.support.front import run_front
 from tests.support.gateway import FAST, GENEROUS, Gateway, run_gateway
 from tests.support.rtsp import RtspServer
 from tests.support.viewer import Viewer
@@ -80,6 +84,29 @@ async def test_an_h265_camera_through_either_client(
     assert viewer.sizes == {(320, 240)}, viewer.sizes
     async with http.delete(f"{native.base_url}/api/v1/streams/{stream_id}"):
         pass
+
+
+@pytest.mark.parametrize("client", ["native", "pyav"])
+async def test_an_rtsps_camera_through_either_client(
+    http: aiohttp.ClientSession, native: Gateway, rtsp: RtspServer, client: str, tmp_path: Path
+) -> None:
+    """RTSP over TLS (a camera's self-signed certificate, as most carry), interleaved."""
+    cert, key = make_certificate(tmp_path, "camera")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    with run_front([rtsp.port], tls) as front:
+        url = front.replace("http://", "rtsps://") + "/baseline"
+        stream_id = f"tls-{client}"
+        view = await live(http, native.base_url, stream_id, url, client=client)
+        assert view["ingest_client"] == client and view["url"] == url, view
+        viewer = Viewer(native.base_url, stream_id)
+        try:
+            await viewer.connect()
+            await viewer.wait_frames(15)
+        finally:
+            await viewer.close()
+        async with http.delete(f"{native.base_url}/api/v1/streams/{stream_id}"):
+            pass
 
 
 async def test_a_camera_the_native_client_does_not_take_fails_with_the_reason(
