@@ -29,7 +29,7 @@ from tests.support.fake_camera import SDP, Behaviour, FakeCamera
 from tests.support.front import run_front
 from tests.support.gateway import FAST, GENEROUS, Gateway, run_gateway
 from tests.support.rtsp import RtspServer
-from tests.support.viewer import Viewer
+from tests.support.viewer import watch
 
 pytestmark = pytest.mark.e2e
 
@@ -52,12 +52,7 @@ async def test_viewers_decode_what_the_native_client_ingests(
     view = await live(http, native.base_url, stream_id, rtsp.url(mount), transport=transport)
     assert view["ingest_client"] == "native", view
     assert (view["codec"], view["width"], view["height"]) == ("h264", 640, 480), view
-    viewer = Viewer(native.base_url, stream_id)
-    try:
-        await viewer.connect()
-        await viewer.wait_frames(30)
-    finally:
-        await viewer.close()
+    await watch(native.base_url, stream_id, frames=30)
     view = await wait_state(http, native.base_url, stream_id, "live")
     assert view["counters"]["keyframes_in"] >= 1 and view["effective_mode"] == "passthrough"
 
@@ -75,12 +70,7 @@ async def test_an_h265_camera_through_either_client(
     assert view["effective_mode"] == "transcode", view
     if client == "native":
         assert view["profile"] == "main", view
-    viewer = Viewer(native.base_url, stream_id)
-    try:
-        await viewer.connect()
-        await viewer.wait_frames(15)
-    finally:
-        await viewer.close()
+    viewer = await watch(native.base_url, stream_id, frames=15)
     assert viewer.sizes == {(320, 240)}, viewer.sizes
     async with http.delete(f"{native.base_url}/api/v1/streams/{stream_id}"):
         pass
@@ -99,12 +89,7 @@ async def test_an_rtsps_camera_through_either_client(
         stream_id = f"tls-{client}"
         view = await live(http, native.base_url, stream_id, url, client=client)
         assert view["ingest_client"] == client and view["url"] == url, view
-        viewer = Viewer(native.base_url, stream_id)
-        try:
-            await viewer.connect()
-            await viewer.wait_frames(15)
-        finally:
-            await viewer.close()
+        await watch(native.base_url, stream_id, frames=15)
         async with http.delete(f"{native.base_url}/api/v1/streams/{stream_id}"):
             pass
 
@@ -137,12 +122,7 @@ async def test_each_registration_chooses_its_client_and_auto_falls_back(
         view = await live(http, native.base_url, stream_id, rtsp.url(mount), **fields)
         assert view["ingest_client"] == client, view
         assert view.get("client") == fields.get("client"), view
-    viewer = Viewer(native.base_url, "auto-jpeg")
-    try:
-        await viewer.connect()
-        await viewer.wait_frames(10)
-    finally:
-        await viewer.close()
+    viewer = await watch(native.base_url, "auto-jpeg", frames=10)
     assert viewer.sizes == {(320, 240)}, viewer.sizes
     view = await wait_state(http, native.base_url, "auto-jpeg", "live")
     assert view["effective_mode"] == "transcode" and view["codec"] == "mjpeg", view

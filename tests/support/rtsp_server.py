@@ -25,6 +25,7 @@ Mounts (each its own media factory, one pipeline per client unless said otherwis
   with its capture time (``stamp.py``); one shared pipeline for all clients, so a
   hundred gateway streams cost the server one encoder
 * ``/clock-hd``   the same at 3 Mbit/s (a camera's main stream: about 10 packets a frame)
+* ``/clock-15``   ``/clock`` at 15 fps
 
 RTP over UDP and RTP over TCP (interleaved) are both offered. Prints exactly one
 line ``READY <port>`` on stdout once listening, then runs until SIGTERM/SIGINT.
@@ -124,9 +125,9 @@ def _audio_only() -> str:
 CLOCK_WIDTH, CLOCK_HEIGHT, CLOCK_FPS = stamp.WIDTH, 480, 30
 
 
-def _clock(bitrate: int) -> str:
+def _clock(bitrate: int, fps: int = CLOCK_FPS) -> str:
     size = f"width={CLOCK_WIDTH},height={CLOCK_HEIGHT}"
-    raw = f"video/x-raw,format=I420,{size},framerate={CLOCK_FPS}/1"
+    raw = f"video/x-raw,format=I420,{size},framerate={fps}/1"
     # A live appsrc that never queues more than one frame: a frame is encoded right after
     # its stamp is drawn, so the stamp is the capture time.
     src = (
@@ -134,7 +135,7 @@ def _clock(bitrate: int) -> str:
         "max-buffers=1 leaky-type=downstream"
     )
     caps = "video/x-h264,stream-format=avc,alignment=au,profile=constrained-baseline"
-    enc = _x264(CLOCK_FPS, _ZEROLATENCY, bitrate)
+    enc = _x264(fps, _ZEROLATENCY, bitrate)
     return f"( {src} ! {enc} ! {caps} ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
 
 
@@ -149,9 +150,10 @@ class ClockPusher(threading.Thread):
     #: Rows that change unpredictably each frame when busy (a camera's moving scene).
     BUSY_ROWS = (160, 320)
 
-    def __init__(self, appsrc: Any, busy: bool = False) -> None:
+    def __init__(self, appsrc: Any, busy: bool = False, fps: int = CLOCK_FPS) -> None:
         super().__init__(name="clock-pusher", daemon=True)
         self.appsrc = appsrc
+        self.fps = fps
         self.stopped = threading.Event()
         noise = random.Random(5)
         first, last = self.BUSY_ROWS
@@ -178,7 +180,7 @@ class ClockPusher(threading.Thread):
         return bytes(frame)
 
     def run(self) -> None:
-        period = 1 / CLOCK_FPS
+        period = 1 / self.fps
         due = time.monotonic()
         n = 0
         while not self.stopped.is_set():
@@ -194,12 +196,13 @@ class ClockPusher(threading.Thread):
                 due = time.monotonic()  # fell behind: never burst to catch up
 
 
-def _clock_factory(bitrate: int = 800) -> Any:
-    factory = _make_factory(_clock(bitrate))
+def _clock_factory(bitrate: int = 800, fps: int = CLOCK_FPS) -> Any:
+    factory = _make_factory(_clock(bitrate, fps))
     factory.set_shared(True)
 
     def _configure(_factory: Any, media: Any) -> None:
-        pusher = ClockPusher(media.get_element().get_by_name("clock"), busy=bitrate > 800)
+        element = media.get_element().get_by_name("clock")
+        pusher = ClockPusher(element, busy=bitrate > 800, fps=fps)
         media.connect("unprepared", lambda _media: pusher.stopped.set())
         pusher.start()
 
@@ -395,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     mounts.add_factory("/clock", _clock_factory())
     # A camera's main stream: the same stamped picture at 3 Mbit/s, about 10 packets a frame.
     mounts.add_factory("/clock-hd", _clock_factory(3000))
+    # At 15 fps, where a parser that holds a frame costs 66 ms.
+    mounts.add_factory("/clock-15", _clock_factory(fps=15))
     mounts.add_factory(
         "/av-sync", _sync_factory("opusenc bitrate=64000 ! rtpopuspay name=pay1 pt=97")
     )
