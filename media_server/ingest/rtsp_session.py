@@ -32,6 +32,43 @@ USER_AGENT = "media_server"
 _PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]+))')
 
 
+class _Buffer:
+    """What the connection gave and was not yet consumed. Consuming from the front moves
+    an offset (the rest is not copied for every frame); the space is reclaimed in bulk."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self._data) - self._pos
+
+    def startswith(self, prefix: bytes) -> bool:
+        return self._data.startswith(prefix, self._pos)
+
+    def at(self, index: int) -> int:
+        return self._data[self._pos + index]
+
+    def find(self, marker: bytes) -> int:
+        found = self._data.find(marker, self._pos)
+        return found - self._pos if found >= 0 else -1
+
+    def take(self, size: int) -> bytes:
+        data = bytes(self._data[self._pos : self._pos + size])
+        self._pos += size
+        if self._pos >= 65536:
+            del self._data[: self._pos]
+            self._pos = 0
+        return data
+
+    def extend(self, data: bytes) -> None:
+        self._data += data
+
+    def clear(self) -> None:
+        self._data.clear()
+        self._pos = 0
+
+
 @dataclass
 class Reply:
     status: int
@@ -71,7 +108,7 @@ class RtspSession:
         self._guard = guard
         self._timeout = timeout
         self._sock: socket.socket | None = None
-        self._buffer = b""
+        self._buffer = _Buffer()
         self._pending: list[tuple[int, bytes]] = []  # frames read while awaiting a reply
         self._cseq = 0
         self._challenge: str | None = None
@@ -98,7 +135,7 @@ class RtspSession:
         except (OSError, ssl.SSLError) as exc:
             raise SourceError(f"cannot connect: {exc}") from None
         self._sock = sock
-        self._buffer = b""
+        self._buffer.clear()
 
     def close(self) -> None:
         if self._sock is not None:
@@ -121,7 +158,7 @@ class RtspSession:
         """Read what the camera sent unasked while RTP comes over UDP (a request of its
         own, say); raise SourceError when it closed the connection."""
         self._recv()
-        self._buffer = b""  # nothing of ours is awaited: replies are read as requests go
+        self._buffer.clear()  # nothing of ours is awaited: replies are read as requests go
 
     def set_timeout(self, seconds: float) -> None:
         if self._sock is not None:
@@ -236,8 +273,8 @@ class RtspSession:
 
     def _take_frame(self) -> tuple[int, bytes]:
         self._fill(4)
-        channel, size = self._buffer[1], int.from_bytes(self._buffer[2:4], "big")
-        self._buffer = self._buffer[4:]
+        header = self._buffer.take(4)
+        channel, size = header[1], int.from_bytes(header[2:4], "big")
         return channel, self._exactly(size)
 
     # -- bounded reads --------------------------------------------------------------
@@ -255,19 +292,20 @@ class RtspSession:
             raise SourceError(f"the camera's connection failed ({exc})") from None
         if not data:
             raise SourceError("the camera closed the connection")
-        self._buffer += data
+        self._buffer.extend(data)
 
     def _until(self, marker: bytes, limit: int) -> bytes:
         while (end := self._buffer.find(marker)) < 0:
             if len(self._buffer) > limit:
                 raise SourceError("the camera's reply head is too large")
             self._recv()
-        head, self._buffer = self._buffer[:end], self._buffer[end + len(marker) :]
+        head = self._buffer.take(end)
+        self._buffer.take(len(marker))
         return head
 
     def _exactly(self, size: int) -> bytes:
         self._fill(size)
-        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        data = self._buffer.take(size)
         return data
 
     def shown(self) -> str:
