@@ -19,7 +19,6 @@ from media_server.model.media import (
     AccessUnit,
     AudioInfo,
     AudioMode,
-    Packet,
 )
 
 OPUS_RATE = 48_000
@@ -87,15 +86,15 @@ class AudioPath:
         """The unit of a packet browsers play as it is, on its codec's clock."""
         return AccessUnit.of(data, self._out_pts(pts90), self._time_base, True)
 
-    def push(self, packet: Packet, pts90: int) -> list[AccessUnit]:
+    def push(self, data: bytes, pts90: int) -> list[AccessUnit]:
         """Units for viewers from one audio packet whose source time maps to `pts90`."""
         if self.info.mode == "passthrough":
-            return [self.passed_through(bytes(packet), pts90)]
+            return [self.passed_through(data, pts90)]
         if self._encoder is None or self._resampler is None or self._decoder is None:
             return []
         units: list[AccessUnit] = []
         try:
-            frames = self._decoder.decode(packet)
+            frames = self._decoder.decode(av.Packet(data))
         except av.FFmpegError:
             return []  # a damaged packet: the next one decodes again
         for frame in frames:

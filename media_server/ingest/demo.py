@@ -158,7 +158,7 @@ class DemoSource:
             self._index += 1
         packet = self._pending.pop(0)
         packet.time_base = Fraction(1, self._fps)
-        return "video", packet
+        return SourcePacket.of("video", packet)
 
     def close(self) -> None:
         self._encoder = None

@@ -17,8 +17,6 @@ import time
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
-import av
-
 from media_server.codecs import h264, h265
 from media_server.ingest.audio import audio_mode
 from media_server.ingest.guard import SourceGuard
@@ -273,11 +271,7 @@ class NativeRtspSource:
         for unit in self._assembler.push(packet):
             pts = clock.unwrap(unit.timestamp)
             self._video_seen = (pts, now)
-            out = av.Packet(unit.data)
-            out.pts = pts
-            out.time_base = self._video_base
-            out.is_keyframe = unit.keyframe
-            self._out.append(("video", out))
+            self._out.append(SourcePacket("video", unit.data, pts, self._video_base, unit.keyframe))
 
     def _audio_packet(self, packet: RtpPacket, whole: bool) -> None:
         frames = self._audio_frames
@@ -288,10 +282,7 @@ class NativeRtspSource:
             pts = self._on_video_clock(self._audio.clock.unwrap(timestamp))
             if pts is None:
                 continue  # before any video: nothing to place it against
-            out = av.Packet(data)
-            out.pts = pts
-            out.time_base = self._video_base
-            self._out.append(("audio", out))
+            self._out.append(SourcePacket("audio", data, pts, self._video_base, True))
 
     def _on_video_clock(self, audio_ts: int) -> int | None:
         """An audio timestamp as the video timestamp of the same moment: by the camera's

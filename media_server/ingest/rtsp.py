@@ -219,7 +219,8 @@ class RtspSource:
                     break
                 if packet.size:
                     stream = packet.stream
-                    return ("audio" if stream and stream.type == "audio" else "video"), packet
+                    audio = stream is not None and stream.type == "audio"
+                    return SourcePacket.of("audio" if audio else "video", packet)
         except (av.FFmpegError, OSError) as exc:
             if time.monotonic() - started < stall:
                 raise SourceError(self._describe(exc)) from None

@@ -29,8 +29,8 @@ from media_server.model.media import (
     TIME_BASE,
     AccessUnit,
     EffectiveMode,
-    Packet,
     SourceInfo,
+    SourcePacket,
     StreamState,
 )
 from media_server.model.registration import Mode, ReconnectPolicy
@@ -219,14 +219,14 @@ class IngestWorker:
         self.counters.restart_window()
         _Pump(self, info, timeline, backoff).run(source)
 
-    def _audio(self, audio: AudioPath, packet: Packet, timeline: Timeline) -> None:
+    def _audio(self, audio: AudioPath, packet: SourcePacket, timeline: Timeline) -> None:
         counters = self.counters
         counters.audio_packets += 1
-        counters.audio_bytes += packet.size
-        pts90 = timeline.follow(packet.pts, float(packet.time_base or 0))
+        counters.audio_bytes += len(packet.data)
+        pts90 = timeline.follow(packet.pts, float(packet.time_base))
         if pts90 is None or self._congested():
             return
-        for unit in audio.push(packet, pts90):
+        for unit in audio.push(packet.data, pts90):
             self._post(self._sink.on_audio, unit)
         counters.audio_frames_encoded = audio.frames_encoded
 
@@ -276,20 +276,19 @@ class _Pump:
             read = source.read()
             if read is None:
                 return
-            track, packet = read
-            if track == "audio":
+            if read.track == "audio":
                 if self._audio is not None and self._mode is not None:  # video sets the clock
-                    worker._audio(self._audio, packet, self._timeline)
+                    worker._audio(self._audio, read, self._timeline)
                 continue
-            self._video(packet)
+            self._video(read)
 
-    def _video(self, packet: Packet) -> None:
+    def _video(self, packet: SourcePacket) -> None:
         counters = self._counters
-        data, key = self._keyframe(bytes(packet), packet.is_keyframe)
+        data, key = self._keyframe(packet.data, packet.keyframe)
         if self._mode is None and not self._start(key):
             return  # nothing decodes before the first keyframe
         self._check_order(packet.pts)
-        time_base = float(packet.time_base) if packet.time_base else 1 / 90000
+        time_base = float(packet.time_base)
         pts = self._timeline.map(packet.pts, time_base)
         counters.frame()
         if self._worker._congested():

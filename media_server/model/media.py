@@ -36,8 +36,24 @@ BROWSER_AUDIO = {
 OPUS = ("opus", 48_000)
 
 
-#: What a source reads: a packet of video (Annex-B) or audio, and which it is.
-SourcePacket = tuple[Track, Packet]
+@dataclass(frozen=True, slots=True)
+class SourcePacket:
+    """What a source read: one encoded packet of video (Annex-B) or audio. Plain bytes:
+    the gateway's own RTSP client need not make a PyAV packet (costly per packet with a
+    hundred ingest threads at the GIL) that the worker would turn back into bytes."""
+
+    track: Track
+    data: bytes
+    pts: int | None
+    time_base: Fraction
+    keyframe: bool = False
+
+    @classmethod
+    def of(cls, track: Track, packet: Packet) -> SourcePacket:
+        """A PyAV packet's (FFmpeg's client, the demo's encoder)."""
+        return cls(
+            track, bytes(packet), packet.pts, packet.time_base or TIME_BASE, packet.is_keyframe
+        )
 
 
 class StreamState(StrEnum):

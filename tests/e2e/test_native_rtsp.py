@@ -226,9 +226,8 @@ def read_units(source: NativeRtspSource, count: int) -> list[list[bytes]]:
         while len(got) < count:
             read = source.read()
             assert read is not None
-            track, packet = read
-            if track == "video":
-                got.append(h264.iter_nals(bytes(packet)))
+            if read.track == "video":
+                got.append(h264.iter_nals(read.data))
         return got
 
     pool = ThreadPoolExecutor(1)  # a source that drops every unit never returns: the
