@@ -41,7 +41,7 @@ async def serve(ws: web.WebSocketResponse, stream: Stream, fenced: Callable[[], 
                 await ws.send_str(wire.describe(info))
                 described[0] = info
             if described[0] is not None:
-                await ws.send_bytes(wire.pack(kind, unit.keyframe, unit.pts, bytes(unit.packet)))
+                await ws.send_bytes(wire.pack(kind, unit.keyframe, unit.pts, unit.data))
 
     async def forward(sub: Subscriber, kind: int) -> None:
         while not fenced():

@@ -32,7 +32,7 @@ class Packetizer:
         self._next = 0
 
     def packetize(self, unit: AccessUnit) -> Packetized:
-        payloads = packetize_h264(bytes(unit.packet))
+        payloads = packetize_h264(unit.data)
         packed = Packetized(tuple(payloads), unit.pts & 0xFFFFFFFF, self._next, unit.keyframe)
         self._next = packed.end
         return packed

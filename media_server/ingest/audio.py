@@ -123,9 +123,5 @@ class AudioPath:
         units = []
         for packet in self._encoder.encode(frame):
             self.frames_encoded += 1
-            data = bytes(packet)
-            out = av.Packet(data)
-            out.pts = packet.pts
-            out.time_base = self._time_base
-            units.append(AccessUnit(out, int(packet.pts or 0), True, len(data)))
+            units.append(AccessUnit.of(bytes(packet), int(packet.pts or 0), self._time_base, True))
         return units

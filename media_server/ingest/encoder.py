@@ -56,8 +56,5 @@ class SharedEncoder:
         for packet in codec.encode(frame):
             data = bytes(packet)
             key = h264.NAL_IDR in h264.nal_types(data)
-            out = av.Packet(data)
-            out.pts = packet.pts
-            out.time_base = TIME_BASE
-            units.append(AccessUnit(out, int(packet.pts or 0), key, len(data)))
+            units.append(AccessUnit.of(data, int(packet.pts or 0), TIME_BASE, key))
         return units

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Literal
@@ -67,23 +67,37 @@ class StreamState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class AccessUnit:
-    """One encoded H.264 picture, Annex-B, SPS/PPS in front of every keyframe.
+    """One encoded picture (Annex-B, parameter sets in front of every keyframe) or audio
+    frame, shared read-only by every viewer.
 
-    `packet` is built once in the ingest thread and shared read-only by every viewer:
-    aiortc's packetizer only reads `bytes(packet)`, `pts` and `time_base`.
+    The engine, relays and snapshots take its bytes. A PyAV packet (what aiortc's senders
+    and decoders take) is made the first time one is asked for, on the loop, once: most
+    units never need one, and making one per unit in each ingest thread costs the GIL.
     """
 
-    packet: Packet
+    data: bytes
     pts: int
+    time_base: Fraction
     keyframe: bool
-    size: int
+    made: Packet | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, data: bytes, pts: int, time_base: Fraction, keyframe: bool) -> AccessUnit:
-        packet = av.Packet(data)
-        packet.pts = pts
-        packet.time_base = time_base
-        return cls(packet, pts, keyframe, len(data))
+        return cls(data, pts, time_base, keyframe)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @property
+    def packet(self) -> Packet:
+        if self.made is None:
+            packet = av.Packet(self.data)
+            packet.pts = self.pts
+            packet.time_base = self.time_base
+            object.__setattr__(self, "made", packet)  # a cache: the unit stays the same
+            return packet
+        return self.made
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ def _decode_last(units: list[AccessUnit]) -> av.VideoFrame:
     last = None
     for unit in units:
         try:
-            for frame in decoder.decode(av.Packet(bytes(unit.packet))):
+            for frame in decoder.decode(av.Packet(unit.data)):
                 last = frame
         except av.FFmpegError:
             continue  # a damaged unit: the ones after it may still decode

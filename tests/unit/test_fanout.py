@@ -12,9 +12,8 @@ from media_server.streams.fanout import Hub, Item, StreamEnded, Subscriber
 
 
 def unit(pts: int, key: bool = False, size: int = 100) -> AccessUnit:
-    packet = av.Packet(b"\x00\x00\x00\x01" + bytes([0x65 if key else 0x41]) + bytes(size))
-    packet.pts, packet.time_base = pts, TIME_BASE
-    return AccessUnit(packet, pts, key, size)
+    data = b"\x00\x00\x00\x01" + bytes([0x65 if key else 0x41]) + bytes(size)
+    return AccessUnit.of(data, pts, TIME_BASE, key)
 
 
 async def take(sub: Subscriber) -> list[Item]:
