@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from media_server.codecs import h264, h265
@@ -49,14 +49,13 @@ class _Track:
     rtcp: int
     clock: TrackClock
     reorder: ReorderWindow | None  # over UDP
-    stats: ReceptionStats | None = None
+    stats: ReceptionStats | None = None  # of the source heard now (its SSRC)
     last_seq: int | None = None
-    ssrc: int | None = field(default=None)
 
     def received(self, packet: RtpPacket, now: float) -> list[RtpPacket]:
         """Count `packet` as it arrives; what may leave, in order."""
-        if self.stats is None or self.ssrc != packet.ssrc:
-            self.stats, self.ssrc = ReceptionStats(packet.ssrc, self.media.clock_rate), packet.ssrc
+        if self.stats is None or self.stats.ssrc != packet.ssrc:
+            self.stats = ReceptionStats(packet.ssrc, self.media.clock_rate)
             self.last_seq = None
         self.stats.packet(packet, now)
         return self.reorder.push(packet, now) if self.reorder is not None else [packet]
@@ -88,6 +87,9 @@ class NativeRtspSource:
         self._guard = guard
         self._session: RtspSession | None = None
         self._carrier: RtpTransport | None = None
+        #: Each set-up track by the channel its RTP arrives on, and by its RTCP's.
+        self._rtp: dict[int, _Track] = {}
+        self._rtcp: dict[int, _Track] = {}
         self._video: _Track | None = None
         self._audio: _Track | None = None
         self._assembler: Assembler | None = None
@@ -198,7 +200,9 @@ class NativeRtspSource:
         self._expect(reply.status, "SETUP")
         rtp, rtcp = carrier.configured(index, reply.headers.get("transport", ""))
         reorder = None if carrier.ordered else ReorderWindow()
-        return _Track(media, rtp, rtcp, TrackClock(media.clock_rate), reorder)
+        track = _Track(media, rtp, rtcp, TrackClock(media.clock_rate), reorder)
+        self._rtp[rtp], self._rtcp[rtcp] = track, track
+        return track
 
     def _audio_info(self, audio: Media | None) -> AudioInfo | None:
         if audio is None:
@@ -223,11 +227,11 @@ class NativeRtspSource:
         stall = self._timeouts[1]
         while not self._out:
             self._keep_alive(session, time.monotonic())
-            waiting = any(t.reorder.waiting for t in self._tracks() if t.reorder)
+            waiting = any(t.reorder.waiting for t in self._rtp.values() if t.reorder)
             got = carrier.receive(0.005 if waiting else min(1.0, stall))
             now = time.monotonic()
             if got is None:
-                for track in self._tracks():
+                for track in self._rtp.values():
                     if track.reorder is not None:
                         self._ordered(track, track.reorder.expire(now), now)
                 if now - self._media_at >= stall:
@@ -237,25 +241,24 @@ class NativeRtspSource:
             self._arrived(*got, now)
         return self._out.pop(0)
 
-    def _tracks(self) -> list[_Track]:
-        return [t for t in (self._video, self._audio) if t is not None]
-
     def _arrived(self, channel: int, data: bytes, now: float) -> None:
-        for track in self._tracks():
-            if channel == track.rtcp:
-                for report in sender_reports(data):
-                    if report.ssrc == track.ssrc and track.stats is not None:
-                        track.clock.report(report)
-                        track.stats.sender_report(report, now)
+        track = self._rtp.get(channel)
+        if track is not None:
+            try:
+                packet = RtpPacket.parse(data)
+            except MalformedPacket:
                 return
-            if channel == track.rtp:
-                try:
-                    packet = RtpPacket.parse(data)
-                except MalformedPacket:
-                    return
-                if packet.payload_type == track.media.payload_type:
-                    self._ordered(track, track.received(packet, now), now)
-                return
+            if packet.payload_type == track.media.payload_type:
+                self._ordered(track, track.received(packet, now), now)
+            return
+        track = self._rtcp.get(channel)
+        stats = track.stats if track is not None else None
+        if track is None or stats is None:
+            return  # a track not set up, or RTCP before its RTP
+        for report in sender_reports(data):
+            if report.ssrc == stats.ssrc:
+                track.clock.report(report)
+                stats.sender_report(report, now)
 
     def _ordered(self, track: _Track, packets: list[RtpPacket], now: float) -> None:
         for packet in packets:
@@ -306,7 +309,7 @@ class NativeRtspSource:
         and receiver reports to the camera every few seconds."""
         if now - self._reported_at >= REPORT_INTERVAL and self._carrier is not None:
             self._reported_at = now
-            for track in self._tracks():
+            for track in self._rtp.values():
                 if track.stats is not None:
                     self._carrier.send(track.rtcp, receiver_report(self._ssrc, [track.stats]))
         if now - self._alive_at >= session.session_timeout / 2:

@@ -305,8 +305,7 @@ class RtspSession:
 
     def _exactly(self, size: int) -> bytes:
         self._fill(size)
-        data = self._buffer.take(size)
-        return data
+        return self._buffer.take(size)
 
     def shown(self) -> str:
         return redact_url(self.url)

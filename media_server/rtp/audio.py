@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from media_server.rtp.packet import RtpPacket
+from media_server.rtp.payload import fmtp_params
 
 #: RTP encoding names (lower case) to FFmpeg's codec names, for the codecs taken here.
 AUDIO_CODECS = {
@@ -41,15 +42,6 @@ class WholeFrames:
         pass
 
 
-def _fmtp(fmtp: str) -> dict[str, str]:
-    params = {}
-    for item in fmtp.split(";"):
-        name, _, value = item.strip().partition("=")
-        if name:
-            params[name.strip().lower()] = value.strip()
-    return params
-
-
 def _int(params: dict[str, str], name: str, default: int) -> int:
     value = params.get(name, "")
     return int(value) if value.isdigit() else default
@@ -60,7 +52,7 @@ class Mpeg4Generic:
     `indexdeltalength` (others) bits of index, after a 16-bit length of them in bits."""
 
     def __init__(self, fmtp: str) -> None:
-        params = _fmtp(fmtp)
+        params = fmtp_params(fmtp)
         self.size_bits = _int(params, "sizelength", 13)
         self.index_bits = _int(params, "indexlength", 3)
         self.delta_bits = _int(params, "indexdeltalength", 3)
@@ -123,7 +115,7 @@ class Mpeg4Generic:
 def audio_depacketizer(encoding: str, fmtp: str) -> AudioDepacketizer | None:
     """The depacketizer for an RTP encoding name, None for one not taken here."""
     if encoding == "mpeg4-generic":
-        params = _fmtp(fmtp)
+        params = fmtp_params(fmtp)
         if params.get("mode", "").lower() not in ("aac-hbr", "aac-lbr"):
             return None
         return Mpeg4Generic(fmtp)

@@ -130,18 +130,22 @@ SPROP: dict[VideoCodec, tuple[str, ...]] = {
 }
 
 
-def sdp_parameter_sets(codec: VideoCodec, fmtp: str) -> list[bytes]:
-    """The parameter sets an SDP's `a=fmtp` line carries (`sprop-parameter-sets` for
-    H.264; `sprop-vps`, `sprop-sps`, `sprop-pps` for H.265), in decoding order."""
+def fmtp_params(fmtp: str) -> dict[str, str]:
+    """An SDP `a=fmtp` line's parameters (`name=value;...`), names in lower case."""
     params = {}
     for item in fmtp.split(";"):
         name, _, value = item.strip().partition("=")
-        params[name.strip().lower()] = value.strip()
-    names = (
-        ("sprop-parameter-sets",) if codec == "h264" else ("sprop-vps", "sprop-sps", "sprop-pps")
-    )
+        if name:
+            params[name.strip().lower()] = value.strip()
+    return params
+
+
+def sdp_parameter_sets(codec: VideoCodec, fmtp: str) -> list[bytes]:
+    """The parameter sets an SDP's `a=fmtp` line carries (`sprop-parameter-sets` for
+    H.264; `sprop-vps`, `sprop-sps`, `sprop-pps` for H.265), in decoding order."""
+    params = fmtp_params(fmtp)
     units = []
-    for name in names:
+    for name in SPROP[codec]:
         for encoded in filter(None, params.get(name, "").split(",")):
             try:
                 unit = base64.b64decode(encoded, validate=True)
