@@ -163,7 +163,7 @@ class Engine:
             for feed in list(self._feeds.values()):  # made for a viewer that never came
                 if not feed.viewers:
                     self._close_feed(feed)
-            for viewer in list(self._viewers):
+            for viewer, feed in list(self._viewers.items()):
                 reason = viewer.follow_route()
                 if reason is not None:
                     log.info("engine: a viewer's route is gone (%s)", reason)
@@ -171,7 +171,7 @@ class Engine:
                     if viewer.on_lost is not None:
                         viewer.on_lost(reason)
                     continue
-                viewer.tx.send_rtcp(rtcp.sender_report(viewer))
+                viewer.tx.send_rtcp(rtcp.sender_report(viewer, feed.consumer.stream.capture))
 
     async def close(self) -> None:
         if self._ticker is not None:

@@ -23,8 +23,8 @@ from aiortc.rtp import (
 
 from media_server.engine.feed import Feed
 from media_server.engine.viewer import EngineViewer
-from media_server.model.clock import ntp_now, ticks_now
-from media_server.model.media import CLOCK_RATE
+from media_server.model.clock import CaptureClock, ticks_now
+from media_server.model.media import CLOCK_RATE, TIME_BASE
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +34,15 @@ NACK_MOST = 64
 NACK_REPEAT = 0.05
 
 
-def sender_report(viewer: EngineViewer) -> bytes:
-    """SR (+ SDES CNAME) mapping now, in NTP time, to the RTP timestamp that stands for
-    now on the media clock (model/clock.py), not to when the last packet left: audio,
-    sent by aiortc after holds of its own, maps the same way, so the two sync exactly."""
+def sender_report(viewer: EngineViewer, capture: CaptureClock) -> bytes:
+    """SR (+ SDES CNAME) for the RTP timestamp that stands for now on the media clock
+    (model/clock.py), not for when the last packet left, in NTP time on the camera's
+    clock where it told it (`capture`): audio, sent by aiortc after holds of its own,
+    maps the same way, so the two sync exactly."""
     packets, octets, *_ = viewer.tx.sender_info()
-    now = ntp_now()
-    rtp_now = (viewer.ts_offset + ticks_now(CLOCK_RATE)) & 0xFFFFFFFF
+    ticks = ticks_now(CLOCK_RATE)
+    now = capture.ntp(ticks, TIME_BASE)
+    rtp_now = (viewer.ts_offset + ticks) & 0xFFFFFFFF
     # Packed by hand: aiortc's packet classes cost more than the rest of the tick.
     data = SR.pack(
         0x80, 200, 6, viewer.ssrc, now, rtp_now, packets & 0xFFFFFFFF, octets & 0xFFFFFFFF

@@ -274,7 +274,11 @@ class NativeRtspSource:
         for unit in self._assembler.push(packet):
             pts = clock.unwrap(unit.timestamp)
             self._video_seen = (pts, now)
-            self._out.append(SourcePacket("video", unit.data, pts, self._video_base, unit.keyframe))
+            self._out.append(
+                SourcePacket(
+                    "video", unit.data, pts, self._video_base, unit.keyframe, clock.wall(pts)
+                )
+            )
 
     def _audio_packet(self, packet: RtpPacket, whole: bool) -> None:
         frames = self._audio_frames

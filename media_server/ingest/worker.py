@@ -25,6 +25,7 @@ from media_server.ingest.backoff import Backoff
 from media_server.ingest.encoder import SharedEncoder
 from media_server.ingest.source import PermanentSourceError, Source, SourceError
 from media_server.ingest.timeline import Timeline
+from media_server.model.clock import CaptureClock
 from media_server.model.media import (
     TIME_BASE,
     AccessUnit,
@@ -263,6 +264,8 @@ class _Pump:
         self._decoder: VideoCodecContext | None = None
         bitrate = worker._shared_bitrate
         self._encoder = SharedEncoder(bitrate) if bitrate is not None else None
+        #: The camera's capture times, carried over to what the shared encoder makes.
+        self._capture = CaptureClock()
         self._need_key = True
         self._reordered = False
         audio = info.audio
@@ -298,7 +301,7 @@ class _Pump:
         if self._need_key and not key:
             return
         self._need_key = False
-        unit = AccessUnit.of(data, pts, TIME_BASE, key)
+        unit = AccessUnit.of(data, pts, TIME_BASE, key, packet.capture)
         if self._mode == "passthrough":
             self._worker._post(self._sink.on_unit, unit)
         else:
@@ -354,6 +357,7 @@ class _Pump:
         """Decode; hand frames to viewers whose own encoder takes them, and encode them
         once for the rest."""
         counters, worker = self._counters, self._worker
+        self._capture.follow(unit.pts, unit.time_base, unit.capture)
         if self._decoder is None:
             self._decoder = cast(VideoCodecContext, av.CodecContext.create(self._info.codec, "r"))
         try:
@@ -376,4 +380,7 @@ class _Pump:
                 continue
             for encoded in self._encoder.encode(frame, self._info.fps or counters.fps or 30.0):
                 counters.frames_encoded += 1
+                capture = self._capture.at(encoded.pts, encoded.time_base)
+                if capture is not None:
+                    encoded = replace(encoded, capture=capture)
                 worker._post(self._sink.on_unit, encoded)

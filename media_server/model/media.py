@@ -47,6 +47,9 @@ class SourcePacket:
     pts: int | None
     time_base: Fraction
     keyframe: bool = False
+    #: When the camera captured it, in NTP seconds on the camera's clock (from its RTCP
+    #: sender reports; None where it sent none, or FFmpeg's client read it).
+    capture: float | None = None
 
     @classmethod
     def of(cls, track: Track, packet: Packet) -> SourcePacket:
@@ -79,11 +82,20 @@ class AccessUnit:
     pts: int
     time_base: Fraction
     keyframe: bool
+    #: The camera's capture time (NTP seconds), as its source packet gave it.
+    capture: float | None = None
     made: Packet | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def of(cls, data: bytes, pts: int, time_base: Fraction, keyframe: bool) -> AccessUnit:
-        return cls(data, pts, time_base, keyframe)
+    def of(
+        cls,
+        data: bytes,
+        pts: int,
+        time_base: Fraction,
+        keyframe: bool,
+        capture: float | None = None,
+    ) -> AccessUnit:
+        return cls(data, pts, time_base, keyframe, capture)
 
     @property
     def size(self) -> int:

@@ -14,6 +14,7 @@ import av
 
 from media_server.config import TRANSCODE_ENCODES, Settings
 from media_server.ingest import IngestCounters, IngestWorker, SourceFactory
+from media_server.model.clock import CaptureClock
 from media_server.model.media import AccessUnit, EffectiveMode, SourceInfo, StreamState
 from media_server.model.registration import Registration
 from media_server.streams.changes import Changes
@@ -84,6 +85,8 @@ class Stream:
         )
         # Audio: every unit stands alone, so nothing is cached for new listeners.
         self.audio_hub = Hub(hub.viewer_queue, 0, 0, 0)
+        #: The stream's timestamps on its camera's clock, for sender reports to viewers.
+        self.capture = CaptureClock()
         self.snapshots = Snapshots(self)
         self._info_known = asyncio.Event()
         self.worker: Ingest | None = None
@@ -263,6 +266,7 @@ class Stream:
     def on_state(self, state: StreamState, error: str | None) -> None:
         if state == StreamState.RECONNECTING:
             self.hub.clear_cache()
+            self.capture.forget()
         self._set_state(state, error)
 
     def on_info(self, info: SourceInfo, mode: EffectiveMode) -> None:
@@ -275,6 +279,7 @@ class Stream:
 
     def on_unit(self, unit: AccessUnit) -> None:
         self.units_out += 1
+        self.capture.follow(unit.pts, unit.time_base, unit.capture)
         self.hub.publish_unit(unit)
 
     def on_audio(self, unit: AccessUnit) -> None:

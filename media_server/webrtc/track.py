@@ -4,7 +4,7 @@ An `av.Packet` goes to aiortc's H.264 packetizer untouched (passthrough); an
 `av.VideoFrame` is encoded by the sender (transcode). Subscribing waits for the first
 `recv()`, so a viewer whose transport never comes up is never fed. Each `recv()` first
 tells the sender the moment its last frame stands for, so its sender reports map to the
-media clock as the engine's do (model/clock.py).
+stream's clock as the engine's do (model/clock.py: the camera's, where it says).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from aiortc import MediaStreamTrack, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError
 
 from media_server import aiortc_internals as internals
-from media_server.model import clock
 from media_server.model.media import AccessUnit, Packet
 from media_server.streams.consumer import Consumer
 from media_server.streams.fanout import StreamEnded, Subscriber, Wants
@@ -47,8 +46,8 @@ class HubTrack(MediaStreamTrack):
             raise MediaStreamError
         sent = self._sent
         if self.sender and sent is not None and sent.pts is not None and sent.time_base:
-            when = clock.moment(sent.pts, sent.time_base)
-            internals.set_report_time(self.sender, clock.ntp_at(when))
+            capture = self._consumer.stream.capture
+            internals.set_report_time(self.sender, capture.ntp(sent.pts, sent.time_base))
         if self._sub is None:
             audio = self.kind == "audio"
             self._sub = self._consumer.audio() if audio else self._consumer.video(self._wants)

@@ -5,6 +5,7 @@ viewers decode them as from the PyAV client."""
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
@@ -23,13 +24,15 @@ from media_server.ingest.native import NativeRtspSource
 from media_server.ingest.rtp_transport import PortPairs
 from media_server.ingest.rtsp_session import RtspSession
 from media_server.ingest.source import SourceError
+from media_server.model import clock
 from tests.support.api import live, register, wait_state
+from tests.support.avsync import SyncMeter
 from tests.support.certs import make_certificate
 from tests.support.fake_camera import SDP, Behaviour, FakeCamera
 from tests.support.front import run_front
 from tests.support.gateway import FAST, GENEROUS, Gateway, run_gateway
 from tests.support.rtsp import RtspServer
-from tests.support.viewer import watch
+from tests.support.viewer import Viewer, watch
 
 pytestmark = pytest.mark.e2e
 
@@ -355,3 +358,46 @@ def test_control_star_and_absolute(control: str, setup: str) -> None:
     finally:
         source.close()
         camera.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "mode"),
+    [("engine", "passthrough"), ("aiortc", "passthrough"), ("engine", "transcode")],
+)
+async def test_sender_reports_to_viewers_carry_the_cameras_capture_time(
+    http: aiohttp.ClientSession, units: list[bytes], path: str, mode: str
+) -> None:
+    """The camera's clock runs an hour behind ours, and its sender reports say so. The
+    gateway's reports to viewers map each frame to when the camera captured it, on the
+    camera's clock, passed through or transcoded once: a viewer measures arrival minus
+    capture as that hour plus the latency (without capture times, the gateway's own
+    clock: the latency alone)."""
+    camera = FakeCamera(Behaviour(media=media(units), report_offset=-3600.0))
+    env = {
+        **GENEROUS,
+        **FAST,
+        "MEDIA_SERVER_INGEST__CLIENT": "native",
+        "MEDIA_SERVER_WEBRTC__MEDIA_PATH": path,
+    }
+    meter = SyncMeter()
+    try:
+        with run_gateway("--no-demo", env=env) as gw:
+            view = await live(http, gw.base_url, "camera-clock", camera.url(), mode=mode)
+            assert view["effective_mode"] == mode, view
+            viewer = Viewer(gw.base_url, "camera-clock", sync=meter)
+            try:
+                await viewer.connect()
+                await viewer.wait_frames(75)
+            finally:
+                await viewer.close()
+    finally:
+        camera.close()
+    track = meter.tracks["video"]
+    now_ntp, now = clock.ntp_now() / (1 << 32), time.monotonic()
+    latencies = []
+    for arrived, pts in viewer.timeline[-15:]:
+        rtp = track.rtp(pts)
+        captured = track.wall(rtp) if rtp is not None else None
+        assert captured is not None, "no sender report reached the viewer"
+        latencies.append(now_ntp - (now - arrived) - captured)
+    assert all(3600.0 < lat < 3600.5 for lat in latencies), latencies

@@ -26,6 +26,8 @@ SDP = (
     "sprop-parameter-sets=Z0LAHtoCgL/lhAAAAwAEAAADAPA8WLqA,aM48gA==\r\n"
     "a=control:trackID=0\r\n"
 )
+#: Seconds from 1900 (NTP's era) to 1970.
+NTP_EPOCH = 2_208_988_800
 
 
 @dataclass
@@ -63,6 +65,9 @@ class Behaviour:
     drop_silent: bool = False
     #: When each request came (monotonic), in the order of `requests`.
     times: list[float] = field(default_factory=list)
+    #: Send an RTCP sender report with every 10th unit, its NTP time the wall clock
+    #: plus this many seconds (a camera whose clock is off), when set.
+    report_offset: float | None = None
 
 
 class FakeCamera:
@@ -139,18 +144,20 @@ class FakeCamera:
                     )
                     packets.append(header + payload)
                     seq += 1
+                if behaviour.report_offset is not None and sent % 10 == 0:
+                    packets.append(self._sender_report(ts, behaviour.report_offset))
                 if udp is not None:
                     if behaviour.reorder:
                         for i in range(0, len(packets) - 1, 2):
                             packets[i], packets[i + 1] = packets[i + 1], packets[i]
                     for packet in packets:
-                        udp.sendto(packet, ("127.0.0.1", self._client_port))
+                        rtcp = packet[1] == 200
+                        udp.sendto(packet, ("127.0.0.1", self._client_port + rtcp))
                 else:
                     with lock:
                         for packet in packets:
-                            conn.sendall(
-                                b"$" + bytes([self._channel]) + struct.pack("!H", len(packet))
-                            )
+                            channel = self._channel + (packet[1] == 200)
+                            conn.sendall(b"$" + bytes([channel]) + struct.pack("!H", len(packet)))
                             conn.sendall(packet)
                 sent += 1
                 ts += int(90_000 / behaviour.fps)
@@ -167,6 +174,12 @@ class FakeCamera:
                 udp.close()
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
+
+    @staticmethod
+    def _sender_report(rtp: int, offset: float) -> bytes:
+        """RTCP SR: RTP timestamp `rtp` (the unit sent now) stands for now + `offset`."""
+        ntp = round((time.time() + NTP_EPOCH + offset) * (1 << 32))
+        return struct.pack("!BBHIQIII", 0x80, 200, 6, 0xC0FFEE, ntp, rtp & 0xFFFFFFFF, 0, 0)
 
     def _answer(self, head: str) -> bytes:
         lines = head.split("\r\n")

@@ -281,7 +281,7 @@ def test_a_sender_report_maps_now_to_the_rtp_clock(
     # A unit whose timestamp stands for 0.2 s ago on the media clock, sent only now.
     pts = clock.ticks_now(90_000) - 18_000
     path.send_unit((viewer.tx,), (b"x" * 10, b"y" * 20), pts, 0)
-    report = rtcp.sender_report(viewer)
+    report = rtcp.sender_report(viewer, clock.CaptureClock())
     sr, sdes = RtcpPacket.parse(report)
     assert isinstance(sr, RtcpSrPacket) and isinstance(sdes, RtcpSdesPacket)
     info = sr.sender_info
@@ -292,6 +292,17 @@ def test_a_sender_report_maps_now_to_the_rtp_clock(
     assert 16_000 < (info.rtp_timestamp - sent_as) & 0xFFFFFFFF < 22_000
     assert abs(info.ntp_timestamp - clock.ntp_now()) < (1 << 32) // 10
     assert sdes.chunks[0].items == [(1, b"gw")]
+
+    # A camera that said when it captured that unit: the report is on the camera's clock
+    # (an hour behind ours, say), at the same rate.
+    camera = clock.CaptureClock()
+    captured = clock.ntp_now() / (1 << 32) - 3600.0
+    camera.follow(pts, Fraction(1, 90_000), captured)
+    sr, _ = RtcpPacket.parse(rtcp.sender_report(viewer, camera))
+    assert isinstance(sr, RtcpSrPacket)
+    info = sr.sender_info
+    ticks = (info.rtp_timestamp - sent_as) & 0xFFFFFFFF
+    assert abs(info.ntp_timestamp / (1 << 32) - (captured + ticks / 90_000)) < 1e-4
 
 
 class Recorder:
