@@ -10,6 +10,8 @@ marker bits are in the clear) and never decrypted, reassembled or answered with 
 
     python -m perf.cheap_viewer BASE_URL STREAM[,STREAM...] --count K --offset I \\
         --warmup W --window T [--mode receiver|counter]
+
+A STREAM that is a URL is taken as a WHEP endpoint of any gateway (BASE_URL unused).
 """
 
 from __future__ import annotations
@@ -99,6 +101,14 @@ def count_rtp(ice_transport: Any, tally: Tally) -> None:
     ice_transport._recv = without_rtp
 
 
+def whep_url(base_url: str, stream: str) -> str:
+    """Where to offer: our gateway's WHEP endpoint for a stream id, or, given a URL in
+    place of a stream id, that endpoint as it is (another gateway's, say)."""
+    if stream.startswith(("http://", "https://")):
+        return stream
+    return f"{base_url}/api/v1/streams/{stream}/whep"
+
+
 class CheapViewer:
     def __init__(self, base_url: str, stream_id: str, mode: str = "receiver") -> None:
         self.base_url = base_url
@@ -118,7 +128,7 @@ class CheapViewer:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         self.started = time.monotonic()
         async with http.post(
-            f"{self.base_url}/api/v1/streams/{self.stream_id}/whep",
+            whep_url(self.base_url, self.stream_id),
             data=self.pc.localDescription.sdp,
             headers={"Content-Type": "application/sdp"},
         ) as resp:

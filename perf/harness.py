@@ -10,6 +10,16 @@ scale curves. Besides the cheap viewers, one decoding probe viewer (``latency_pr
 reads the capture stamps of the ``/clock`` mount for latency, and a process of its own
 (``ping_probe.py``) measures the signaling round trip. Results: JSON (everything),
 Markdown (the table), PNG (the chart).
+
+Another gateway at hand can run in the same rounds on the same camera: point it at the
+camera the harness serves (``--rtsp-port`` fixes its port; the URL is printed at the
+start) and name its WHEP endpoint and process::
+
+    python -m perf.harness --profiles engine-native-rtsp --rtsp-port 8554 \\
+        --external mediamtx=http://127.0.0.1:8889/clock/whep,pid=4242 --viewers 10
+
+Its viewers and latency probe then offer over WHEP, and its CPU and memory are those of
+the process and its children.
 """
 
 from __future__ import annotations
@@ -170,41 +180,52 @@ def _results(proc: subprocess.Popen[str], timeout: float) -> list[dict[str, Any]
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-def _load(
-    gws: list[Gateway], stream_ids: list[str], per_stream: int, args: argparse.Namespace
-) -> tuple[list[subprocess.Popen[str]], list[subprocess.Popen[str]]]:
-    """Start the viewers, spread evenly over the nodes (a process or more each), and the
-    probes, which watch from a node that does not ingest the first stream, if any."""
-    timing = ["--warmup", str(args.warmup), "--window", str(args.seconds)]
-    total = len(stream_ids) * per_stream
-    shares = max(-(-total // VIEWERS_PER_PROCESS), min(total, len(gws)))
+def _viewers(
+    bases: list[str], streams: str, total: int, args: argparse.Namespace
+) -> list[subprocess.Popen[str]]:
+    """`total` cheap viewers of `streams` (ids, or a WHEP URL), spread evenly over the
+    base URLs, a process for every VIEWERS_PER_PROCESS or more."""
+    shares = max(-(-total // VIEWERS_PER_PROCESS), min(total, len(bases)))
     remaining = total
     viewers = []
     for share in range(shares):
         count = total // shares + (share < total % shares)
         remaining -= count
-        node = gws[share % len(gws)]
         viewers.append(
             _spawn(
                 "perf.cheap_viewer",
-                node.base_url,
-                ",".join(stream_ids),
+                bases[share % len(bases)],
+                streams,
                 "--count",
                 str(count),
                 "--offset",
                 str(remaining),
                 "--mode",
                 args.viewer,
-                *timing,
+                *_timing(args),
             )
         )
+    return viewers
+
+
+def _timing(args: argparse.Namespace) -> list[str]:
+    return ["--warmup", str(args.warmup), "--window", str(args.seconds)]
+
+
+def _load(
+    gws: list[Gateway], stream_ids: list[str], per_stream: int, args: argparse.Namespace
+) -> tuple[list[subprocess.Popen[str]], list[subprocess.Popen[str]]]:
+    """Start the viewers, spread evenly over the nodes (a process or more each), and the
+    probes, which watch from a node that does not ingest the first stream, if any."""
+    total = len(stream_ids) * per_stream
+    viewers = _viewers([n.base_url for n in gws], ",".join(stream_ids), total, args)
     if not args.probe:
         return viewers, []
     gw = gws[0]
     origin = gw.get_json(f"/api/v1/streams/{stream_ids[0]}").get("ingest_node")
     probed = next((n for n in gws if n.get_json("/api/v1/cluster")["node"] != origin), gw)
     probes = [
-        _spawn(module, probed.base_url, stream_ids[0], *timing)
+        _spawn(module, probed.base_url, stream_ids[0], *_timing(args))
         for module in ("perf.latency_probe", "perf.ping_probe")
     ]
     return viewers, probes
@@ -316,6 +337,76 @@ def measure(
     return {**run, "streams": streams, "viewers_per_stream": per_stream, **probe_figures(probed)}
 
 
+class External(NamedTuple):
+    """Another gateway, running already and pulling the harness's camera: its WHEP
+    endpoint, and its process (CPU and memory count it and its children)."""
+
+    name: str
+    whep: str
+    pid: int
+
+
+def external_profile(text: str) -> External:
+    """`NAME=WHEP_URL,pid=PID` from the command line."""
+    name, _, rest = text.partition("=")
+    whep, _, pid = rest.rpartition(",pid=")
+    if not name or not whep.startswith(("http://", "https://")) or not pid.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=WHEP_URL,pid=PID")
+    return External(name, whep, int(pid))
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (a gateway that runs FFmpeg for its cameras, say)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # the process ended
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo += children.get(current, [])
+    return tree
+
+
+def _tree(measure: Any, pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += measure(pid)
+    return float(total)
+
+
+def measure_external(ext: External, args: argparse.Namespace, per_stream: int) -> dict[str, Any]:
+    """One run of another gateway: the same viewers and latency probe over its WHEP
+    endpoint, its process tree's CPU and memory (no signaling ping: that is ours)."""
+    if not Path(f"/proc/{ext.pid}").is_dir():
+        raise SystemExit(f"{ext.name}: no process {ext.pid}")
+    viewers = _viewers(["-"], ext.whep, per_stream, args)
+    probes = [_spawn("perf.latency_probe", "-", ext.whep, *_timing(args))] if args.probe else []
+    time.sleep(args.warmup)
+    pids = process_tree(ext.pid)
+    wall_start, host_start = time.monotonic(), host_busy_seconds()
+    cpu_start = _tree(cpu_seconds, pids)
+    rss = []
+    while time.monotonic() - wall_start < args.seconds:
+        time.sleep(1)
+        rss.append(_tree(rss_mb, pids))
+    elapsed = time.monotonic() - wall_start
+    cpu = (_tree(cpu_seconds, pids) - cpu_start) / elapsed * 100
+    host_cpu = (host_busy_seconds() - host_start) / elapsed * 100
+    timeout = args.seconds + args.warmup + 60
+    seen = [line for proc in viewers for line in _results(proc, timeout)]
+    probed = [line for proc in probes for line in _results(proc, timeout)]
+    run = summarize(ext.name, seen, cpu, max(rss, default=0.0), [])
+    run["host_cpu_percent"] = host_cpu
+    run["external"] = {"whep": ext.whep, "pid": ext.pid, "processes": len(pids)}
+    return {**run, "streams": 1, "viewers_per_stream": per_stream, **probe_figures(probed)}
+
+
 def node_figures(gw: Gateway, cpu: float) -> dict[str, Any]:
     """One node's share of the load: its CPU and memory, viewers, relays and ingests."""
     me = gw.get_json("/api/v1/cluster")["node"]
@@ -359,25 +450,32 @@ def take_profile(gw: Gateway, seconds: int, gil: bool, path: Path) -> None:
 
 
 def probe_figures(probed: list[dict[str, Any]]) -> dict[str, Any]:
-    """Latency figures of the decoding probe and round trips of the ping probe."""
+    """Latency figures of the decoding probe and round trips of the ping probe (which
+    external profiles do not run)."""
     errors = [p["error"] for p in probed if p["error"]]
-    if len(probed) < 2 or errors:
-        return {"probe_error": "; ".join(errors) or ("probes off" if not probed else "no output")}
-    latency = next(p for p in probed if "latencies_ms" in p)
-    latencies = latency["latencies_ms"]
-    pings = next(p for p in probed if "pings_ms" in p)["pings_ms"]
-    unreadable = latency["incomplete"] + latency["undecodable"] + latency["unstamped"]
-    return {
-        "latency_p50_ms": percentile(latencies, 50),
-        "latency_p99_ms": percentile(latencies, 99),
-        "latency_max_ms": max(latencies, default=None),
-        "latency_samples": len(latencies),
-        "probe_frames": latency["frames"],
-        "probe_frames_unreadable": unreadable,
-        "ping_p50_ms": percentile(pings, 50),
-        "ping_p99_ms": percentile(pings, 99),
-        "ping_samples": len(pings),
-    }
+    if not probed or errors:
+        return {"probe_error": "; ".join(errors) or "probes off"}
+    figures: dict[str, Any] = {}
+    latency = next((p for p in probed if "latencies_ms" in p), None)
+    if latency is not None:
+        latencies = latency["latencies_ms"]
+        unreadable = latency["incomplete"] + latency["undecodable"] + latency["unstamped"]
+        figures |= {
+            "latency_p50_ms": percentile(latencies, 50),
+            "latency_p99_ms": percentile(latencies, 99),
+            "latency_max_ms": max(latencies, default=None),
+            "latency_samples": len(latencies),
+            "probe_frames": latency["frames"],
+            "probe_frames_unreadable": unreadable,
+        }
+    pings = next((p["pings_ms"] for p in probed if "pings_ms" in p), None)
+    if pings is not None:
+        figures |= {
+            "ping_p50_ms": percentile(pings, 50),
+            "ping_p99_ms": percentile(pings, 99),
+            "ping_samples": len(pings),
+        }
+    return figures
 
 
 def summarize(
@@ -599,6 +697,18 @@ def _parser() -> argparse.ArgumentParser:
         help="cheap viewers' kind: aiortc's receiver without a decoder, or counting RTP "
         "headers without decrypting (hundreds of viewers on this machine)",
     )
+    parser.add_argument(
+        "--external",
+        type=external_profile,
+        action="append",
+        default=[],
+        metavar="NAME=WHEP_URL,pid=PID",
+        help="another gateway as a profile, already running and pulling the harness's "
+        "camera (--rtsp-port): its WHEP endpoint and process id; one stream only",
+    )
+    parser.add_argument(
+        "--rtsp-port", type=int, help="the camera server's port (default: a free one)"
+    )
     parser.add_argument("--phase", default="phase1", help="targets to check (targets.toml)")
     parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results" / "latest")
     return parser
@@ -608,21 +718,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     catalogue = load_toml("profiles.toml")
-    profiles = args.profiles.split(",")
+    profiles = [p for p in args.profiles.split(",") if p]
     unknown = [p for p in profiles if p not in catalogue]
     if unknown:
         parser.error(f"unknown profile(s) {unknown}; known: {sorted(catalogue)}")
     command = "python -m perf.harness " + " ".join(sys.argv[1:] if argv is None else argv)
+    externals = {e.name: e for e in args.external}
+    if args.external and args.streams != [1]:
+        parser.error("--external compares one camera: --streams 1")
     runs = []
-    with start_rtsp_server() as rtsp:
+    with start_rtsp_server(args.rtsp_port) as rtsp:
+        print(f"camera: {rtsp.url(args.mount)}", file=sys.stderr)
         for round_no in range(args.rounds):
             for streams in args.streams:
                 for per_stream in args.viewers:
-                    for profile in profiles:
+                    for profile in [*profiles, *externals]:
                         load = f"{streams} streams x {per_stream} viewers"
                         print(f"round {round_no + 1}: {profile}, {load} ...", file=sys.stderr)
-                        spec = catalogue[profile]
-                        runs.append(measure(profile, spec, rtsp, args, streams, per_stream))
+                        if profile in externals:
+                            runs.append(measure_external(externals[profile], args, per_stream))
+                        else:
+                            spec = catalogue[profile]
+                            runs.append(measure(profile, spec, rtsp, args, streams, per_stream))
                         _save(args, command, runs)  # a long run that stops keeps its figures
     _save(args, command, runs)
     report = markdown(command, runs, args.phase)

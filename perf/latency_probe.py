@@ -7,7 +7,8 @@ RTP marker bit, decodes it and reads the stamp. The arrival time is the marker p
 aiortc's own jitter buffer only releases a frame when the next one begins, which would
 add a frame interval that no browser adds.
 
-It signals over the WebSocket, as the browser page does.
+It signals over the WebSocket, as the browser page does; given a WHEP URL in place of a
+stream id, over WHEP (another gateway, for the harness's external profiles).
 
     python -m perf.latency_probe BASE_URL STREAM --warmup W --window T
 
@@ -137,7 +138,11 @@ class LatencyProbe(CheapViewer):
         self._ws: aiohttp.ClientWebSocketResponse | None = None
 
     async def connect(self, http: aiohttp.ClientSession) -> None:
-        """Negotiate over the WebSocket, as the browser page does."""
+        """Negotiate over the WebSocket, as the browser page does; over WHEP when given
+        another gateway's endpoint."""
+        if self.stream_id.startswith(("http://", "https://")):
+            await super().connect(http)
+            return
         await self.pc.setLocalDescription(await self.pc.createOffer())
         self.started = time.monotonic()
         self._ws = await http.ws_connect(f"{self.base_url}/ws/{self.stream_id}")

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from perf.harness import main
+from perf.harness import main, register
+from tests.support.gateway import FAST, GENEROUS, run_gateway
+from tests.support.rtsp import HOST, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -54,3 +56,29 @@ def test_cluster_run_spreads_viewers_over_three_nodes(tmp_path: Path) -> None:
     assert sorted(n["ingests"] for n in nodes) == [0, 0, 1], nodes
     assert sum(n["relays"] for n in nodes) == 2, nodes
     assert run["cpu_percent"] == pytest.approx(sum(n["cpu_percent"] for n in nodes))
+
+
+def test_another_gateway_runs_as_a_profile_by_its_whep_endpoint_and_pid(tmp_path: Path) -> None:
+    """Any running WHEP endpoint and process id is a profile: here a second gateway of
+    ours, started outside the harness and pulling the harness's camera by its port."""
+    port = free_port(HOST)
+    env = {**GENEROUS, **FAST}
+    with run_gateway("--no-demo", env=env) as other:
+        camera = f"rtsp://{HOST}:{port}/clock"
+        register(other, "cam", camera, "passthrough")
+        whep = other.url("/api/v1/streams/cam/whep")
+        out = tmp_path / "report"
+        args = ["--profiles", "engine", "--viewers", "2", "--rtsp-port", str(port)]
+        args += ["--external", f"other={whep},pid={other.pid}", "--warmup", "3"]
+        assert main([*args, "--seconds", "3", "--out", str(out)]) == 0
+    runs = {run["profile"]: run for run in json.loads((out / "report.json").read_text())["runs"]}
+    assert set(runs) == {"engine", "other"}
+    run = runs["other"]
+    assert run["external"] == {"whep": whep, "pid": other.pid, "processes": 1}, run
+    assert run["viewers"] == 2 and run["viewers_failed"] == 0, run
+    assert 20 < run["fps_per_viewer_mean"] < 40, run
+    assert 0 < run["cpu_percent"] < 400 and run["rss_mb"] > 20, run
+    assert run["latency_samples"] >= 0.8 * 30 * 3, run
+    assert 0 < run["latency_p50_ms"] <= run["latency_p99_ms"] < 1000, run
+    assert "ping_p50_ms" not in run  # the signaling ping is our WebSocket's
+    assert "`other`, 1 streams x 2 viewers" in (out / "report.md").read_text()
