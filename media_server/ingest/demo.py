@@ -160,6 +160,9 @@ class DemoSource:
         packet.time_base = Fraction(1, self._fps)
         return SourcePacket.of("video", packet)
 
+    def polled(self) -> None:
+        return None  # paced by its own clock, on the stream's thread
+
     def close(self) -> None:
         self._encoder = None
         self._pending = []

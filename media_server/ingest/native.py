@@ -13,6 +13,7 @@ Anything else raises UnsupportedSource, so `auto` hands the camera to FFmpeg's c
 from __future__ import annotations
 
 import os
+import socket
 import time
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -20,6 +21,7 @@ from fractions import Fraction
 from media_server.codecs import h264, h265
 from media_server.ingest.audio import audio_mode
 from media_server.ingest.guard import SourceGuard
+from media_server.ingest.reactor import Reactor
 from media_server.ingest.rtp_transport import Interleaved, PortPairs, RtpTransport, Udp
 from media_server.ingest.rtsp_session import RtspSession
 from media_server.ingest.sdp import Media, parse
@@ -78,6 +80,7 @@ class NativeRtspSource:
         transport: RtspTransport = "tcp",
         audio: bool = True,
         ports: PortPairs | None = None,
+        reactor: Reactor | None = None,
     ) -> None:
         self._url = url
         self._transport = transport
@@ -102,6 +105,8 @@ class NativeRtspSource:
         self._alive_at = 0.0
         self._reported_at = 0.0
         self._media_at = 0.0
+        self._polled = False  # read by a reactor: nothing may block
+        self._reactor = reactor  # the shared thread that reads it, if it is read that way
 
     @property
     def channel(self) -> int:
@@ -220,26 +225,69 @@ class NativeRtspSource:
             raise SourceError(f"the camera refused the credentials ({method}: 401)")
         raise SourceError(f"the camera answered {method} with {status}")
 
-    # -- reading -------------------------------------------------------------------------
+    # -- reading: blocking, on a thread of its own -------------------------------------
     def read(self) -> SourcePacket | None:
         session, carrier = self._session, self._carrier
         assert session is not None and carrier is not None, "open() first"
-        stall = self._timeouts[1]
         while not self._out:
             self._keep_alive(session, time.monotonic())
-            waiting = any(t.reorder.waiting for t in self._rtp.values() if t.reorder)
-            got = carrier.receive(0.005 if waiting else min(1.0, stall))
+            got = carrier.receive(0.005 if self._reordering() else min(1.0, self._timeouts[1]))
             now = time.monotonic()
             if got is None:
-                for track in self._rtp.values():
-                    if track.reorder is not None:
-                        self._ordered(track, track.reorder.expire(now), now)
-                if now - self._media_at >= stall:
-                    raise SourceError("the camera sent nothing in time")
+                self._quiet(now)
                 continue
             self._media_at = now
             self._arrived(*got, now)
         return self._out.pop(0)
+
+    # -- reading: without blocking, one thread for every session (ingest/reactor.py) ----
+    def polled(self) -> NativeRtspSource | None:
+        return self if self._reactor is not None else None
+
+    @property
+    def reactor(self) -> Reactor:
+        assert self._reactor is not None
+        return self._reactor
+
+    def sockets(self) -> list[socket.socket]:
+        assert self._carrier is not None, "open() first"
+        self._polled = True
+        return self._carrier.sockets()
+
+    def poll(self, ready: socket.socket | None, now: float) -> list[SourcePacket]:
+        session, carrier = self._session, self._carrier
+        assert session is not None and carrier is not None, "open() first"
+        if ready is not None:
+            for channel, data in carrier.take(ready):
+                self._media_at = now
+                self._arrived(channel, data, now)
+        else:
+            self._quiet(now)
+        self._keep_alive(session, now)
+        out, self._out = self._out, []
+        return out
+
+    def deadline(self) -> float:
+        assert self._session is not None, "open() first"
+        due = min(
+            self._media_at + self._timeouts[1],
+            self._alive_at + self._session.session_timeout / 2,
+            self._reported_at + REPORT_INTERVAL,
+        )
+        return min(due, time.monotonic() + 0.005) if self._reordering() else due
+
+    def _reordering(self) -> bool:
+        """Whether a reorder window holds packets back, waiting for a gap to fill."""
+        return any(t.reorder.waiting for t in self._rtp.values() if t.reorder)
+
+    def _quiet(self, now: float) -> None:
+        """Nothing came: let out what the reorder windows held too long; a camera
+        silent for the read timeout has stalled."""
+        for track in self._rtp.values():
+            if track.reorder is not None:
+                self._ordered(track, track.reorder.expire(now), now)
+        if now - self._media_at >= self._timeouts[1]:
+            raise SourceError("the camera sent nothing in time")
 
     def _arrived(self, channel: int, data: bytes, now: float) -> None:
         track = self._rtp.get(channel)
@@ -318,7 +366,10 @@ class NativeRtspSource:
                     self._carrier.send(track.rtcp, receiver_report(self._ssrc, [track.stats]))
         if now - self._alive_at >= session.session_timeout / 2:
             self._alive_at = now
-            session.request("GET_PARAMETER")
+            if self._polled:  # its reply is read past with the media
+                session.send_request("GET_PARAMETER")
+            else:
+                session.request("GET_PARAMETER")
 
     def close(self) -> None:
         carrier, self._carrier = self._carrier, None

@@ -81,6 +81,15 @@ class RtpTransport(Protocol):
         """Send RTCP on a channel."""
         ...
 
+    def sockets(self) -> list[socket.socket]:
+        """Every socket media or the camera's messages come on, made non-blocking: for
+        one thread reading many sessions (ingest/reactor.py)."""
+        ...
+
+    def take(self, ready: socket.socket) -> list[tuple[int, bytes]]:
+        """What the non-blocking `ready` holds now, as (channel, data); never waits."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -119,6 +128,14 @@ class Interleaved:
 
     def send(self, channel: int, data: bytes) -> None:
         self._session.send_frame(channel, data)
+
+    def sockets(self) -> list[socket.socket]:
+        sock = self._session.socket()
+        sock.setblocking(False)
+        return [sock]
+
+    def take(self, ready: socket.socket) -> list[tuple[int, bytes]]:
+        return self._session.frames_ready()
 
     def close(self) -> None:
         pass
@@ -160,15 +177,37 @@ class Udp:
         if control in readable:
             self._session.drain()  # the camera said something unasked, or closed
         for channel, sock in self._sockets.items():
-            if sock not in readable:
-                continue
-            try:
-                data, (host, _port, *_) = sock.recvfrom(65536)
-            except OSError:
-                continue
-            if host == self._camera:  # anyone may send to an open port
-                return channel, data
+            if sock in readable and (got := self._datagram(channel, sock)) is not None:
+                return got
         return None
+
+    def _datagram(self, channel: int, sock: socket.socket) -> tuple[int, bytes] | None:
+        try:
+            data, (host, _port, *_) = sock.recvfrom(65536)
+        except OSError:  # nothing there after all (non-blocking), or an ICMP error
+            return None
+        return (channel, data) if host == self._camera else None  # anyone may send here
+
+    def sockets(self) -> list[socket.socket]:
+        control = self._session.socket()
+        socks = [control, *self._sockets.values()]
+        for sock in socks:
+            sock.setblocking(False)
+        return socks
+
+    def take(self, ready: socket.socket) -> list[tuple[int, bytes]]:
+        if ready is self._session.socket():
+            self._session.frames_ready()  # the camera said something unasked, or closed
+            return []
+        out = []
+        for channel, sock in self._sockets.items():
+            if sock is ready:
+                for _ in range(64):  # what queued since, a bounded batch at a time
+                    got = self._datagram(channel, sock)
+                    if got is None:
+                        break
+                    out.append(got)
+        return out
 
     def send(self, channel: int, data: bytes) -> None:
         destination = self._destinations.get(channel)

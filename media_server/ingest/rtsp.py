@@ -22,6 +22,7 @@ from media_server.ingest.native import NativeRtspSource
 from media_server.ingest.rtsp_gate import MAX_REDIRECTS, Gate
 from media_server.ingest.source import (
     PermanentSourceError,
+    Polled,
     Source,
     SourceError,
     UnsupportedSource,
@@ -59,6 +60,7 @@ def source_for(registration: Registration, context: SourceContext) -> SourceFact
             transport=registration.transport,
             audio=registration.audio,
             ports=context.ports,
+            reactor=context.reactor,
         )
 
     def pyav() -> Source:
@@ -100,6 +102,9 @@ class AutoSource:
 
     def read(self) -> SourcePacket | None:
         return self._source.read()
+
+    def polled(self) -> Polled | None:
+        return self._source.polled()
 
     def close(self) -> None:
         self._source.close()
@@ -233,6 +238,9 @@ class RtspSource:
         """FFmpeg's reason without its error number and the URL (which holds credentials)."""
         reason = getattr(exc, "strerror", None) or str(exc)
         return redact_text(str(reason), self._url)
+
+    def polled(self) -> None:
+        return None  # FFmpeg reads, blocking, on the stream's thread
 
     def close(self) -> None:
         if self._container is not None:

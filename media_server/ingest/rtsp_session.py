@@ -49,6 +49,9 @@ class _Buffer:
     def at(self, index: int) -> int:
         return self._data[self._pos + index]
 
+    def peek(self, size: int) -> bytes:
+        return bytes(self._data[self._pos : self._pos + size])
+
     def find(self, marker: bytes) -> int:
         found = self._data.find(marker, self._pos)
         return found - self._pos if found >= 0 else -1
@@ -101,6 +104,15 @@ def _authorization(
     if "opaque" in params:
         fields += f', opaque="{params["opaque"]}"'
     return f'Digest {fields}, response="{response}", algorithm={algorithm}'
+
+
+def _content_length(head: str) -> int:
+    for line in head.split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            value = value.strip()
+            return int(value) if value.isdigit() else 0
+    return 0
 
 
 class RtspSession:
@@ -192,6 +204,18 @@ class RtspSession:
         self.connect()
 
     def _exchange(self, method: str, url: str, headers: dict[str, str]) -> Reply:
+        self._send(method, url, headers)
+        while True:
+            reply = self._read_reply()
+            if reply is not None and reply.headers.get("cseq", str(self._cseq)) == str(self._cseq):
+                return reply
+
+    def send_request(self, method: str) -> None:
+        """Send a request and leave its reply to be read past with the media (a
+        keep-alive from a session read without blocking: `frames_ready`)."""
+        self._send(method, self.plain_url, {})
+
+    def _send(self, method: str, url: str, headers: dict[str, str]) -> None:
         if self._sock is None:
             raise SourceError("not connected")
         self._cseq += 1
@@ -209,12 +233,8 @@ class RtspSession:
         lines += [f"{name}: {value}" for name, value in headers.items()]
         try:
             self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        except OSError as exc:
+        except OSError as exc:  # a full send buffer on a non-blocking socket too
             raise SourceError(f"the camera closed the connection ({exc})") from None
-        while True:
-            reply = self._read_reply()
-            if reply is not None and reply.headers.get("cseq", str(self._cseq)) == str(self._cseq):
-                return reply
 
     def _read_reply(self) -> Reply | None:
         """The next reply; interleaved frames on the way are kept for `frame`."""
@@ -236,8 +256,7 @@ class RtspSession:
             name, _, value = line.partition(":")
             if name:
                 headers[name.strip().lower()] = value.strip()
-        length = headers.get("content-length", "0")
-        size = int(length) if length.isdigit() else 0
+        size = _content_length(text)
         if size > MAX_BODY:
             raise SourceError(f"the camera's reply of {size} bytes is too large")
         body = self._exactly(size)
@@ -261,6 +280,58 @@ class RtspSession:
             if self._buffer.startswith(b"$"):
                 return self._take_frame()
             self._read_reply()
+
+    def frames_ready(self) -> list[tuple[int, bytes]]:
+        """On a non-blocking socket that polled readable: what it holds, as the whole
+        interleaved frames now in the buffer; replies (to keep-alives) are read past.
+        Never blocks; the same bounds as a blocking read."""
+        out, self._pending = self._pending, []
+        if not self._recv_ready():
+            return out
+        buffer = self._buffer
+        while len(buffer) >= 4:
+            if buffer.startswith(b"$"):
+                size = buffer.at(2) << 8 | buffer.at(3)
+                if len(buffer) < 4 + size:
+                    break
+                channel = buffer.take(4)[1]
+                out.append((channel, buffer.take(size)))
+                continue
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > MAX_HEAD:
+                    raise SourceError("the camera's reply head is too large")
+                break
+            head = buffer.peek(end).decode("latin-1")
+            if not head.startswith("RTSP/1."):
+                raise SourceError(f"the camera's reply is not RTSP: {head[:80]!r}")
+            size = _content_length(head)
+            if size > MAX_BODY:
+                raise SourceError(f"the camera's reply of {size} bytes is too large")
+            if len(buffer) < end + 4 + size:
+                break
+            buffer.take(end + 4 + size)  # nothing in a keep-alive's reply is needed
+        return out
+
+    def _recv_ready(self) -> bool:
+        """Read what the socket holds without waiting; False when nothing was there."""
+        sock = self._sock
+        assert sock is not None
+        got = False
+        while True:
+            try:
+                data = sock.recv(65536)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                return got
+            except OSError as exc:
+                raise SourceError(f"the camera's connection failed ({exc})") from None
+            if not data:
+                raise SourceError("the camera closed the connection")
+            self._buffer.extend(data)
+            got = True
+            # TLS may hold decrypted bytes the socket will not poll readable for.
+            if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                return got
 
     def send_frame(self, channel: int, data: bytes) -> None:
         """Send RTCP (our receiver reports) interleaved on the connection."""

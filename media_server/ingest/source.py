@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import socket
+from typing import TYPE_CHECKING, Protocol
 
 from media_server.model.media import SourceInfo, SourcePacket
+
+if TYPE_CHECKING:
+    from media_server.ingest.reactor import Reactor
 
 
 class SourceError(Exception):
@@ -34,4 +38,30 @@ class Source(Protocol):
         source ended."""
         ...
 
+    def polled(self) -> Polled | None:
+        """Once open: the session to hand to the shared thread that reads it without
+        blocking (ingest/reactor.py), or None to `read` it on this thread."""
+        ...
+
     def close(self) -> None: ...
+
+
+class Polled(Protocol):
+    """An open session read without blocking (the native client's), with many others,
+    by one thread: its reactor."""
+
+    @property
+    def reactor(self) -> Reactor: ...
+
+    def sockets(self) -> list[socket.socket]:
+        """What to wait on, made non-blocking."""
+        ...
+
+    def poll(self, ready: socket.socket | None, now: float) -> list[SourcePacket]:
+        """Take what `ready` holds (None: nothing, a deadline came) and do what is due;
+        the packets now complete. Raises SourceError when the session is over."""
+        ...
+
+    def deadline(self) -> float:
+        """When `poll` must run next even if nothing arrives (monotonic)."""
+        ...

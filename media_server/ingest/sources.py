@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from media_server.config import Settings
 from media_server.ingest import demo, rtsp
 from media_server.ingest.guard import SourceGuard
+from media_server.ingest.reactor import Reactor
 from media_server.ingest.rtp_transport import PortPairs
 from media_server.ingest.source import Source
 from media_server.model.registration import Registration
@@ -24,12 +25,14 @@ SourceFactory = Callable[[threading.Event], Source]
 
 @dataclass(frozen=True, slots=True)
 class SourceContext:
-    """What sources take from the gateway: its settings, its guard on hosts, and the UDP
-    ports RTP may come to."""
+    """What sources take from the gateway: its settings, its guard on hosts, the UDP
+    ports RTP may come to, and the thread that reads native sessions (None: a thread
+    each)."""
 
     settings: Settings
     guard: SourceGuard
     ports: PortPairs
+    reactor: Reactor | None
 
 
 Opener = Callable[[Registration, SourceContext], SourceFactory]

@@ -8,8 +8,10 @@ instead of queueing without bound.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +25,7 @@ from media_server.codecs import h264
 from media_server.ingest.audio import AudioPath
 from media_server.ingest.backoff import Backoff
 from media_server.ingest.encoder import SharedEncoder
-from media_server.ingest.source import PermanentSourceError, Source, SourceError
+from media_server.ingest.source import PermanentSourceError, Polled, Source, SourceError
 from media_server.ingest.timeline import Timeline
 from media_server.model.clock import CaptureClock
 from media_server.model.media import (
@@ -126,7 +128,10 @@ class IngestWorker:
         self._publish_frames = publish_frames or shared_bitrate is None
         self._backlog = backlog
         self._stop = threading.Event()
-        self._posted = 0  # written by the thread
+        #: Items posted, counted by whichever ingest thread posts (a stream read by the
+        #: shared thread may post from it and from its own): `next` is atomic.
+        self._posts = itertools.count(1)
+        self._posted = 0
         self._delivered = 0  # written by the loop
         self.counters = IngestCounters()
         self._thread = threading.Thread(target=self._run, name=f"ingest-{name}", daemon=True)
@@ -149,7 +154,7 @@ class IngestWorker:
             if not self._stop.is_set():  # a worker told to stop has nothing more to say
                 fn(*args)
 
-        self._posted += 1
+        self._posted = next(self._posts)
         try:
             self._loop.call_soon_threadsafe(deliver)
         except RuntimeError:  # the loop is closed: the process is going away
@@ -218,7 +223,47 @@ class IngestWorker:
     def _pump(self, source: Source, info: SourceInfo, timeline: Timeline, backoff: Backoff) -> None:
         """Read until the source ends or stop is asked; raise SourceError on failure."""
         self.counters.restart_window()
-        _Pump(self, info, timeline, backoff).run(source)
+        pump = _Pump(self, info, timeline, backoff)
+        polled = source.polled()
+        if polled is None:
+            pump.run(source)
+        else:
+            self._on_reactor(pump, polled)
+
+    def _on_reactor(self, pump: _Pump, polled: Polled) -> None:
+        """The session is read by the shared thread (ingest/reactor.py), which handles
+        what is light (passthrough) as it comes; what is not (decoding) comes back to
+        this thread through a bounded queue. Returns when stop is asked; raises what
+        ended the session."""
+        handoff: queue.SimpleQueue[SourcePacket] = queue.SimpleQueue()
+        ended: list[BaseException] = []
+        done = threading.Event()
+
+        def deliver(packets: list[SourcePacket]) -> None:
+            for packet in packets:
+                if pump.light(packet):
+                    pump.take(packet)
+                elif handoff.qsize() < self._backlog:
+                    handoff.put(packet)
+                else:  # this thread fell behind: never queue without bound
+                    self.counters.dropped_backlog += 1
+                    pump.need_keyframe()
+
+        def end(exc: BaseException) -> None:
+            ended.append(exc)
+            done.set()
+
+        entry = polled.reactor.add(polled, deliver, end)
+        try:
+            while not done.is_set() and not self._stop.is_set():
+                try:
+                    pump.take(handoff.get(timeout=0.25))
+                except queue.Empty:
+                    continue
+        finally:
+            polled.reactor.remove(entry)  # its sockets are ours again, to close
+        if ended:
+            raise ended[0]
 
     def _audio(self, audio: AudioPath, packet: SourcePacket, timeline: Timeline) -> None:
         counters = self.counters
@@ -274,16 +319,30 @@ class _Pump:
         self._last_frame_pts: int | None = None
 
     def run(self, source: Source) -> None:
-        worker = self._worker
-        while not worker._stop.is_set():
+        while not self._worker._stop.is_set():
             read = source.read()
             if read is None:
                 return
-            if read.track == "audio":
-                if self._audio is not None and self._mode is not None:  # video sets the clock
-                    worker._audio(self._audio, read, self._timeline)
-                continue
-            self._video(read)
+            self.take(read)
+
+    def take(self, read: SourcePacket) -> None:
+        if read.track == "audio":
+            if self._audio is not None and self._mode is not None:  # video sets the clock
+                self._worker._audio(self._audio, read, self._timeline)
+            return
+        self._video(read)
+
+    def light(self, read: SourcePacket) -> bool:
+        """Whether handling `read` is cheap (nothing decoded or encoded): what a shared
+        reading thread may do itself. Each track stays with one thread for the session
+        (video moves at most once, for good, when it turns out to need decoding), so
+        no track's state is ever handled by two threads at once."""
+        if read.track == "audio":
+            return self._audio is None or self._audio.info.mode == "passthrough"
+        return self._mode != "transcode"
+
+    def need_keyframe(self) -> None:
+        self._need_key = True
 
     def _video(self, packet: SourcePacket) -> None:
         counters = self._counters

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from media_server.config import ConfigError, Settings
 from media_server.ingest import (
     PortPairs,
+    Reactor,
     SourceContext,
     SourceGuard,
     demo_registration,
@@ -65,7 +66,13 @@ class StreamManager:
         guard: SourceGuard,
     ) -> None:
         self._settings = settings
-        self._sources = SourceContext(settings, guard, PortPairs(*settings.ingest.udp_port_range))
+        ingest = settings.ingest
+        self._sources = SourceContext(
+            settings,
+            guard,
+            PortPairs(*ingest.udp_port_range),
+            Reactor(ingest.thread_nice) if ingest.native_reader == "loop" else None,
+        )
         self._loop = loop
         self._registry = registry
         self._streams: dict[str, Stream] = {}

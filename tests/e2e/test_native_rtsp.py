@@ -5,6 +5,7 @@ viewers decode them as from the PyAV client."""
 from __future__ import annotations
 
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,10 +22,12 @@ from media_server.aiortc_internals import packetize_h264
 from media_server.codecs import h264
 from media_server.ingest.guard import SourceGuard
 from media_server.ingest.native import NativeRtspSource
+from media_server.ingest.reactor import Reactor
 from media_server.ingest.rtp_transport import PortPairs
 from media_server.ingest.rtsp_session import RtspSession
 from media_server.ingest.source import SourceError
 from media_server.model import clock
+from media_server.model.media import SourcePacket
 from tests.support.api import live, register, wait_state
 from tests.support.avsync import SyncMeter
 from tests.support.certs import make_certificate
@@ -220,9 +223,23 @@ def media(units: list[bytes]) -> list[list[bytes]]:
     return [packetize_h264(unit) for unit in units]
 
 
+@pytest.fixture(scope="module")
+def reactor() -> Reactor:
+    return Reactor()
+
+
+@pytest.fixture(params=["threads", "loop"])
+def reader(request: pytest.FixtureRequest, reactor: Reactor) -> Reactor | None:
+    """How a source is read: blocked in `read` on a thread, or polled by the reactor
+    that reads every native session (ingest.native_reader)."""
+    return reactor if request.param == "loop" else None
+
+
 def read_units(source: NativeRtspSource, count: int) -> list[list[bytes]]:
     """The next `count` video units, as their NAL units (start codes may differ); fails
     when they do not come at about the camera's pace (30 a second)."""
+    if source.polled() is not None:
+        return _read_on_reactor(source, count)
 
     def read() -> list[list[bytes]]:
         got: list[list[bytes]] = []
@@ -242,14 +259,41 @@ def read_units(source: NativeRtspSource, count: int) -> list[list[bytes]]:
         pool.shutdown(wait=False)
 
 
+def _read_on_reactor(source: NativeRtspSource, count: int) -> list[list[bytes]]:
+    got: list[list[bytes]] = []
+    ended: list[BaseException] = []
+    done = threading.Event()
+
+    def deliver(packets: list[SourcePacket]) -> None:
+        got.extend(h264.iter_nals(p.data) for p in packets if p.track == "video")
+        if len(got) >= count:
+            done.set()
+
+    def end(exc: BaseException) -> None:
+        ended.append(exc)
+        done.set()
+
+    entry = source.reactor.add(source, deliver, end)
+    try:
+        if not done.wait(3 + count / 30):
+            raise AssertionError(f"{count} units did not come in time")
+    finally:
+        source.reactor.remove(entry)
+    if len(got) < count:
+        raise ended[0]
+    return got[:count]
+
+
 def nals(units: list[bytes]) -> list[list[bytes]]:
     return [h264.iter_nals(unit) for unit in units]
 
 
-def test_a_camera_that_never_sets_the_marker_bit(units: list[bytes]) -> None:
+def test_a_camera_that_never_sets_the_marker_bit(
+    units: list[bytes], reader: Reactor | None
+) -> None:
     """Each unit then completes on the first packet of the next timestamp, whole."""
     camera = FakeCamera(Behaviour(media=media(units), marker=False))
-    source = NativeRtspSource(camera.url(), 3, 3, guard())
+    source = NativeRtspSource(camera.url(), 3, 3, guard(), reactor=reader)
     try:
         source.open()
         assert read_units(source, 15) == nals(units[:15])
@@ -258,12 +302,18 @@ def test_a_camera_that_never_sets_the_marker_bit(units: list[bytes]) -> None:
         camera.close()
 
 
-def test_reordered_udp_is_put_back_in_order(units: list[bytes]) -> None:
+def test_reordered_udp_is_put_back_in_order(units: list[bytes], reader: Reactor | None) -> None:
     """The camera sends each pair of packets swapped: every unit still comes out whole,
     because the reorder window puts them back (without it each would be dropped)."""
     camera = FakeCamera(Behaviour(media=media(units), reorder=True))
     source = NativeRtspSource(
-        camera.url(), 3, 3, guard(), transport="udp", ports=PortPairs(41000, 41999)
+        camera.url(),
+        3,
+        3,
+        guard(),
+        transport="udp",
+        ports=PortPairs(41000, 41999),
+        reactor=reader,
     )
     try:
         source.open()
@@ -280,7 +330,7 @@ def test_reordered_udp_is_put_back_in_order(units: list[bytes]) -> None:
 
 @pytest.mark.parametrize("keep_alive", [True, False])
 def test_keep_alives_hold_a_session_the_camera_would_drop(
-    units: list[bytes], keep_alive: bool, monkeypatch: pytest.MonkeyPatch
+    units: list[bytes], keep_alive: bool, monkeypatch: pytest.MonkeyPatch, reader: Reactor | None
 ) -> None:
     """The camera ends a session that is silent for its timeout (5 s). Ours is kept
     alive within it; without keep-alives the same camera drops it (the guard's bug)."""
@@ -288,7 +338,7 @@ def test_keep_alives_hold_a_session_the_camera_would_drop(
         monkeypatch.setattr(NativeRtspSource, "_keep_alive", lambda self, session, now: None)
     behaviour = Behaviour(media=media(units), session_timeout=5, drop_silent=True)
     camera = FakeCamera(behaviour)
-    source = NativeRtspSource(camera.url(), 3, 3, guard())
+    source = NativeRtspSource(camera.url(), 3, 3, guard(), reactor=reader)
     try:
         source.open()
         if keep_alive:
@@ -297,6 +347,22 @@ def test_keep_alives_hold_a_session_the_camera_would_drop(
         else:
             with pytest.raises(SourceError, match="closed"):
                 read_units(source, 30 * 7)
+    finally:
+        source.close()
+        camera.close()
+
+
+def test_a_camera_that_goes_silent_has_stalled(reader: Reactor | None) -> None:
+    """Connected, playing, sending nothing: after the read timeout the session is over,
+    however it is read (a reactor must not wait on a silent socket for good)."""
+    camera = FakeCamera(Behaviour(media=None))
+    source = NativeRtspSource(camera.url(), 3, 1, guard(), reactor=reader)
+    try:
+        source.open()
+        started = time.monotonic()
+        with pytest.raises(SourceError, match="nothing in time"):
+            read_units(source, 1)
+        assert time.monotonic() - started < 2.5
     finally:
         source.close()
         camera.close()

@@ -23,5 +23,5 @@ def bare_stream(stream_id: str = "s", loop: asyncio.AbstractEventLoop | None = N
     registration = Registration(id=stream_id, url="rtsp://127.0.0.1:9/x", on_demand=True)
     guard = SourceGuard.from_settings(settings)
     ports = PortPairs(*settings.ingest.udp_port_range)
-    source = source_for(registration, SourceContext(settings, guard, ports))
+    source = source_for(registration, SourceContext(settings, guard, ports, None))
     return Stream(registration, settings, loop or _idle_loop(), source)
