@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 #: The longest the thread sleeps when no session has anything due sooner.
 IDLE = 1.0
+#: Seconds `remove` waits for the reactor to let go of a session's sockets.
+LET_GO = 5.0
 
 
 class Entry:
@@ -88,7 +90,8 @@ class Reactor:
             released.set()
 
         self._call(release)
-        released.wait()
+        if not released.wait(LET_GO):  # only a reactor gone wrong could keep it
+            log.error("ingest reactor: a session was not let go of in %.0f s", LET_GO)
 
     def _call(self, command: Callable[[], None]) -> None:
         with self._lock:
@@ -108,9 +111,9 @@ class Reactor:
         except (OSError, ValueError) as exc:  # closed already
             self._end(entry, exc)
             return
-        entry.deadline = entry.source.deadline()
-        self._due = min(self._due, entry.deadline)
         self._entries.add(entry)
+        # What came with the replies of the handshake may hold the first frames already.
+        self._poll(entry, entry.sockets[0], time.monotonic())
 
     def _unregister(self, entry: Entry) -> None:
         entry.done = True

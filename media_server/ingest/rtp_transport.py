@@ -197,7 +197,7 @@ class Udp:
 
     def take(self, ready: socket.socket) -> list[tuple[int, bytes]]:
         if ready is self._session.socket():
-            self._session.frames_ready()  # the camera said something unasked, or closed
+            self._session.drain()  # the camera said something unasked, or closed
             return []
         out = []
         for channel, sock in self._sockets.items():

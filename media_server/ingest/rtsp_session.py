@@ -168,8 +168,9 @@ class RtspSession:
 
     def drain(self) -> None:
         """Read what the camera sent unasked while RTP comes over UDP (a request of its
-        own, say); raise SourceError when it closed the connection."""
-        self._recv()
+        own, say); raise SourceError when it closed the connection. The socket polled
+        readable: this never waits."""
+        self._recv_ready()
         self._buffer.clear()  # nothing of ours is awaited: replies are read as requests go
 
     def set_timeout(self, seconds: float) -> None:
@@ -286,9 +287,8 @@ class RtspSession:
         interleaved frames now in the buffer; replies (to keep-alives) are read past.
         Never blocks; the same bounds as a blocking read."""
         out, self._pending = self._pending, []
-        if not self._recv_ready():
-            return out
-        buffer = self._buffer
+        self._recv_ready()
+        buffer = self._buffer  # what came with the last reply is parsed too
         while len(buffer) >= 4:
             if buffer.startswith(b"$"):
                 size = buffer.at(2) << 8 | buffer.at(3)
@@ -313,25 +313,23 @@ class RtspSession:
             buffer.take(end + 4 + size)  # nothing in a keep-alive's reply is needed
         return out
 
-    def _recv_ready(self) -> bool:
-        """Read what the socket holds without waiting; False when nothing was there."""
+    def _recv_ready(self) -> None:
+        """Read what the socket holds, without waiting."""
         sock = self._sock
         assert sock is not None
-        got = False
         while True:
             try:
                 data = sock.recv(65536)
             except (BlockingIOError, ssl.SSLWantReadError):
-                return got
+                return
             except OSError as exc:
                 raise SourceError(f"the camera's connection failed ({exc})") from None
             if not data:
                 raise SourceError("the camera closed the connection")
             self._buffer.extend(data)
-            got = True
             # TLS may hold decrypted bytes the socket will not poll readable for.
             if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
-                return got
+                return
 
     def send_frame(self, channel: int, data: bytes) -> None:
         """Send RTCP (our receiver reports) interleaved on the connection."""

@@ -134,6 +134,9 @@ class IngestWorker:
         self._posted = 0
         self._delivered = 0  # written by the loop
         self.counters = IngestCounters()
+        #: Packets the shared reading thread leaves to this stream's own (decoding);
+        #: None wakes it to look at why (the session ended, or stop).
+        self._handoff: queue.SimpleQueue[SourcePacket | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"ingest-{name}", daemon=True)
 
     # -- control (event loop side) -------------------------------------------------------
@@ -142,6 +145,7 @@ class IngestWorker:
 
     def stop(self) -> None:
         self._stop.set()
+        self._handoff.put(None)  # wakes a thread waiting on the shared reader's session
 
     @property
     def alive(self) -> bool:
@@ -235,9 +239,10 @@ class IngestWorker:
         what is light (passthrough) as it comes; what is not (decoding) comes back to
         this thread through a bounded queue. Returns when stop is asked; raises what
         ended the session."""
-        handoff: queue.SimpleQueue[SourcePacket] = queue.SimpleQueue()
+        handoff = self._handoff
+        while not handoff.empty():  # what an earlier session left
+            handoff.get_nowait()
         ended: list[BaseException] = []
-        done = threading.Event()
 
         def deliver(packets: list[SourcePacket]) -> None:
             for packet in packets:
@@ -251,15 +256,12 @@ class IngestWorker:
 
         def end(exc: BaseException) -> None:
             ended.append(exc)
-            done.set()
+            handoff.put(None)
 
         entry = polled.reactor.add(polled, deliver, end)
         try:
-            while not done.is_set() and not self._stop.is_set():
-                try:
-                    pump.take(handoff.get(timeout=0.25))
-                except queue.Empty:
-                    continue
+            while not self._stop.is_set() and (packet := handoff.get()) is not None:
+                pump.take(packet)
         finally:
             polled.reactor.remove(entry)  # its sockets are ours again, to close
         if ended:
