@@ -7,7 +7,9 @@ Profiles run alternately (A B A B ...) in one invocation so that they share the 
 mood; the report gives each profile's figures per round, their means and the ratio of
 every profile to the first. ``--streams`` and ``--viewers`` (per stream) take lists for
 scale curves. Besides the cheap viewers, one decoding probe viewer (``latency_probe.py``)
-reads the capture stamps of the ``/clock`` mount for latency, and a process of its own
+reads the capture stamps of the ``/clock`` mount for latency; a reader of the camera
+itself (``camera_probe.py``) reads the same stamps without the gateway, so the latency the
+gateway adds is known frame by frame ("added"); and a process of its own
 (``ping_probe.py``) measures the signaling round trip. Results: JSON (everything),
 Markdown (the table), PNG (the chart).
 
@@ -52,6 +54,9 @@ VIEWERS_PER_PROCESS = 10
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: Admission limits out of the way: the harness looks for where the gateway itself gives.
 UNLIMITED = {
+    # Every stream is registered at once: at 100, FFmpeg's sessions opening on a saturated
+    # host take longer than the default 5 s, and their retries keep it saturated.
+    "MEDIA_SERVER_INGEST__OPEN_TIMEOUT": "30",
     "MEDIA_SERVER_LIMITS__VIEWERS": "100000",
     "MEDIA_SERVER_LIMITS__VIEWERS_PER_STREAM": "100000",
     "MEDIA_SERVER_LIMITS__STREAMS": "100000",
@@ -150,8 +155,8 @@ def percentile(values: list[float], pct: float) -> float | None:
     return ordered[index]
 
 
-def register(gw: Gateway, stream_id: str, url: str, mode: str) -> None:
-    body = json.dumps({"id": stream_id, "url": url, "mode": mode}).encode()
+def register(gw: Gateway, stream_id: str, url: str, mode: str, **fields: Any) -> None:
+    body = json.dumps({"id": stream_id, "url": url, "mode": mode, **fields}).encode()
     request = urllib.request.Request(
         gw.url("/api/v1/streams"), body, {"Content-Type": "application/json"}
     )
@@ -212,11 +217,21 @@ def _timing(args: argparse.Namespace) -> list[str]:
     return ["--warmup", str(args.warmup), "--window", str(args.seconds)]
 
 
+def _camera_probe(camera: str, args: argparse.Namespace) -> subprocess.Popen[str]:
+    """The probe that reads the camera itself, without the gateway (camera_probe.py)."""
+    return _spawn("perf.camera_probe", camera, "-", *_timing(args))
+
+
 def _load(
-    gws: list[Gateway], stream_ids: list[str], per_stream: int, args: argparse.Namespace
+    gws: list[Gateway],
+    stream_ids: list[str],
+    per_stream: int,
+    args: argparse.Namespace,
+    camera: str,
 ) -> tuple[list[subprocess.Popen[str]], list[subprocess.Popen[str]]]:
     """Start the viewers, spread evenly over the nodes (a process or more each), and the
-    probes, which watch from a node that does not ingest the first stream, if any."""
+    probes, which watch from a node that does not ingest the first stream, if any, and
+    read the camera itself."""
     total = len(stream_ids) * per_stream
     viewers = _viewers([n.base_url for n in gws], ",".join(stream_ids), total, args)
     if not args.probe:
@@ -228,7 +243,7 @@ def _load(
         _spawn(module, probed.base_url, stream_ids[0], *_timing(args))
         for module in ("perf.latency_probe", "perf.ping_probe")
     ]
-    return viewers, probes
+    return viewers, [*probes, _camera_probe(camera, args)]
 
 
 def _window(gws: list[Gateway], seconds: float) -> dict[str, Any]:
@@ -314,7 +329,7 @@ def measure(
         for node in gws:
             wait_live(node, stream_ids, timeout=30 + streams / 2)
         labels = transports(gw)
-        procs, probes = _load(gws, stream_ids, per_stream, args)
+        procs, probes = _load(gws, stream_ids, per_stream, args, rtsp.url(args.mount))
         time.sleep(args.warmup)
         profiler = _profile(gw, profile, streams, per_stream, args) if args.py_spy else None
         window = _window(gws, args.seconds)
@@ -380,13 +395,20 @@ def _tree(measure: Any, pids: list[int]) -> float:
     return float(total)
 
 
-def measure_external(ext: External, args: argparse.Namespace, per_stream: int) -> dict[str, Any]:
-    """One run of another gateway: the same viewers and latency probe over its WHEP
-    endpoint, its process tree's CPU and memory (no signaling ping: that is ours)."""
+def measure_external(
+    ext: External, rtsp: RtspServer, args: argparse.Namespace, per_stream: int
+) -> dict[str, Any]:
+    """One run of another gateway: the same viewers and probes over its WHEP endpoint,
+    its process tree's CPU and memory (no signaling ping: that is ours)."""
     if not Path(f"/proc/{ext.pid}").is_dir():
         raise SystemExit(f"{ext.name}: no process {ext.pid}")
     viewers = _viewers(["-"], ext.whep, per_stream, args)
-    probes = [_spawn("perf.latency_probe", "-", ext.whep, *_timing(args))] if args.probe else []
+    probes = []
+    if args.probe:
+        probes = [
+            _spawn("perf.latency_probe", "-", ext.whep, *_timing(args)),
+            _camera_probe(rtsp.url(args.mount), args),
+        ]
     time.sleep(args.warmup)
     pids = process_tree(ext.pid)
     wall_start, host_start = time.monotonic(), host_busy_seconds()
@@ -456,7 +478,8 @@ def probe_figures(probed: list[dict[str, Any]]) -> dict[str, Any]:
     if not probed or errors:
         return {"probe_error": "; ".join(errors) or "probes off"}
     figures: dict[str, Any] = {}
-    latency = next((p for p in probed if "latencies_ms" in p), None)
+    camera = next((p for p in probed if p.get("camera")), None)
+    latency = next((p for p in probed if "latencies_ms" in p and not p.get("camera")), None)
     if latency is not None:
         latencies = latency["latencies_ms"]
         unreadable = latency["incomplete"] + latency["undecodable"] + latency["unstamped"]
@@ -468,6 +491,13 @@ def probe_figures(probed: list[dict[str, Any]]) -> dict[str, Any]:
             "probe_frames": latency["frames"],
             "probe_frames_unreadable": unreadable,
         }
+    if camera is not None:
+        figures |= {
+            "camera_latency_p50_ms": percentile(camera["latencies_ms"], 50),
+            "camera_latency_p99_ms": percentile(camera["latencies_ms"], 99),
+        }
+    if camera is not None and latency is not None:
+        figures |= added_latency(camera["arrivals_us"], latency["arrivals_us"])
     pings = next((p["pings_ms"] for p in probed if "pings_ms" in p), None)
     if pings is not None:
         figures |= {
@@ -476,6 +506,27 @@ def probe_figures(probed: list[dict[str, Any]]) -> dict[str, Any]:
             "ping_samples": len(pings),
         }
     return figures
+
+
+def added_latency(camera: list[list[int]], viewer: list[list[int]]) -> dict[str, Any]:
+    """The latency the gateway adds to each frame: when the viewer had it, less when a
+    reader of the camera itself had it (both on the stamp clock, paired by stamp).
+
+    Frames pair only where the camera server gives both readers the same pipeline: the
+    test server does for the native client, not for FFmpeg's through its gate (the
+    server keys a shared pipeline by the URL's port, and the gate's differs): there the
+    figures are None, and the latency less the camera's is the estimate."""
+    seen = {value: at for value, at in camera}
+    added = []
+    for value, at in viewer:
+        if value in seen:
+            delta = (at - seen[value]) & 0xFFFFFFFF  # the stamp clock wraps at 2**32 µs
+            added.append((delta - (1 << 32) if delta >= 1 << 31 else delta) / 1000)
+    return {
+        "added_p50_ms": percentile(added, 50),
+        "added_p99_ms": percentile(added, 99),
+        "added_samples": len(added),
+    }
 
 
 def summarize(
@@ -536,6 +587,9 @@ COLUMNS = [
     Column("hub_drops_per_s", "hub drops/s", "{:.1f}"),
     Column("latency_p50_ms", "latency p50 ms", "{:.1f}"),
     Column("latency_p99_ms", "latency p99 ms", "{:.1f}"),
+    Column("camera_latency_p50_ms", "camera p50 ms", "{:.1f}"),
+    Column("added_p50_ms", "added p50 ms", "{:.1f}"),
+    Column("added_p99_ms", "added p99 ms", "{:.1f}"),
     Column("first_frame_p50_ms", "TTFF p50 ms", "{:.0f}"),
     Column("first_frame_p95_ms", "TTFF p95 ms", "{:.0f}"),
     Column("signaling_p50_ms", "answer p50 ms", "{:.1f}"),
@@ -736,7 +790,8 @@ def main(argv: list[str] | None = None) -> int:
                         load = f"{streams} streams x {per_stream} viewers"
                         print(f"round {round_no + 1}: {profile}, {load} ...", file=sys.stderr)
                         if profile in externals:
-                            runs.append(measure_external(externals[profile], args, per_stream))
+                            external = externals[profile]
+                            runs.append(measure_external(external, rtsp, args, per_stream))
                         else:
                             spec = catalogue[profile]
                             runs.append(measure(profile, spec, rtsp, args, streams, per_stream))

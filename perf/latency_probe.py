@@ -53,6 +53,8 @@ class FrameClock:
         self.timestamp: int | None = None
         self.recording = False
         self.latencies_ms: list[float] = []
+        #: (capture stamp, arrival) of each stamped frame, for pairing with another probe.
+        self.arrivals_us: list[tuple[int, int]] = []
         self.counts = {"frames": 0, "incomplete": 0, "undecodable": 0, "unstamped": 0}
         self._frames: queue.Queue[tuple[str, bytes, bool, int, bool] | None] = queue.Queue(64)
         self._thread = threading.Thread(target=self._decode_all, name="probe-decoder", daemon=True)
@@ -68,6 +70,13 @@ class FrameClock:
         self.parts[packet.sequence_number] = data
         if packet.marker:
             self._frame(codec, arrived_us)
+
+    def unit(self, codec: str, data: bytes, arrived_us: int) -> None:
+        """A whole frame (Annex-B), arrived at `arrived_us`: the camera probe's."""
+        try:
+            self._frames.put_nowait((codec, data, True, arrived_us, self.recording))
+        except queue.Full:
+            self.counts["undecodable"] += 1
 
     def _frame(self, codec: str, arrived_us: int) -> None:
         seqs = sorted(self.parts)
@@ -106,6 +115,7 @@ class FrameClock:
                     self.counts["unstamped"] += 1
                 else:
                     self.latencies_ms.append(stamp.elapsed_us(value, arrived_us) / 1000)
+                    self.arrivals_us.append((value, arrived_us))
 
     def _decode(self, codec: str, data: bytes) -> list[av.VideoFrame] | None:
         decoder = self.decoders.get(codec)
@@ -181,6 +191,7 @@ async def run(base_url: str, stream_id: str, warmup: float, window: float) -> di
         "window_s": elapsed,
         "signaling_s": probe.signaling_s,
         "latencies_ms": probe.clock.latencies_ms,
+        "arrivals_us": probe.clock.arrivals_us,
         **probe.clock.counts,
     }
 

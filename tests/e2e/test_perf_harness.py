@@ -33,6 +33,8 @@ def test_tiny_run_produces_a_sane_report(tmp_path: Path) -> None:
         assert run["latency_samples"] >= 0.8 * 30 * 3, run
         assert run["probe_frames_unreadable"] <= 0.1 * run["probe_frames"], run
         assert 0 < run["latency_p50_ms"] <= run["latency_p99_ms"] < 1000, run
+        # The camera read without the gateway: its own share of the latency.
+        assert 0 < run["camera_latency_p50_ms"] < run["latency_p50_ms"], run
         assert run["ping_samples"] >= 10 and 0 < run["ping_p50_ms"] < 1000, run
         assert 0 <= run["gc_pause_ms_per_s"] < 1000, run
         assert run["transports"]["read_timeout"] == "socket", run  # labelled by the gateway
@@ -65,7 +67,9 @@ def test_another_gateway_runs_as_a_profile_by_its_whep_endpoint_and_pid(tmp_path
     env = {**GENEROUS, **FAST}
     with run_gateway("--no-demo", env=env) as other:
         camera = f"rtsp://{HOST}:{port}/clock"
-        register(other, "cam", camera, "passthrough")
+        # The native client shares the camera's pipeline with the harness's camera probe,
+        # so frames pair and the latency the gateway adds is known frame by frame.
+        register(other, "cam", camera, "passthrough", client="native")
         whep = other.url("/api/v1/streams/cam/whep")
         out = tmp_path / "report"
         args = ["--profiles", "engine", "--viewers", "2", "--rtsp-port", str(port)]
@@ -81,4 +85,6 @@ def test_another_gateway_runs_as_a_profile_by_its_whep_endpoint_and_pid(tmp_path
     assert run["latency_samples"] >= 0.8 * 30 * 3, run
     assert 0 < run["latency_p50_ms"] <= run["latency_p99_ms"] < 1000, run
     assert "ping_p50_ms" not in run  # the signaling ping is our WebSocket's
+    assert run["added_samples"] >= 0.8 * 30 * 3, run
+    assert 0 < run["added_p50_ms"] < run["latency_p50_ms"], run
     assert "`other`, 1 streams x 2 viewers" in (out / "report.md").read_text()
