@@ -12,16 +12,20 @@ tests/unit/test_aiortc_internals.py exercises each on real aiortc peers.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable, Coroutine
 from types import ModuleType
 from typing import Any
 
 import aioice.ice
+import aiortc.rtcrtpreceiver
 from aiortc import RTCRtpSender
 from aiortc.codecs.h264 import H264Encoder
-from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rate import RemoteBitrateEstimator
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsFingerprint, RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.stats import RTCStatsReport
+from OpenSSL import SSL
 
 
 class AiortcChanged(RuntimeError):
@@ -79,11 +83,22 @@ def pair_route(pair: Any) -> tuple[int, str, int] | None:
 _original_host_addresses = aioice.ice.get_host_addresses
 
 
+#: Seconds a listing of the host's addresses is reused: listing the interfaces for every
+#: offer was a tenth of answering one.
+ADDRESSES_FRESH = 5.0
+_addresses: dict[tuple[bool, bool], tuple[float, list[str]]] = {}
+
+
 def _host_addresses_with_loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    now = time.monotonic()
+    known = _addresses.get((use_ipv4, use_ipv6))
+    if known is not None and now - known[0] < ADDRESSES_FRESH:
+        return list(known[1])
     addresses: list[str] = list(_original_host_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6))
     if use_ipv4 and "127.0.0.1" not in addresses:
         addresses.append("127.0.0.1")
-    return addresses
+    _addresses[(use_ipv4, use_ipv6)] = (now, addresses)
+    return list(addresses)
 
 
 def gather_loopback() -> None:
@@ -91,6 +106,67 @@ def gather_loopback() -> None:
     loopback out, which strands a viewer on the same host when that is all there is."""
     _get(aioice.ice, "get_host_addresses")
     aioice.ice.get_host_addresses = _host_addresses_with_loopback
+
+
+# -- answering: what aiortc makes for every peer connection, made once or when needed ----
+#: How long one DTLS certificate serves every viewer before a new one is made.
+CERTIFICATE_LIFETIME = 24 * 3600.0
+_generate_certificate = RTCCertificate.generateCertificate
+_create_ssl_context = RTCCertificate._create_ssl_context
+_fingerprints = RTCCertificate.getFingerprints
+_certificate: tuple[float, RTCCertificate, list[RTCDtlsFingerprint]] | None = None
+_contexts: dict[tuple[int, tuple[bytes, ...]], tuple[RTCCertificate, SSL.Context]] = {}
+
+
+def _shared_certificate(cls: type[RTCCertificate]) -> RTCCertificate:
+    global _certificate
+    now = time.monotonic()
+    if _certificate is None or now - _certificate[0] >= CERTIFICATE_LIFETIME:
+        made = _generate_certificate()
+        _certificate = (now, made, _fingerprints(made))
+        _contexts.clear()  # contexts of the old certificate
+    return _certificate[1]
+
+
+def _shared_fingerprints(self: RTCCertificate) -> list[RTCDtlsFingerprint]:
+    if _certificate is not None and _certificate[1] is self:
+        return list(_certificate[2])
+    return _fingerprints(self)
+
+
+def _shared_context(self: RTCCertificate, srtp_profiles: list[Any]) -> SSL.Context:
+    key = (id(self), tuple(p.openssl_profile for p in srtp_profiles))
+    known = _contexts.get(key)
+    if known is None or known[0] is not self:
+        known = _contexts[key] = (self, _create_ssl_context(self, srtp_profiles))
+    return known[1]
+
+
+class _LazyBitrateEstimator:
+    """aiortc's receive-side bandwidth estimator for a video receiver, made when media
+    first arrives: the gateway's receivers never receive any, and each would cost a
+    thousand rate buckets to make (a sixth of answering an offer)."""
+
+    def __init__(self) -> None:
+        self._made: RemoteBitrateEstimator | None = None
+
+    def add(self, *args: Any, **kwargs: Any) -> Any:
+        if self._made is None:
+            self._made = RemoteBitrateEstimator()
+        return self._made.add(*args, **kwargs)
+
+
+def answer_lightly() -> None:
+    """Make answering an offer cheaper (idempotent), measured in PHASES.md: one DTLS
+    certificate (its fingerprints and SSL context too) serves every viewer for a day, as
+    a browser's serves its peer connections, instead of a new key pair and certificate
+    signed for each; and video receivers make their bandwidth estimator on first use."""
+    _get(RTCCertificate, "_create_ssl_context")
+    _get(aiortc.rtcrtpreceiver, "RemoteBitrateEstimator")
+    RTCCertificate.generateCertificate = classmethod(_shared_certificate)  # type: ignore[method-assign, assignment]
+    RTCCertificate._create_ssl_context = _shared_context  # type: ignore[method-assign]
+    RTCCertificate.getFingerprints = _shared_fingerprints  # type: ignore[method-assign]
+    aiortc.rtcrtpreceiver.RemoteBitrateEstimator = _LazyBitrateEstimator  # type: ignore[attr-defined, assignment]
 
 
 # -- the RTP sender: taken over by the engine -------------------------------------------

@@ -20,7 +20,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from media_server.aiortc_internals import gather_loopback, sent_counts
+from media_server.aiortc_internals import answer_lightly, gather_loopback, sent_counts
 from media_server.config import Settings
 from media_server.engine.engine import Engine
 from media_server.engine.sender import EngineSender
@@ -234,6 +234,7 @@ class SessionManager:
         self, settings: Settings, guard: SourceGuard, engine: Engine | None = None
     ) -> None:
         gather_loopback()
+        answer_lightly()
         self._gateway = settings
         self._guard = guard
         self._settings = settings.webrtc

@@ -126,3 +126,22 @@ def test_a_moved_internal_fails_loudly_by_name(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delattr(H264Encoder, "_packetize")
     with pytest.raises(internals.AiortcChanged, match=r"H264Encoder\._packetize"):
         internals.packetize_h264(SPS_PPS_IDR)
+
+
+async def test_answering_lightly_shares_one_certificate_and_defers_the_estimator() -> None:
+    """Every peer connection answers with the same DTLS certificate (one fingerprint),
+    and a video receiver has made no bandwidth estimator before media comes."""
+    internals.answer_lightly()
+    config = rtc_configuration(WebRTCSettings())
+    first, second = RTCPeerConnection(config), RTCPeerConnection(config)
+    fingerprints = []
+    for pc in (first, second):
+        pc.addTransceiver("video", direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp
+        fingerprints.append([line for line in sdp.splitlines() if "fingerprint:sha-256" in line])
+        estimator = getattr(pc.getReceivers()[0], "_RTCRtpReceiver__remote_bitrate_estimator")
+        assert getattr(estimator, "_made", "no lazy estimator") is None
+    assert fingerprints[0] and fingerprints[0] == fingerprints[1]
+    await first.close()
+    await second.close()
