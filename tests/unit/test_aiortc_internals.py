@@ -140,7 +140,8 @@ async def test_answering_lightly_shares_one_certificate_and_defers_the_estimator
         await pc.setLocalDescription(await pc.createOffer())
         sdp = pc.localDescription.sdp
         fingerprints.append([line for line in sdp.splitlines() if "fingerprint:sha-256" in line])
-        estimator = getattr(pc.getReceivers()[0], "_RTCRtpReceiver__remote_bitrate_estimator")
+        receiver: Any = pc.getReceivers()[0]
+        estimator = receiver._RTCRtpReceiver__remote_bitrate_estimator
         assert getattr(estimator, "_made", "no lazy estimator") is None
     assert fingerprints[0] and fingerprints[0] == fingerprints[1]
     await first.close()
