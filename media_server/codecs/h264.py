@@ -120,6 +120,8 @@ class SpsInfo:
     level_idc: int
     width: int
     height: int
+    #: From the VUI's timing info, where the encoder wrote it (most do).
+    fps: float | None = None
 
     @property
     def constrained_baseline(self) -> bool:
@@ -192,7 +194,34 @@ def parse_sps(nal: bytes) -> SpsInfo:
             crop_x = 1
         width -= (left + right) * crop_x
         height -= (top + bottom) * crop_y
-    return SpsInfo(profile_idc, constraint_flags, level_idc, width, height)
+    fps = None
+    if r.bit():  # vui_parameters_present_flag
+        try:
+            fps = _vui_fps(r)
+        except IndexError:  # a VUI cut short: the size and profile still stand
+            fps = None
+    return SpsInfo(profile_idc, constraint_flags, level_idc, width, height, fps)
+
+
+def _vui_fps(r: _BitReader) -> float | None:
+    """The frame rate a VUI's timing info gives (H.264 E.1.1), or None without one."""
+    if r.bit() and r.bits(8) == 255:  # aspect_ratio_info_present_flag, aspect_ratio_idc
+        r.bits(32)  # sar_width, sar_height
+    if r.bit():  # overscan_info_present_flag
+        r.bit()
+    if r.bit():  # video_signal_type_present_flag
+        r.bits(4)  # video_format, video_full_range_flag
+        if r.bit():  # colour_description_present_flag
+            r.bits(24)
+    if r.bit():  # chroma_loc_info_present_flag
+        r.ue()
+        r.ue()
+    if not r.bit():  # timing_info_present_flag
+        return None
+    units, scale = r.bits(32), r.bits(32)
+    if not units or not scale:
+        return None
+    return round(scale / (2 * units), 3)  # two fields a frame
 
 
 def find_sps(data: bytes) -> SpsInfo | None:

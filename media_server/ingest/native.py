@@ -168,7 +168,7 @@ class NativeRtspSource:
             codec="h264",
             width=sps.width if sps else None,
             height=sps.height if sps else None,
-            fps=None,
+            fps=sps.fps if sps else None,
             profile=sps.profile_name if sps else None,
             extradata=extradata,
             browser_safe=h264.browser_safe(sps),

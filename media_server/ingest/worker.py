@@ -287,6 +287,7 @@ class IngestWorker:
             info,
             width=sps.width,
             height=sps.height,
+            fps=sps.fps or info.fps,
             profile=sps.profile_name,
             browser_safe=h264.browser_safe(sps) and not reordered,
         )

@@ -10,10 +10,13 @@ import pytest
 from media_server.codecs import h264
 
 
-def encode(profile: str, width: int = 320, height: int = 240, frames: int = 3) -> list[bytes]:
+def encode(
+    profile: str, width: int = 320, height: int = 240, frames: int = 3, fps: int = 30
+) -> list[bytes]:
     ctx = av.CodecContext.create("libx264", "w")
     ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
-    ctx.time_base = Fraction(1, 30)
+    ctx.time_base = Fraction(1, fps)
+    ctx.framerate = Fraction(fps, 1)
     ctx.options = {"profile": profile, "preset": "veryfast", "tune": "zerolatency"}
     out = []
     for i in range(frames):
@@ -35,6 +38,14 @@ def test_sps_of_real_stream(profile: str, idc: int, name: str) -> None:
     assert sps is not None
     assert (sps.profile_idc, sps.profile_name, sps.width, sps.height) == (idc, name, 640, 360)
     assert h264.browser_safe(sps) == (profile != "high")
+
+
+@pytest.mark.parametrize("fps", [15, 25, 30])
+def test_the_frame_rate_from_the_vui(fps: int) -> None:
+    """x264 writes timing info into the SPS's VUI: the frame rate, known at once (the
+    native client has no container to guess it from)."""
+    sps = h264.find_sps(encode("high", fps=fps)[0])
+    assert sps is not None and sps.fps == fps
 
 
 def test_cropped_size_is_reported() -> None:
