@@ -127,6 +127,9 @@ class RtspSession:
         self._auth_count = 0
         self.session: str | None = None
         self.session_timeout = 60.0
+        #: The SDP's aggregate control URL, once described: requests without a URL of
+        #: their own (PLAY, GET_PARAMETER, TEARDOWN) go there (RFC 2326 C.1.1).
+        self.aggregate: str | None = None
         self.url = url
         parts = urlsplit(url)
         self._user = unquote(parts.username or "")
@@ -184,11 +187,12 @@ class RtspSession:
         """Send a request and read its reply; authenticate once if asked, and follow a
         checked redirect (DESCRIBE, OPTIONS) by reconnecting to its Location."""
         for _ in range(MAX_REDIRECTS + 1):
-            reply = self._exchange(method, url or self.plain_url, headers or {})
+            target = url or self.aggregate or self.plain_url
+            reply = self._exchange(method, target, headers or {})
             challenge = reply.headers.get("www-authenticate")
             if reply.status == 401 and self._challenge is None and challenge:
                 self._challenge = challenge
-                reply = self._exchange(method, url or self.plain_url, headers or {})
+                reply = self._exchange(method, target, headers or {})
             if 300 <= reply.status < 400 and method in ("OPTIONS", "DESCRIBE"):
                 self._redirect(reply.headers.get("location", ""))
                 url = None
@@ -214,7 +218,7 @@ class RtspSession:
     def send_request(self, method: str) -> None:
         """Send a request and leave its reply to be read past with the media (a
         keep-alive from a session read without blocking: `frames_ready`)."""
-        self._send(method, self.plain_url, {})
+        self._send(method, self.aggregate or self.plain_url, {})
 
     def _send(self, method: str, url: str, headers: dict[str, str]) -> None:
         if self._sock is None:

@@ -26,7 +26,16 @@ def _resolve(base: str, control: str) -> str:
     return urljoin(base if base.endswith("/") else base + "/", control)
 
 
-def parse(text: str, base: str) -> list[Media]:
+@dataclass(frozen=True, slots=True)
+class Description:
+    """A camera's SDP: the aggregate control URL (PLAY, keep-alives and TEARDOWN go
+    there) and its media sections."""
+
+    control: str
+    media: list[Media]
+
+
+def parse(text: str, base: str) -> Description:
     """The media sections, their control URLs resolved against `base` (Content-Base,
     Content-Location or the DESCRIBE URL) and the session's own control."""
     session_control = ""
@@ -73,4 +82,4 @@ def parse(text: str, base: str) -> list[Media]:
                 control=_resolve(root, section.get("control", "")),
             )
         )
-    return media
+    return Description(root, media)

@@ -166,6 +166,10 @@ def test_control_urls_content_base_and_the_channels_a_camera_picks() -> None:
         assert (info.codec, info.width, info.height) == ("h264", 640, 360)  # the SDP's SPS
         setup = next(r for r in camera.behaviour.requests if r.startswith("SETUP"))
         assert setup == "SETUP rtsp://127.0.0.1/base/video/track1"
+        # PLAY goes to the aggregate control URL: here the Content-Base (a camera URL's
+        # query, which GStreamer leaves out of it, would otherwise miss the session).
+        play = next(r for r in camera.behaviour.requests if r.startswith("PLAY"))
+        assert play == "PLAY rtsp://127.0.0.1/base/"
         assert source.channel == 4
     finally:
         source.close()
