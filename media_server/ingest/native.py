@@ -131,7 +131,9 @@ class NativeRtspSource:
             or described.headers.get("content-location")
             or session.plain_url
         )
-        media = parse(described.body.decode("utf-8", "replace"), base)
+        description = parse(described.body.decode("utf-8", "replace"), base)
+        session.aggregate = description.control  # where PLAY and what follows go
+        media = description.media
         video, audio = self._choose(media)
         self._video = self._setup(session, video, 0)
         if audio is not None:
@@ -146,7 +148,8 @@ class NativeRtspSource:
         params = sdp_parameter_sets(codec, video.fmtp)
         self._assembler = Assembler(codec, params)
         extradata = b"".join(START_CODE + unit for unit in params)
-        return replace(self._video_info(codec, extradata), audio=self._audio_info(audio))
+        heard = self._audio_info(audio) if audio is not None else self._unwanted(media)
+        return replace(self._video_info(codec, extradata), audio=heard)
 
     @staticmethod
     def _video_info(codec: VideoCodec, extradata: bytes) -> SourceInfo:
@@ -209,9 +212,17 @@ class NativeRtspSource:
         self._rtp[rtp], self._rtcp[rtcp] = track, track
         return track
 
-    def _audio_info(self, audio: Media | None) -> AudioInfo | None:
-        if audio is None:
+    def _unwanted(self, media: list[Media]) -> AudioInfo | None:
+        """The camera's sound when the registration wants none (`"audio": false`): shown
+        as off, as FFmpeg's client shows it, and never set up."""
+        audios = [m for m in media if m.kind == "audio"] if not self._want_audio else []
+        if not audios:
             return None
+        first = audios[0]
+        codec = AUDIO_CODECS.get(first.codec, first.codec)
+        return AudioInfo(codec, first.clock_rate, first.channels, "off")
+
+    def _audio_info(self, audio: Media) -> AudioInfo:
         codec = AUDIO_CODECS[audio.codec]
         config = getattr(self._audio_frames, "config", b"")
         return AudioInfo(
