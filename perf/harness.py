@@ -10,7 +10,8 @@ scale curves. Besides the cheap viewers, one decoding probe viewer (``latency_pr
 reads the capture stamps of the ``/clock`` mount for latency; a reader of the camera
 itself (``camera_probe.py``) reads the same stamps without the gateway, so the latency the
 gateway adds is known frame by frame ("added"); and a process of its own
-(``ping_probe.py``) measures the signaling round trip. Results: JSON (everything),
+(``ping_probe.py``) measures the signaling round trip, and the same to a bare WebSocket
+(``echo_server.py``) in the same window: the floor the host sets. Results: JSON (everything),
 Markdown (the table), PNG (the chart).
 
 Another gateway at hand can run in the same rounds on the same camera: point it at the
@@ -31,6 +32,7 @@ import contextlib
 import json
 import math
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -46,7 +48,7 @@ from typing import Any, NamedTuple
 from tests.support.cluster import run_cluster
 from tests.support.gateway import GENEROUS, Gateway, run_gateway
 from tests.support.redis_server import run_redis
-from tests.support.rtsp import RtspServer, start_rtsp_server
+from tests.support.rtsp import HOST, RtspServer, free_port, start_rtsp_server
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -222,16 +224,42 @@ def _camera_probe(camera: str, args: argparse.Namespace) -> subprocess.Popen[str
     return _spawn("perf.camera_probe", camera, "-", *_timing(args))
 
 
+#: The stream id the ping probe gives the control (echo_server.py), to tell them apart.
+CONTROL = "ping-control"
+
+
+@contextlib.contextmanager
+def echo_server() -> Iterator[str]:
+    """The signaling round trip's control (echo_server.py), on a port of its own."""
+    port = free_port(HOST)
+    proc = subprocess.Popen([sys.executable, "-m", "perf.echo_server", str(port)], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection((HOST, port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the ping control did not start") from None
+                time.sleep(0.05)
+        yield f"http://{HOST}:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+
+
 def _load(
     gws: list[Gateway],
     stream_ids: list[str],
     per_stream: int,
     args: argparse.Namespace,
     camera: str,
+    control: str,
 ) -> tuple[list[subprocess.Popen[str]], list[subprocess.Popen[str]]]:
     """Start the viewers, spread evenly over the nodes (a process or more each), and the
-    probes, which watch from a node that does not ingest the first stream, if any, and
-    read the camera itself."""
+    probes, which watch from a node that does not ingest the first stream, if any, read
+    the camera itself and ping the control."""
     total = len(stream_ids) * per_stream
     viewers = _viewers([n.base_url for n in gws], ",".join(stream_ids), total, args)
     if not args.probe:
@@ -243,7 +271,8 @@ def _load(
         _spawn(module, probed.base_url, stream_ids[0], *_timing(args))
         for module in ("perf.latency_probe", "perf.ping_probe")
     ]
-    return viewers, [*probes, _camera_probe(camera, args)]
+    control_probe = _spawn("perf.ping_probe", control, CONTROL, *_timing(args))
+    return viewers, [*probes, _camera_probe(camera, args), control_probe]
 
 
 def _window(gws: list[Gateway], seconds: float) -> dict[str, Any]:
@@ -321,7 +350,7 @@ def measure(
 ) -> dict[str, Any]:
     """One run of one profile: start a gateway, load it, measure, stop it."""
     env = {**UNLIMITED, **{k: str(v) for k, v in spec.get("env", {}).items()}}
-    with gateways(int(spec.get("nodes", 1)), env) as gws:
+    with gateways(int(spec.get("nodes", 1)), env) as gws, echo_server() as control:
         gw = gws[0]
         stream_ids = [f"s{i}" for i in range(streams)]
         for sid in stream_ids:
@@ -329,7 +358,7 @@ def measure(
         for node in gws:
             wait_live(node, stream_ids, timeout=30 + streams / 2)
         labels = transports(gw)
-        procs, probes = _load(gws, stream_ids, per_stream, args, rtsp.url(args.mount))
+        procs, probes = _load(gws, stream_ids, per_stream, args, rtsp.url(args.mount), control)
         time.sleep(args.warmup)
         profiler = _profile(gw, profile, streams, per_stream, args) if args.py_spy else None
         window = _window(gws, args.seconds)
@@ -498,12 +527,17 @@ def probe_figures(probed: list[dict[str, Any]]) -> dict[str, Any]:
         }
     if camera is not None and latency is not None:
         figures |= added_latency(camera["arrivals_us"], latency["arrivals_us"])
-    pings = next((p["pings_ms"] for p in probed if "pings_ms" in p), None)
-    if pings is not None:
+    pinged = {p["stream"] == CONTROL: p["pings_ms"] for p in probed if "pings_ms" in p}
+    if False in pinged:
         figures |= {
-            "ping_p50_ms": percentile(pings, 50),
-            "ping_p99_ms": percentile(pings, 99),
-            "ping_samples": len(pings),
+            "ping_p50_ms": percentile(pinged[False], 50),
+            "ping_p99_ms": percentile(pinged[False], 99),
+            "ping_samples": len(pinged[False]),
+        }
+    if True in pinged:  # the same probe's round trip to a bare WebSocket, same window
+        figures |= {
+            "ping_control_p50_ms": percentile(pinged[True], 50),
+            "ping_control_p99_ms": percentile(pinged[True], 99),
         }
     return figures
 
@@ -596,6 +630,7 @@ COLUMNS = [
     Column("signaling_p99_ms", "answer p99 ms", "{:.1f}"),
     Column("ping_p50_ms", "ping p50 ms", "{:.2f}"),
     Column("ping_p99_ms", "ping p99 ms", "{:.2f}"),
+    Column("ping_control_p99_ms", "control ping p99 ms", "{:.2f}"),
     Column("loop_lag_max_ms", "lag max ms", "{:.1f}"),
     Column("lane_backlog_max", "lane backlog max", "{:.0f}"),
     Column("gc_pause_ms_per_s", "GC ms/s", "{:.2f}"),

@@ -36,6 +36,7 @@ def test_tiny_run_produces_a_sane_report(tmp_path: Path) -> None:
         # The camera read without the gateway: its own share of the latency.
         assert 0 < run["camera_latency_p50_ms"] < run["latency_p50_ms"], run
         assert run["ping_samples"] >= 10 and 0 < run["ping_p50_ms"] < 1000, run
+        assert 0 < run["ping_control_p50_ms"] <= run["ping_control_p99_ms"] < 1000, run
         assert 0 <= run["gc_pause_ms_per_s"] < 1000, run
         assert run["transports"]["read_timeout"] == "socket", run  # labelled by the gateway
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
