@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from media_server.ingest.source import Polled
 from media_server.model.media import SourcePacket
@@ -32,21 +33,17 @@ IDLE = 1.0
 LET_GO = 5.0
 
 
+@dataclass(eq=False)
 class Entry:
-    """A session on the reactor, with who takes its packets and who hears it end."""
+    """A session on the reactor: who takes its packets and who hears it end (both called
+    on the reactor's thread)."""
 
-    def __init__(
-        self,
-        source: Polled,
-        deliver: Callable[[list[SourcePacket]], None],
-        ended: Callable[[BaseException], None],
-    ) -> None:
-        self.source = source
-        self.deliver = deliver
-        self.ended = ended
-        self.deadline = 0.0
-        self.sockets: list[socket.socket] = []
-        self.done = False
+    source: Polled
+    deliver: Callable[[list[SourcePacket]], None]
+    ended: Callable[[BaseException], None]
+    deadline: float = 0.0
+    sockets: list[socket.socket] = field(default_factory=list)
+    done: bool = False
 
 
 class Reactor:
@@ -63,22 +60,10 @@ class Reactor:
         self._thread: threading.Thread | None = None
         self._due = 0.0  # the earliest deadline of any session, or a bound on it
 
-    @property
-    def sessions(self) -> int:
-        return len(self._entries)
-
     # -- any thread ------------------------------------------------------------------
-    def add(
-        self,
-        source: Polled,
-        deliver: Callable[[list[SourcePacket]], None],
-        ended: Callable[[BaseException], None],
-    ) -> Entry:
-        """Read `source` from now on; `deliver` gets its packets and `ended` the error
-        that ends it (both on the reactor's thread)."""
-        entry = Entry(source, deliver, ended)
+    def add(self, entry: Entry) -> None:
+        """Read the entry's session from now on."""
         self._call(lambda: self._register(entry))
-        return entry
 
     def remove(self, entry: Entry) -> None:
         """Stop reading `entry`; returns once the reactor has let go of its sockets, so

@@ -25,6 +25,7 @@ from media_server.codecs import h264
 from media_server.ingest.audio import AudioPath
 from media_server.ingest.backoff import Backoff
 from media_server.ingest.encoder import SharedEncoder
+from media_server.ingest.reactor import Entry
 from media_server.ingest.source import PermanentSourceError, Polled, Source, SourceError
 from media_server.ingest.timeline import Timeline
 from media_server.model.clock import CaptureClock
@@ -258,7 +259,8 @@ class IngestWorker:
             ended.append(exc)
             handoff.put(None)
 
-        entry = polled.reactor.add(polled, deliver, end)
+        entry = Entry(polled, deliver, end)
+        polled.reactor.add(entry)
         try:
             while not self._stop.is_set() and (packet := handoff.get()) is not None:
                 pump.take(packet)

@@ -22,7 +22,7 @@ from media_server.aiortc_internals import packetize_h264
 from media_server.codecs import h264
 from media_server.ingest.guard import SourceGuard
 from media_server.ingest.native import NativeRtspSource
-from media_server.ingest.reactor import Reactor
+from media_server.ingest.reactor import Entry, Reactor
 from media_server.ingest.rtp_transport import PortPairs
 from media_server.ingest.rtsp_session import RtspSession
 from media_server.ingest.source import SourceError
@@ -277,7 +277,8 @@ def _read_on_reactor(source: NativeRtspSource, count: int) -> list[list[bytes]]:
         ended.append(exc)
         done.set()
 
-    entry = source.reactor.add(source, deliver, end)
+    entry = Entry(source, deliver, end)
+    source.reactor.add(entry)
     try:
         if not done.wait(3 + count / 30):
             raise AssertionError(f"{count} units did not come in time")
