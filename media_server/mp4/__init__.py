@@ -1,0 +1,1 @@
+"""MP4 as the browser's MediaSource, HLS players and recordings take it (issues 19-21)."""
