@@ -2,8 +2,9 @@
 
 MSE over WebSocket, LL-HLS and recordings all take fMP4, made once per stream from the
 access units as they are: nothing is decoded. An H.264 unit (Annex-B) becomes a sample of
-length-prefixed NAL units; its SPS and PPS describe the track in an `avcC` box. Each
-fragment (`moof` + `mdat`) carries its own decode time, so a client may start at any
+length-prefixed NAL units; its SPS and PPS describe the track in an `avcC` box. AAC
+frames go in as they are, described by their AudioSpecificConfig (`esds`). Each fragment
+(`moof` + `mdat`) carries each track's own decode time, so a client may start at any
 fragment that begins with a keyframe.
 """
 
@@ -50,9 +51,49 @@ def avcc_sample(annexb: bytes) -> bytes:
     )
 
 
-def codecs_string(sps: bytes) -> str:
-    """The RFC 6381 `codecs` value MediaSource and HLS playlists name the track by."""
-    return f"avc1.{sps[1]:02X}{sps[2]:02X}{sps[3]:02X}"
+@dataclass(frozen=True, slots=True)
+class VideoTrack:
+    """H.264: its SPS and PPS (NAL units without start codes) and picture size."""
+
+    sps: bytes
+    pps: bytes
+    width: int
+    height: int
+    timescale: int = 90_000
+
+    @property
+    def codecs(self) -> str:
+        """The RFC 6381 `codecs` value MediaSource and HLS playlists name it by."""
+        return f"avc1.{self.sps[1]:02X}{self.sps[2]:02X}{self.sps[3]:02X}"
+
+
+@dataclass(frozen=True, slots=True)
+class AudioTrack:
+    """AAC: its AudioSpecificConfig (ISO/IEC 14496-3 1.6.2.1), rate and channels."""
+
+    config: bytes
+    sample_rate: int
+    channels: int
+
+    @property
+    def timescale(self) -> int:
+        return self.sample_rate
+
+    @property
+    def codecs(self) -> str:
+        return f"mp4a.40.{self.config[0] >> 3}"  # the audio object type: 2 for AAC-LC
+
+
+Track = VideoTrack | AudioTrack
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A track's samples in one fragment, from `decode_time` on (its timescale)."""
+
+    track: int  # the track's id: its place in the init segment, from 1
+    decode_time: int
+    samples: list[Sample]
 
 
 def _avcc_box(sps: bytes, pps: bytes) -> bytes:
@@ -63,53 +104,92 @@ def _avcc_box(sps: bytes, pps: bytes) -> bytes:
     return box(b"avcC", config)
 
 
-def video_init(sps: bytes, pps: bytes, width: int, height: int, timescale: int = 90_000) -> bytes:
-    """The init segment (`ftyp` + `moov`) of one H.264 track, id 1. `sps` and `pps` are
-    NAL units without start codes."""
-    avc1 = box(
-        b"avc1",
+def _descriptor(tag: int, *payload: bytes) -> bytes:
+    """An MPEG-4 descriptor (14496-1 8.3.3), its size in the four-byte form."""
+    body = b"".join(payload)
+    size = len(body)
+    length = [0x80 | size >> shift & 0x7F for shift in (21, 14, 7)] + [size & 0x7F]
+    return bytes([tag, *length]) + body
+
+
+def _esds_box(track_id: int, config: bytes) -> bytes:
+    decoder = _descriptor(
+        0x04,
+        bytes([0x40, 0x15]),  # MPEG-4 audio; an audio stream
+        bytes(3),  # bufferSizeDB
+        struct.pack(">II", 0, 0),  # max and average bitrate: unknown
+        _descriptor(0x05, config),
+    )
+    es = _descriptor(0x03, struct.pack(">HB", track_id, 0), decoder, _descriptor(0x06, b"\x02"))
+    return full_box(b"esds", 0, 0, es)
+
+
+def _sample_entry(track_id: int, track: Track) -> bytes:
+    if isinstance(track, VideoTrack):
+        return box(
+            b"avc1",
+            bytes(6),
+            struct.pack(">H", 1),  # data_reference_index
+            bytes(16),
+            struct.pack(">HHII", track.width, track.height, 0x480000, 0x480000),
+            bytes(4),
+            struct.pack(">H", 1),  # frame_count
+            bytes(32),  # compressorname
+            struct.pack(">Hh", 0x18, -1),
+            _avcc_box(track.sps, track.pps),
+        )
+    return box(
+        b"mp4a",
         bytes(6),
         struct.pack(">H", 1),  # data_reference_index
-        bytes(16),
-        struct.pack(">HHII", width, height, 0x480000, 0x480000),
-        bytes(4),
-        struct.pack(">H", 1),  # frame_count
-        bytes(32),  # compressorname
-        struct.pack(">Hh", 0x18, -1),
-        _avcc_box(sps, pps),
+        bytes(8),
+        struct.pack(">HHHHI", track.channels, 16, 0, 0, track.sample_rate << 16),
+        _esds_box(track_id, track.config),
     )
+
+
+def _trak(track_id: int, track: Track) -> bytes:
+    video = isinstance(track, VideoTrack)
     empty = struct.pack(">I", 0)
     stbl = box(
         b"stbl",
-        full_box(b"stsd", 0, 0, struct.pack(">I", 1), avc1),
+        full_box(b"stsd", 0, 0, struct.pack(">I", 1), _sample_entry(track_id, track)),
         full_box(b"stts", 0, 0, empty),
         full_box(b"stsc", 0, 0, empty),
         full_box(b"stsz", 0, 0, empty, empty),
         full_box(b"stco", 0, 0, empty),
     )
+    header = full_box(b"vmhd", 0, 1, bytes(8)) if video else full_box(b"smhd", 0, 0, bytes(4))
     minf = box(
         b"minf",
-        full_box(b"vmhd", 0, 1, bytes(8)),
+        header,
         box(b"dinf", full_box(b"dref", 0, 0, struct.pack(">I", 1), full_box(b"url ", 0, 1))),
         stbl,
     )
+    handler = (b"vide", b"VideoHandler\0") if video else (b"soun", b"SoundHandler\0")
     mdia = box(
         b"mdia",
-        full_box(b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, timescale, 0, 0x55C4, 0)),
-        full_box(b"hdlr", 0, 0, bytes(4), b"vide", bytes(12), b"VideoHandler\0"),
+        full_box(b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, track.timescale, 0, 0x55C4, 0)),
+        full_box(b"hdlr", 0, 0, bytes(4), handler[0], bytes(12), handler[1]),
         minf,
     )
+    width, height = (track.width, track.height) if isinstance(track, VideoTrack) else (0, 0)
     tkhd = full_box(
         b"tkhd",
         0,
         3,  # enabled, in the movie
-        struct.pack(">IIIII", 0, 0, 1, 0, 0),
+        struct.pack(">IIIII", 0, 0, track_id, 0, 0),
         bytes(8),
-        struct.pack(">hhH", 0, 0, 0),
+        struct.pack(">hhH", 0, 0, 0 if video else 0x100),  # layer, group, volume
         bytes(2),
         _MATRIX,
         struct.pack(">II", width << 16, height << 16),
     )
+    return box(b"trak", tkhd, mdia)
+
+
+def init_segment(tracks: list[Track]) -> bytes:
+    """The init segment (`ftyp` + `moov`): the tracks, their ids 1, 2, ... in order."""
     mvhd = full_box(
         b"mvhd",
         0,
@@ -118,37 +198,47 @@ def video_init(sps: bytes, pps: bytes, width: int, height: int, timescale: int =
         bytes(10),
         _MATRIX,
         bytes(24),
-        struct.pack(">I", 2),  # next_track_ID
+        struct.pack(">I", len(tracks) + 1),  # next_track_ID
     )
-    trex = full_box(b"trex", 0, 0, struct.pack(">IIIII", 1, 1, 0, 0, 0))
-    moov = box(b"moov", mvhd, box(b"trak", tkhd, mdia), box(b"mvex", trex))
+    traks = [_trak(i, track) for i, track in enumerate(tracks, 1)]
+    trexes = [
+        full_box(b"trex", 0, 0, struct.pack(">IIIII", i, 1, 0, 0, 0))
+        for i in range(1, len(tracks) + 1)
+    ]
+    moov = box(b"moov", mvhd, *traks, box(b"mvex", *trexes))
     ftyp = box(b"ftyp", b"isom", struct.pack(">I", 0x200), b"isomiso6avc1mp41")
     return ftyp + moov
 
 
-def fragment(sequence: int, decode_time: int, samples: list[Sample]) -> bytes:
-    """One fragment (`moof` + `mdat`) of track 1: `samples` from `decode_time` on."""
+def fragment(sequence: int, runs: list[Run]) -> bytes:
+    """One fragment (`moof` + `mdat`): each run's samples, the runs' data in order."""
 
-    def moof(data_offset: int) -> bytes:
-        rows = b"".join(
-            struct.pack(
-                ">IIIi",
-                s.duration,
-                len(s.data),
-                KEY_FLAGS if s.keyframe else DELTA_FLAGS,
-                s.composition_offset,
+    def moof(data_start: int) -> bytes:
+        trafs, offset = [], data_start
+        for run in runs:
+            rows = b"".join(
+                struct.pack(
+                    ">IIIi",
+                    s.duration,
+                    len(s.data),
+                    KEY_FLAGS if s.keyframe else DELTA_FLAGS,
+                    s.composition_offset,
+                )
+                for s in run.samples
             )
-            for s in samples
-        )
-        # data offset, and each sample's duration, size, flags and composition offset
-        trun = full_box(b"trun", 1, 0xF01, struct.pack(">Ii", len(samples), data_offset), rows)
-        traf = box(
-            b"traf",
-            full_box(b"tfhd", 0, 0x020000, struct.pack(">I", 1)),  # default-base-is-moof
-            full_box(b"tfdt", 1, 0, struct.pack(">Q", decode_time)),
-            trun,
-        )
-        return box(b"moof", full_box(b"mfhd", 0, 0, struct.pack(">I", sequence)), traf)
+            # data offset, and each sample's duration, size, flags and composition offset
+            trun = full_box(b"trun", 1, 0xF01, struct.pack(">Ii", len(run.samples), offset), rows)
+            trafs.append(
+                box(
+                    b"traf",
+                    full_box(b"tfhd", 0, 0x020000, struct.pack(">I", run.track)),  # base: moof
+                    full_box(b"tfdt", 1, 0, struct.pack(">Q", run.decode_time)),
+                    trun,
+                )
+            )
+            offset += sum(len(s.data) for s in run.samples)
+        return box(b"moof", full_box(b"mfhd", 0, 0, struct.pack(">I", sequence)), *trafs)
 
     size = len(moof(0))
-    return moof(size + 8) + box(b"mdat", *(s.data for s in samples))
+    data = (s.data for run in runs for s in run.samples)
+    return moof(size + 8) + box(b"mdat", *data)

@@ -7,6 +7,7 @@ import io
 from fractions import Fraction
 
 import av
+import numpy as np
 import pytest
 from av.video.codeccontext import VideoCodecContext
 
@@ -36,32 +37,43 @@ def encode(profile: str, frames: int) -> list[bytes]:
     return out + [bytes(p) for p in ctx.encode(None)]
 
 
-def mux(units: list[bytes]) -> bytes:
-    """An init segment, then a fragment of each GOP."""
+def video_track(units: list[bytes]) -> fmp4.VideoTrack:
     nals = h264.iter_nals(units[0])
     sps = next(n for n in nals if n[0] & 0x1F == h264.NAL_SPS)
     pps = next(n for n in nals if n[0] & 0x1F == h264.NAL_PPS)
-    out = fmp4.video_init(sps, pps, 320, 240)
-    gop: list[fmp4.Sample] = []
-    sequence, start = 1, 0
+    return fmp4.VideoTrack(sps, pps, 320, 240)
+
+
+def gops(units: list[bytes]) -> list[tuple[int, list[fmp4.Sample]]]:
+    """Each GOP's first index and its samples."""
+    out: list[tuple[int, list[fmp4.Sample]]] = []
     for i, unit in enumerate(units):
         key = h264.NAL_IDR in h264.nal_types(unit)
-        if key and gop:
-            out += fmp4.fragment(sequence, start, gop)
-            sequence, start, gop = sequence + 1, i * TICKS, []
-        gop.append(fmp4.Sample(fmp4.avcc_sample(unit), TICKS, key))
-    return out + fmp4.fragment(sequence, start, gop)
+        if key or not out:
+            out.append((i, []))
+        out[-1][1].append(fmp4.Sample(fmp4.avcc_sample(unit), TICKS, key))
+    return out
+
+
+def mux(units: list[bytes]) -> bytes:
+    """An init segment, then a fragment of each GOP."""
+    out = fmp4.init_segment([video_track(units)])
+    for sequence, (first, samples) in enumerate(gops(units), 1):
+        out += fmp4.fragment(sequence, [fmp4.Run(1, first * TICKS, samples)])
+    return out
+
+
+def decoded(data: bytes) -> list[av.VideoFrame | av.AudioFrame]:
+    container = av.open(io.BytesIO(data), format="mp4")
+    assert isinstance(container, av.container.InputContainer)
+    with container:
+        return list(container.decode(*container.streams))
 
 
 @pytest.mark.parametrize("profile", ["baseline", "main", "high"])
 def test_fragments_decode_frame_for_frame_at_their_times(profile: str) -> None:
     units = encode(profile, 45)
-    container = av.open(io.BytesIO(mux(units)), format="mp4")
-    assert isinstance(container, av.container.InputContainer)
-    with container:
-        stream = container.streams.video[0]
-        assert stream.codec_context.name == "h264"
-        frames = list(container.decode(stream))
+    frames = [f for f in decoded(mux(units)) if isinstance(f, av.VideoFrame)]
     assert len(frames) == len(units) == 45
     assert {(f.width, f.height) for f in frames} == {(320, 240)}
     times = [float((f.pts or 0) * (f.time_base or 0)) for f in frames]
@@ -86,16 +98,55 @@ def test_a_fragment_starting_at_a_keyframe_decodes_alone() -> None:
     top = boxes(mux(units))
     assert [b[4:8] for b in top] == [b"ftyp", b"moov"] + [b"moof", b"mdat"] * len(keys)
     late = b"".join(top[:2] + top[4:])  # the init segment, then from the 2nd GOP on
-    container = av.open(io.BytesIO(late), format="mp4")
-    assert isinstance(container, av.container.InputContainer)
-    with container:
-        frames = list(container.decode(container.streams.video[0]))
+    frames = decoded(late)
     assert len(frames) == len(units) - keys[1]
     first = frames[0]
     assert first.pts is not None and first.time_base is not None
     assert float(first.pts * first.time_base) == pytest.approx(keys[1] / FPS, abs=1e-3)
 
 
+def aac(seconds: float) -> tuple[bytes, list[bytes]]:
+    """AudioSpecificConfig and AAC-LC frames (1024 samples each) of a 48 kHz tone."""
+    ctx = av.CodecContext.create("aac", "w")
+    assert isinstance(ctx, av.audio.codeccontext.AudioCodecContext)
+    ctx.sample_rate, ctx.layout, ctx.format = 48_000, "stereo", "fltp"
+    ctx.time_base = Fraction(1, 48_000)
+    ctx.open()
+    out: list[bytes] = []
+    tone = np.sin(np.arange(1024) * 2 * np.pi * 1000 / 48_000).astype(np.float32)
+    for i in range(int(seconds * 48_000 / 1024)):
+        frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts = 48_000, i * 1024
+        out += [bytes(p) for p in ctx.encode(frame)]
+    out += [bytes(p) for p in ctx.encode(None)]
+    return bytes(ctx.extradata or b""), out
+
+
+def test_video_and_aac_in_the_same_fragments() -> None:
+    """AAC goes in as it is, beside the video, each run on its own track's clock."""
+    units = encode("baseline", 30)
+    config, frames = aac(1.0)
+    audio = fmp4.AudioTrack(config, 48_000, 2)
+    assert audio.codecs == "mp4a.40.2"
+    out = fmp4.init_segment([video_track(units), audio])
+    per_second = 48_000 // 1024
+    done = 0
+    for sequence, (first, samples) in enumerate(gops(units), 1):
+        until = min(len(frames), (first + len(samples)) * per_second // FPS + 1)
+        sound = [fmp4.Sample(f, 1024, True) for f in frames[done:until]]
+        runs = [fmp4.Run(1, first * TICKS, samples), fmp4.Run(2, done * 1024, sound)]
+        out += fmp4.fragment(sequence, runs)
+        done = until
+    got = decoded(out)
+    pictures = [f for f in got if isinstance(f, av.VideoFrame)]
+    sounds = [f for f in got if isinstance(f, av.AudioFrame)]
+    assert len(pictures) == len(units)
+    assert len(sounds) >= done - 2  # the encoder's priming may be dropped
+    assert {f.sample_rate for f in sounds} == {48_000}
+    loud = np.abs(np.concatenate([f.to_ndarray()[0] for f in sounds[4:]]))
+    assert loud.max() > 0.5  # the tone, decoded
+
+
 def test_the_codecs_string_names_profile_and_level() -> None:
-    sps = next(n for n in h264.iter_nals(encode("baseline", 1)[0]) if n[0] & 0x1F == 7)
-    assert fmp4.codecs_string(sps) == f"avc1.42C0{sps[3]:02X}"
+    track = video_track(encode("baseline", 1))
+    assert track.codecs == f"avc1.42C0{track.sps[3]:02X}"
