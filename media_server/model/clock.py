@@ -49,12 +49,14 @@ class CaptureClock:
     __slots__ = ("_anchor",)
 
     def __init__(self) -> None:
-        self._anchor: tuple[float, float] | None = None  # (seconds on the media clock, NTP)
+        #: The last unit with a capture time: (pts, time base, NTP seconds). Kept as it
+        #: came: `follow` runs for every unit, `at` only for a sender report.
+        self._anchor: tuple[int, Fraction, float] | None = None
 
     def follow(self, pts: int, time_base: Fraction, capture: float | None) -> None:
         """A unit left for viewers: `capture` is its camera's NTP time in seconds, if known."""
         if capture is not None:
-            self._anchor = (float(pts * time_base), capture)
+            self._anchor = (pts, time_base, capture)
 
     def forget(self) -> None:
         """The source went away: what comes next may have no capture times, or others."""
@@ -65,8 +67,8 @@ class CaptureClock:
         anchor = self._anchor
         if anchor is None:
             return None
-        at, capture = anchor
-        return capture + float(pts * time_base) - at
+        at, base, capture = anchor
+        return capture + float(pts * time_base) - float(at * base)
 
     def ntp(self, pts: int, time_base: Fraction | float) -> int:
         """The 64-bit NTP timestamp a sender report gives for timestamp `pts`."""
