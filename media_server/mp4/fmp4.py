@@ -3,7 +3,8 @@
 MSE over WebSocket, LL-HLS and recordings all take fMP4, made once per stream from the
 access units as they are: nothing is decoded. An H.264 unit (Annex-B) becomes a sample of
 length-prefixed NAL units; its SPS and PPS describe the track in an `avcC` box. AAC
-frames go in as they are, described by their AudioSpecificConfig (`esds`). Each fragment
+frames go in as they are, described by their AudioSpecificConfig (`esds`); so do Opus
+packets (`dOps`, "Encapsulation of Opus in ISO Base Media File Format"). Each fragment
 (`moof` + `mdat`) carries each track's own decode time, so a client may start at any
 fragment that begins with a keyframe.
 """
@@ -84,7 +85,19 @@ class AudioTrack:
         return f"mp4a.40.{self.config[0] >> 3}"  # the audio object type: 2 for AAC-LC
 
 
-Track = VideoTrack | AudioTrack
+@dataclass(frozen=True, slots=True)
+class OpusTrack:
+    """Opus, always on a 48 kHz clock whatever rate it was made from."""
+
+    channels: int
+    pre_skip: int = 0  # samples the decoder drops at the start (the encoder's delay)
+
+    timescale = 48_000
+    sample_rate = 48_000
+    codecs = "opus"
+
+
+Track = VideoTrack | AudioTrack | OpusTrack
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,14 +151,18 @@ def _sample_entry(track_id: int, track: Track) -> bytes:
             struct.pack(">Hh", 0x18, -1),
             _avcc_box(track.sps, track.pps),
         )
-    return box(
-        b"mp4a",
+    audio = (
         bytes(6),
         struct.pack(">H", 1),  # data_reference_index
         bytes(8),
         struct.pack(">HHHHI", track.channels, 16, 0, 0, track.sample_rate << 16),
-        _esds_box(track_id, track.config),
     )
+    if isinstance(track, OpusTrack):
+        # version, output channels, pre-skip, input rate, gain, mapping family 0 (mono or
+        # stereo): big-endian, unlike Ogg's OpusHead
+        dops = struct.pack(">BBHIhB", 0, track.channels, track.pre_skip, 48_000, 0, 0)
+        return box(b"Opus", *audio, box(b"dOps", dops))
+    return box(b"mp4a", *audio, _esds_box(track_id, track.config))
 
 
 def _trak(track_id: int, track: Track) -> bytes:

@@ -12,6 +12,7 @@ import pytest
 from av.video.codeccontext import VideoCodecContext
 
 from media_server.codecs import h264
+from media_server.codecs import opus as opus_codec
 from media_server.mp4 import fmp4
 
 FPS = 30
@@ -150,3 +151,54 @@ def test_video_and_aac_in_the_same_fragments() -> None:
 def test_the_codecs_string_names_profile_and_level() -> None:
     track = video_track(encode("baseline", 1))
     assert track.codecs == f"avc1.42C0{track.sps[3]:02X}"
+
+
+def opus(seconds: float) -> list[bytes]:
+    """Opus packets (20 ms each) of a 48 kHz stereo tone."""
+    ctx = av.CodecContext.create("libopus", "w")
+    assert isinstance(ctx, av.audio.codeccontext.AudioCodecContext)
+    ctx.sample_rate, ctx.layout, ctx.format = 48_000, "stereo", "s16"
+    ctx.time_base = Fraction(1, 48_000)
+    ctx.options = {"frame_duration": "20"}
+    ctx.open()
+    tone = (np.sin(np.arange(960) * 2 * np.pi * 1000 / 48_000) * 20_000).astype(np.int16)
+    out: list[bytes] = []
+    for i in range(int(seconds * 50)):
+        pcm = np.stack([tone, tone]).T.reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="stereo")
+        frame.sample_rate, frame.pts = 48_000, i * 960
+        out += [bytes(p) for p in ctx.encode(frame)]
+    return out
+
+
+def test_opus_goes_in_as_it_is_with_its_durations_from_the_packets() -> None:
+    units = encode("baseline", 30)
+    packets = opus(1.0)
+    assert {opus_codec.samples(p) for p in packets} == {960}
+    track = fmp4.OpusTrack(2)
+    assert track.codecs == "opus"
+    out = fmp4.init_segment([video_track(units), track])
+    sound = [fmp4.Sample(p, opus_codec.samples(p), True) for p in packets]
+    runs = [fmp4.Run(1, 0, [s for _, g in gops(units) for s in g]), fmp4.Run(2, 0, sound)]
+    got = decoded(out + fmp4.fragment(1, runs))
+    sounds = [f for f in got if isinstance(f, av.AudioFrame)]
+    assert len([f for f in got if isinstance(f, av.VideoFrame)]) == len(units)
+    assert len(sounds) == len(packets)
+    assert {f.sample_rate for f in sounds} == {48_000}
+    assert np.abs(np.concatenate([f.to_ndarray()[0] for f in sounds[5:]])).max() > 0.1
+
+
+@pytest.mark.parametrize(
+    ("toc", "expected"),
+    [
+        (bytes([0x00]), 480),  # SILK 10 ms, one frame
+        (bytes([0x09]), 1920),  # SILK 20 ms (config 1), two frames (code 1)
+        (bytes([0x78]), 960),  # hybrid fullband 20 ms (config 15), one frame
+        (bytes([0xFC]), 960),  # CELT 20 ms (config 31), one frame
+        (bytes([0xE3, 0x03]), 360),  # CELT 2.5 ms (config 28), three frames (code 3)
+        (bytes([0xFB]), 0),  # code 3 without its count byte
+        (b"", 0),
+    ],
+)
+def test_opus_packet_durations(toc: bytes, expected: int) -> None:
+    assert opus_codec.samples(toc) == expected
