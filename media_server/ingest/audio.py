@@ -86,6 +86,11 @@ class AudioPath:
         """The unit of a packet browsers play as it is, on its codec's clock."""
         return AccessUnit.of(data, self._out_pts(pts90), self._time_base, True)
 
+    def as_sent(self, data: bytes, pts90: int) -> AccessUnit:
+        """A packet as the camera sent it, on its own clock (its sample rate)."""
+        rate = self.info.sample_rate or CLOCK_RATE
+        return AccessUnit.of(data, pts90 * rate // CLOCK_RATE, Fraction(1, rate), True)
+
     def push(self, data: bytes, pts90: int) -> list[AccessUnit]:
         """Units for viewers from one audio packet whose source time maps to `pts90`."""
         if self.info.mode == "passthrough":

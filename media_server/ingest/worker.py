@@ -56,6 +56,12 @@ class IngestSink(Protocol):
 
     def on_audio(self, unit: AccessUnit) -> None: ...
 
+    def on_source_audio(self, unit: AccessUnit) -> None:
+        """The camera's audio as it came, where viewers get it transcoded."""
+
+    @property
+    def wants_source_audio(self) -> bool: ...
+
 
 def choose_mode(requested: Mode, info: SourceInfo) -> EffectiveMode:
     """Passthrough when browsers can decode the source untouched, else transcode."""
@@ -276,6 +282,8 @@ class IngestWorker:
         pts90 = timeline.follow(packet.pts, float(packet.time_base))
         if pts90 is None or self._congested():
             return
+        if audio.info.mode == "transcode" and self._sink.wants_source_audio:
+            self._post(self._sink.on_source_audio, audio.as_sent(packet.data, pts90))
         for unit in audio.push(packet.data, pts90):
             self._post(self._sink.on_audio, unit)
         counters.audio_frames_encoded = audio.frames_encoded

@@ -1,9 +1,9 @@
 """What consumes a stream, and the one way each does: a `Consumer`.
 
 A WebRTC viewer (served by aiortc's sender or by the engine), a relay to another node of
-a cluster, and the egresses to come (fMP4 for MSE and HLS, recording) each attach to a
-stream as a consumer of a kind, then subscribe to what they need: access units, decoded
-frames, or audio, each from a bounded queue that starts at the cached keyframe. Attaching
+a cluster, the stream's fMP4 muxer and its MSE and HLS viewers each attach to a stream as
+a consumer of a kind, then subscribe to what they need: access units, decoded frames, or
+audio, each from a bounded queue that starts at the cached keyframe. Attaching
 holds the stream open (an on-demand camera opens for its first consumer and closes a
 while after its last); the stream counts its consumers by kind, and the API, the metrics
 and the console all read that one count.
@@ -13,18 +13,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal, get_args
 
-from media_server.streams.fanout import Picture, Subscriber, Tap, Wants
+from media_server.streams.fanout import Hub, Picture, Subscriber, Tap, Wants
 
 if TYPE_CHECKING:
     from media_server.streams.stream import Stream
 
 #: viewer: a WebRTC session; relay: another node of a cluster fanning the stream out;
 #: fanout: the engine's feed of the stream, which serves its viewers; snapshot: a JPEG of
-#: the latest picture being made.
-ConsumerKind = Literal["viewer", "relay", "fanout", "snapshot"]
-#: The kinds that keep an on-demand stream open: those that watch. A fan-out serves
-#: viewers that hold the stream already; a snapshot shows what the stream has.
-HOLDING: frozenset[ConsumerKind] = frozenset({"viewer", "relay"})
+#: the latest picture being made; muxer: the stream's fMP4, made once for its mse
+#: viewers (a WebSocket each) and hls players (each counted while it polls).
+ConsumerKind = Literal["viewer", "relay", "fanout", "snapshot", "muxer", "mse", "hls"]
+#: The kinds that keep an on-demand stream open: those that watch. A fan-out and a muxer
+#: serve viewers that hold the stream already; a snapshot shows what the stream has.
+HOLDING: frozenset[ConsumerKind] = frozenset({"viewer", "relay", "mse", "hls"})
 CONSUMER_KINDS: tuple[ConsumerKind, ...] = get_args(ConsumerKind)
 
 
@@ -32,7 +33,7 @@ class Consumer:
     def __init__(self, stream: Stream, kind: ConsumerKind) -> None:
         self.stream = stream
         self.kind = kind
-        self._subscribed: list[tuple[bool, Subscriber]] = []  # (audio, queue)
+        self._subscribed: list[tuple[Hub, Subscriber]] = []
         self._taps: list[Tap] = []
         self.closed = False
         stream._attached(kind)
@@ -40,20 +41,20 @@ class Consumer:
     def video(self, wants: Wants = "any") -> Subscriber:
         """A queue of the stream's video: encoded units, decoded frames, or whichever it
         carries. Subscribe at the first read: a consumer that never reads is never fed."""
-        return self._subscribe(False, wants)
+        return self._subscribe(self.stream.hub, wants)
 
-    def audio(self) -> Subscriber:
-        """A queue of the stream's audio units, as viewers receive them."""
-        return self._subscribe(True, "units")
+    def audio(self, as_sent: bool = False) -> Subscriber:
+        """A queue of the stream's audio units, as WebRTC viewers receive them, or
+        (`as_sent`) as the camera sent them where they differ (AAC, which fMP4 takes)."""
+        return self._subscribe(self.stream.source_audio_hub if as_sent else self.stream.audio_hub)
 
-    def _subscribe(self, audio: bool, wants: Wants) -> Subscriber:
+    def _subscribe(self, hub: Hub, wants: Wants = "units") -> Subscriber:
         if self.closed:  # a queue that has ended already, never the hub's
             ended = Subscriber(1, 1, wants)
             ended.end()
             return ended
-        hub = self.stream.audio_hub if audio else self.stream.hub
         sub = hub.subscribe(wants)
-        self._subscribed.append((audio, sub))
+        self._subscribed.append((hub, sub))
         return sub
 
     def tap(self, tap: Tap) -> None:
@@ -74,8 +75,7 @@ class Consumer:
         for entry in self._subscribed:
             if entry[1] is sub:
                 self._subscribed.remove(entry)
-                hub = self.stream.audio_hub if entry[0] else self.stream.hub
-                hub.unsubscribe(sub)
+                entry[0].unsubscribe(sub)
                 sub.end()
                 return
 

@@ -143,6 +143,10 @@ class Hub:
         self._subscribers.add(sub)
         return sub
 
+    @property
+    def subscribed(self) -> int:
+        return len(self._subscribers)
+
     def unsubscribe(self, sub: Subscriber) -> None:
         self._subscribers.discard(sub)
 

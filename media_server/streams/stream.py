@@ -17,6 +17,7 @@ from media_server.ingest import IngestCounters, IngestWorker, SourceFactory
 from media_server.model.clock import CaptureClock
 from media_server.model.media import AccessUnit, EffectiveMode, SourceInfo, StreamState
 from media_server.model.registration import Registration
+from media_server.mp4.audio import fmp4_audio
 from media_server.streams.changes import Changes
 from media_server.streams.consumer import CONSUMER_KINDS, HOLDING, Consumer, ConsumerKind
 from media_server.streams.delivery import delivery
@@ -85,6 +86,8 @@ class Stream:
         )
         # Audio: every unit stands alone, so nothing is cached for new listeners.
         self.audio_hub = Hub(hub.viewer_queue, 0, 0, 0)
+        #: The camera's audio as it came, where viewers get another codec (AAC): for fMP4.
+        self.source_audio_hub = Hub(hub.viewer_queue, 0, 0, 0)
         #: The stream's timestamps on its camera's clock, for sender reports to viewers.
         self.capture = CaptureClock()
         self.snapshots = Snapshots(self)
@@ -155,6 +158,7 @@ class Stream:
         self._cancel_linger()
         self.hub.end_all()
         self.audio_hub.end_all()
+        self.source_audio_hub.end_all()
         await self._stop_worker(timeout)
         self._set_state(StreamState.STOPPED, None)
 
@@ -285,6 +289,14 @@ class Stream:
     def on_audio(self, unit: AccessUnit) -> None:
         self.audio_hub.publish_unit(unit)
 
+    def on_source_audio(self, unit: AccessUnit) -> None:
+        self.source_audio_hub.publish_unit(unit)
+
+    @property
+    def wants_source_audio(self) -> bool:
+        """Whether anyone takes the camera's own audio (read from the ingest thread)."""
+        return bool(self.source_audio_hub.subscribed)
+
     def on_frame(self, frame: av.VideoFrame) -> None:
         self.frames_out += 1
         self.hub.publish_frame(frame)
@@ -315,6 +327,7 @@ class Stream:
         audio = info.audio if info else None
         counters = self.worker.counters if self.worker else None
         live = self.state == StreamState.LIVE
+        fmp4, note = fmp4_audio(audio, relayed=not self.ingest_here)
         fields = {
             **dict(self.registration),
             "url": redact_url(self.registration.url),
@@ -334,6 +347,8 @@ class Stream:
             "audio_sample_rate": audio.sample_rate if audio else None,
             "audio_channels": audio.channels if audio else None,
             "audio_mode": audio.mode if audio else None,
+            "fmp4_audio": fmp4,
+            "fmp4_note": note,
             "effective_mode": self.effective_mode,
             "ingest_client": info.client if info else None,
             "media_transport": self.media_transport,

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from media_server.model.media import AudioMode, EffectiveMode, SourceClient, StreamState
 from media_server.model.registration import Registration
+from media_server.mp4.audio import Fmp4Audio
 from media_server.streams.consumer import ConsumerKind
 
 ManagedBy = Literal["api", "config", "demo"]
@@ -63,7 +64,9 @@ class StreamView(Registration):
     viewers: int = Field(description="viewer sessions (relays to other nodes not counted)")
     consumers: dict[ConsumerKind, int] = Field(
         description="who consumes the stream now, by kind: viewer (WebRTC sessions), relay "
-        "(other nodes of a cluster), fanout (the engine's feed), snapshot (being made)"
+        "(other nodes of a cluster), fanout (the engine's feed), snapshot (being made), "
+        "muxer (its fMP4, made while anyone watches over MSE or HLS), mse (MSE viewers' "
+        "WebSockets), hls (HLS players that polled in the last few target durations)"
     )
     codec: str | None
     profile: str | None
@@ -79,6 +82,13 @@ class StreamView(Registration):
     audio_mode: AudioMode | None = Field(
         description="passthrough: Opus or G.711 as it is; transcode: Opus made once per "
         "stream; off: no audio for viewers; null: the source has no audio track"
+    )
+    fmp4_audio: Fmp4Audio | None = Field(
+        description="the audio MSE and HLS viewers get (in fMP4): aac as the camera sent "
+        "it, opus as WebRTC viewers get it; null: none"
+    )
+    fmp4_note: str | None = Field(
+        description="why MSE and HLS viewers get no audio where the camera has some"
     )
     effective_mode: EffectiveMode | None
     ingest_client: SourceClient | None = Field(

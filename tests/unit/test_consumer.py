@@ -34,17 +34,18 @@ async def test_counted_by_kind_and_holding_an_on_demand_stream() -> None:
     streams, stream_id = await on_demand_stream()
     stream = streams.get(stream_id)
     assert stream is not None and stream.worker is None
-    fanout, snapshot = stream.attach("fanout"), stream.attach("snapshot")
+    serving = [stream.attach(kind) for kind in ("fanout", "snapshot", "muxer")]
     assert stream.worker is None  # they serve watchers, or show what there is: no hold
     viewer, relay = stream.attach("viewer"), stream.attach("relay")
     assert stream.worker is not None  # the first consumer opened the camera
     view = stream.view()
     assert view.viewers == 1
-    assert view.consumers == {"viewer": 1, "relay": 1, "fanout": 1, "snapshot": 1}
+    others = {"fanout": 1, "snapshot": 1, "muxer": 1, "mse": 0, "hls": 0}
+    assert view.consumers == {"viewer": 1, "relay": 1, **others}
     viewer.close()
     viewer.close()  # idempotent: counted off once
-    assert stream.view().consumers == {"viewer": 0, "relay": 1, "fanout": 1, "snapshot": 1}
-    for consumer in (relay, fanout, snapshot):
+    assert stream.view().consumers == {"viewer": 0, "relay": 1, **others}
+    for consumer in (relay, *serving):
         consumer.close()
     await asyncio.sleep(0.5)  # past the linger: the camera closes for nobody
     assert stream.worker is None
