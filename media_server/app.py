@@ -28,6 +28,7 @@ from media_server.api.ratelimit import RateLimiter
 from media_server.auth.tokens import READ, Authenticator
 from media_server.cluster.node import ClusterNode, node_id
 from media_server.config import Settings
+from media_server.egress.muxer import Muxer, Muxers
 from media_server.engine.engine import Engine, EngineConfig
 from media_server.ingest.guard import SourceGuard
 from media_server.loopwatch import LoopMonitor
@@ -79,6 +80,7 @@ async def _close_signaling(app: web.Application) -> None:
     begin_drain(gw)
     for ws in list(gw.websockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+    gw.muxers.close()
     try:
         await asyncio.wait_for(gw.sessions.close_all(), gw.settings.shutdown_timeout / 2)
     except TimeoutError:
@@ -159,6 +161,9 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
         ),
         offers=RateLimiter("offers", limits.offers_per_minute, limits.offers_burst),
         json=json_codec(settings.runtime.json_codec),
+        muxers=Muxers(
+            lambda stream: Muxer(stream, settings.hub.gop_cache_units, settings.hub.gop_cache_bytes)
+        ),
     )
     if isinstance(registry, RedisRegistry):
         gw.cluster = ClusterNode(
@@ -180,7 +185,11 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
     if engine is not None:
         chosen["engine"] = engine.path.name  # the send path it runs, after any fallback
     gw.metrics.transports(chosen)
-    gw.metrics.watch(gw.streams.all, lambda: gw.monitor.lag, gw.sessions.egress)
+    gw.metrics.watch(
+        gw.streams.all,
+        lambda: gw.monitor.lag,
+        lambda ids: {**gw.sessions.egress(ids), **gw.muxers.egress(ids)},
+    )
     if engine is not None:
         gw.metrics.watch_engine(engine)
     if gw.cluster is not None:

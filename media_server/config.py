@@ -239,6 +239,43 @@ class TranscodeSettings(_Section):
     )
 
 
+class MseSettings(_Section):
+    """MSE viewers: the stream's fMP4 over their signaling WebSocket."""
+
+    viewer_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=256 * 1024,
+        le=256 * 1024 * 1024,
+        description="bytes queued per viewer; one further behind starts again at a keyframe",
+    )
+
+
+class HlsSettings(_Section):
+    """LL-HLS (RFC 8216bis) from the stream's fMP4, served from memory."""
+
+    part_duration: float = Field(
+        0.2, ge=0.05, le=2.0, description="seconds of a partial segment (PART-TARGET)"
+    )
+    segment_duration: float = Field(
+        1.0, ge=0.2, le=30.0, description="least seconds of a segment; each starts at a keyframe"
+    )
+    segments: int = Field(
+        7, ge=3, le=60, description="whole segments a media playlist lists and memory keeps"
+    )
+    max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        le=4 * 1024 * 1024 * 1024,
+        description="bytes of segments kept per stream: older ones go first",
+    )
+    idle: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="seconds a player counts (and the stream stays muxed) after its last request",
+    )
+
+
 class EngineSettings(_Section):
     """The fan-out engine (webrtc.media_path: engine)."""
 
@@ -532,6 +569,8 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=lambda: IngestSettings())
     hub: HubSettings = Field(default_factory=lambda: HubSettings())
     webrtc: WebRTCSettings = Field(default_factory=lambda: WebRTCSettings())
+    mse: MseSettings = Field(default_factory=lambda: MseSettings())
+    hls: HlsSettings = Field(default_factory=lambda: HlsSettings())
     limits: LimitsSettings = Field(default_factory=lambda: LimitsSettings())
     health: HealthSettings = Field(default_factory=lambda: HealthSettings())
     sources: SourcesSettings = Field(default_factory=lambda: SourcesSettings())

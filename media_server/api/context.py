@@ -11,6 +11,7 @@ from media_server.api.ratelimit import RateLimiter
 from media_server.auth.tokens import Authenticator
 from media_server.cluster.node import ClusterNode
 from media_server.config import Settings
+from media_server.egress.muxer import Muxers
 from media_server.ingest.guard import SourceGuard
 from media_server.loopwatch import LoopMonitor
 from media_server.metrics import Metrics
@@ -35,6 +36,7 @@ class Gateway:
     registrations: RateLimiter
     offers: RateLimiter
     json: JsonCodec
+    muxers: Muxers
     cpu: CpuMeter = field(default_factory=CpuMeter)
     cluster: ClusterNode | None = None
     #: Work started in the background (stream removals closing viewers, reloads).

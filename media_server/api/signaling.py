@@ -1,5 +1,10 @@
 """WebSocket signaling: offer -> answer, trickled candidates, errors as messages.
 
+Or MSE instead of WebRTC: ``{"type": "mse"}`` (with ``"opus": false`` from a client that
+cannot play Opus in MP4) is answered ``{"type": "mse", "codecs": "<RFC 6381>"}``, then
+binary messages: the init segment, then fragments of the stream's fMP4, from its cached
+keyframe on (api/mse.py). A new picture size sends a new codecs message and init segment.
+
 ``{"type": "ping"}`` is answered ``{"type": "pong"}`` (with the ping's ``id`` echoed), at
 any time: players and the perf harness measure the signaling round trip with it.
 
@@ -20,6 +25,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from media_server.api.access import client_key, require_viewer
 from media_server.api.context import Gateway, gateway
 from media_server.api.errors import ApiError, error_response
+from media_server.api.mse import MseSession, open_mse
 from media_server.runtime.jsoncodec import JsonCodec
 from media_server.tokenbucket import TokenBucket
 from media_server.webrtc.session import SignalingError, ViewerSession
@@ -46,11 +52,15 @@ def _pong(ping: dict[str, Any]) -> dict[str, Any]:
 class _Conversation:
     """One signaling socket: at most one viewer session, messages within a rate."""
 
-    def __init__(self, gw: Gateway, stream_id: str, client: str) -> None:
+    def __init__(
+        self, gw: Gateway, stream_id: str, client: str, ws: web.WebSocketResponse | None = None
+    ) -> None:
         self.gw = gw
+        self.ws = ws
         self.stream_id = stream_id
         self.client = client
         self.session: ViewerSession | None = None
+        self.mse: MseSession | None = None
         self.watcher: asyncio.Task[None] | None = None
         limits = gw.settings.limits
         self._bucket = TokenBucket(limits.ws_messages_per_second, limits.ws_messages_burst)
@@ -73,14 +83,34 @@ class _Conversation:
                 return await self._offer(message)
             if kind == "candidate":
                 return await self._candidate(message)
+            if kind == "mse":
+                await self._mse(message)  # its answer goes out with its first segment
+                return None
         except SignalingError as exc:
             return _error(exc.code, exc.message)
         except ApiError as exc:  # the per-client offer rate
             return _error(exc.code, exc.message)
         return _error("unknown-type", f"unknown message type '{kind[:40]}'")
 
+    @property
+    def negotiated(self) -> bool:
+        return self.session is not None or self.mse is not None
+
+    async def _mse(self, message: dict[str, Any]) -> None:
+        if self.negotiated:
+            raise SignalingError("invalid-state", "this socket has negotiated already")
+        opus = message.get("opus", True)
+        if not isinstance(opus, bool):
+            raise SignalingError("invalid-message", "'opus' must be true or false")
+        stream = self.gw.streams.get(self.stream_id)
+        if stream is None:
+            raise SignalingError("stream-not-found", f"no stream '{self.stream_id}'")
+        self.gw.offers.check(self.client)
+        assert self.ws is not None
+        self.mse = await open_mse(self.gw, stream, self.ws, opus)
+
     async def _offer(self, message: dict[str, Any]) -> dict[str, Any]:
-        if self.session is not None:
+        if self.negotiated:
             raise SignalingError("invalid-state", "this socket has negotiated already")
         stream = self.gw.streams.get(self.stream_id)
         if stream is None:
@@ -120,6 +150,8 @@ class _Conversation:
     async def close(self) -> None:
         if self.watcher is not None:
             self.watcher.cancel()
+        if self.mse is not None:
+            self.mse.close()
         if self.session is not None:
             await self.gw.sessions.close(self.session, "signaling socket closed")
 
@@ -148,7 +180,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     gw.websockets.add(ws)
     gw.socket_clients[client] += 1
-    conversation = _Conversation(gw, stream_id, client)
+    conversation = _Conversation(gw, stream_id, client, ws)
     if conversation.stream_id not in gw.streams:
         await _send(
             ws, _error("stream-not-found", f"no stream '{conversation.stream_id}'"), gw.json
@@ -158,7 +190,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     try:
         while not ws.closed:
             left = None
-            if conversation.session is None:
+            if not conversation.negotiated:
                 left = deadline - asyncio.get_running_loop().time()
             try:
                 msg = await ws.receive(timeout=left if left is None else max(left, 0.001))

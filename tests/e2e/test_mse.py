@@ -1,0 +1,170 @@
+"""MSE over the signaling WebSocket, against a real gateway and its demo stream: what a
+browser's MediaSource would be given decodes frame for frame (FFmpeg reads it), starts at
+a keyframe, and a viewer that stops reading loses its own fragments, nobody else's."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import av
+import pytest
+
+from tests.support.gateway import GENEROUS, Gateway, run_gateway
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def small_queues() -> Iterator[Gateway]:
+    """Viewers' queues at their least (256 KiB), so a stalled one overflows soon."""
+    with run_gateway(env={**GENEROUS, "MEDIA_SERVER_MSE__VIEWER_BYTES": str(256 * 1024)}) as gw:
+        yield gw
+
+
+#: How long the stalled viewer reads nothing: its queue (256 KiB), the gateway's send
+#: buffer (an eighth of that, doubled) and its own small window fill well within it.
+STALL = 15.0
+
+
+def small_window(addr_info: Any) -> socket.socket:
+    """A client socket whose receive window stays small (set before it connects)."""
+    family, kind, proto, _, _ = addr_info
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return sock
+
+
+def sequence(fragment: bytes) -> int:
+    """A fragment's `mfhd` sequence number (the muxer counts every fragment it makes)."""
+    assert fragment[4:8] == b"moof" and fragment[12:16] == b"mfhd", fragment[:32]
+    return int(struct.unpack(">I", fragment[20:24])[0])
+
+
+def decode(init: bytes, fragments: list[bytes]) -> list[av.VideoFrame]:
+    container = av.open(io.BytesIO(init + b"".join(fragments)), format="mp4")
+    assert isinstance(container, av.container.InputContainer)
+    with container:
+        return list(container.decode(video=0))
+
+
+class MseClient:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.codecs: list[str] = []
+        self.init = b""
+        self.fragments: list[bytes] = []
+        self.first_at: float | None = None
+
+    @classmethod
+    async def start(cls, ws: aiohttp.ClientWebSocketResponse, **ask: Any) -> MseClient:
+        client = cls(ws)
+        await ws.send_json({"type": "mse", **ask})
+        return client
+
+    async def read(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            try:
+                msg = await self.ws.receive(timeout=left)
+            except TimeoutError:
+                return
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                message = msg.json()
+                assert message["type"] == "mse", message
+                self.codecs.append(message["codecs"])
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                data: bytes = msg.data
+                if data[4:8] == b"ftyp":
+                    self.init = data
+                else:
+                    self.first_at = self.first_at or time.monotonic()
+                    self.fragments.append(data)
+            else:
+                raise AssertionError(f"socket ended: {msg}")
+
+
+async def test_mse_viewer_gets_codecs_init_and_fragments_that_decode(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    async with http.ws_connect(f"{gateway.base_url}/ws/demo") as ws:
+        asked = time.monotonic()
+        client = await MseClient.start(ws)
+        await client.read(3.0)
+    assert client.codecs and client.codecs[0].startswith("avc1.42"), client.codecs
+    assert client.init[4:8] == b"ftyp"
+    assert client.first_at is not None
+    frames = decode(client.init, client.fragments)
+    assert len(frames) >= 60, len(frames)  # 3 s of 30 fps, the cached GOP ahead
+    assert {(f.width, f.height) for f in frames} == {(640, 480)}
+    assert frames[0].key_frame  # it starts at a keyframe
+    times = [float((f.pts or 0) * (f.time_base or 0)) for f in frames]
+    steps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(0.02 < step < 0.05 for step in steps), steps  # 30 fps, one timeline
+    print(f"first fragment {1000 * (client.first_at - asked):.0f} ms after asking")
+
+
+async def test_mse_bad_requests_get_errors_and_the_socket_stays(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    async with http.ws_connect(f"{gateway.base_url}/ws/nope") as ws:
+        assert (await ws.receive_json(timeout=10))["code"] == "stream-not-found"
+        await ws.send_json({"type": "mse"})
+        assert (await ws.receive_json(timeout=10))["code"] == "stream-not-found"
+    async with http.ws_connect(f"{gateway.base_url}/ws/demo") as ws:
+        await ws.send_json({"type": "mse", "opus": "maybe"})
+        assert (await ws.receive_json(timeout=10))["code"] == "invalid-message"
+        client = await MseClient.start(ws)
+        await client.read(1.0)
+        assert client.fragments
+        await ws.send_json({"type": "mse"})
+        await ws.send_json({"type": "ping", "id": 7})
+        replies: list[dict[str, Any]] = []
+        while len(replies) < 2:
+            msg = await ws.receive(timeout=10)
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                replies.append(msg.json())
+        assert replies[0]["code"] == "invalid-state"  # one viewer per socket
+        assert replies[1] == {"type": "pong", "id": 7}
+
+
+async def test_a_stalled_mse_viewer_loses_its_own_fragments_only(
+    http: aiohttp.ClientSession, small_queues: Gateway
+) -> None:
+    base = small_queues.base_url
+    connector = aiohttp.TCPConnector(socket_factory=small_window)
+    async with (
+        aiohttp.ClientSession(connector=connector) as slow,
+        slow.ws_connect(f"{base}/ws/demo") as stalled_ws,
+    ):
+        stalled = await MseClient.start(stalled_ws)
+        await stalled.read(1.0)
+        transport = stalled_ws._response.connection.transport  # type: ignore[union-attr]
+        assert transport is not None
+        transport.pause_reading()  # it reads no more: the gateway's sends back up
+        async with http.ws_connect(f"{base}/ws/demo") as ws:
+            steady = await MseClient.start(ws)
+            await steady.read(STALL)
+        transport.resume_reading()
+        await stalled.read(3.0)
+    received = sum(len(f) for f in steady.fragments)
+    print(f"steady viewer: {8 * received / STALL / 1000:.0f} kbit/s")
+    # The steady viewer got every fragment the muxer made in its time, in order.
+    numbers = [sequence(f) for f in steady.fragments]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    assert len(decode(steady.init, steady.fragments)) >= STALL * 25
+    # The stalled one lost a run of them, and took up again at a keyframe.
+    numbers = [sequence(f) for f in stalled.fragments]
+    gaps = [i for i in range(1, len(numbers)) if numbers[i] != numbers[i - 1] + 1]
+    assert gaps, "the stalled viewer lost nothing: its queue is not bounded"
+    after = stalled.fragments[gaps[0] :]
+    frames = decode(stalled.init, after)
+    assert frames and frames[0].key_frame
+    await asyncio.sleep(0)
