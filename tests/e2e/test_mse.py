@@ -15,9 +15,12 @@ from typing import Any
 
 import aiohttp
 import av
+import numpy as np
 import pytest
 
+from tests.support.api import live
 from tests.support.gateway import GENEROUS, Gateway, run_gateway
+from tests.support.rtsp import RtspServer
 
 pytestmark = pytest.mark.e2e
 
@@ -53,6 +56,20 @@ def decode(init: bytes, fragments: list[bytes]) -> list[av.VideoFrame]:
     assert isinstance(container, av.container.InputContainer)
     with container:
         return list(container.decode(video=0))
+
+
+def tone(init: bytes, fragments: list[bytes]) -> tuple[str, float]:
+    """The audio track's codec and the frequency it sounds loudest at."""
+    container = av.open(io.BytesIO(init + b"".join(fragments)), format="mp4")
+    assert isinstance(container, av.container.InputContainer)
+    with container:
+        stream = container.streams.audio[0]
+        frames = list(container.decode(stream))
+    rate = frames[0].sample_rate
+    pcm = np.concatenate([f.to_ndarray().reshape(len(f.layout.channels), -1)[0] for f in frames])
+    pcm = pcm[rate // 2 :].astype(np.float64)  # past the decoder's start
+    spectrum = np.abs(np.fft.rfft(pcm * np.hanning(len(pcm))))
+    return stream.codec_context.name, float(np.argmax(spectrum) * rate / len(pcm))
 
 
 class MseClient:
@@ -168,3 +185,50 @@ async def test_a_stalled_mse_viewer_loses_its_own_fragments_only(
     frames = decode(stalled.init, after)
     assert frames and frames[0].key_frame
     await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize(
+    ("mount", "opus", "codecs", "heard"),
+    [
+        ("/av-aac", True, "mp4a.40.2", ("aac", 660)),  # as the camera sent it
+        ("/av-opus", True, "opus", ("opus", 440)),
+        ("/av-opus", False, None, None),  # a client without Opus in MP4: video only
+        ("/av-pcmu", True, None, None),  # G.711 has no place in fMP4
+    ],
+)
+async def test_mse_carries_the_cameras_sound_where_fmp4_can(
+    http: aiohttp.ClientSession,
+    gateway: Gateway,
+    rtsp: RtspServer,
+    mount: str,
+    opus: bool,
+    codecs: str | None,
+    heard: tuple[str, int] | None,
+) -> None:
+    sid = f"mse{mount.replace('/', '-')}-{'o' if opus else 'n'}"
+    view = await live(http, gateway.base_url, sid, rtsp.url(mount))
+    for _ in range(50):  # the audio track is known once the source is open
+        if view["audio_codec"]:
+            break
+        await asyncio.sleep(0.1)
+        async with http.get(f"{gateway.base_url}/api/v1/streams/{sid}") as response:
+            view = await response.json()
+    try:
+        async with http.ws_connect(f"{gateway.base_url}/ws/{sid}") as ws:
+            client = await MseClient.start(ws, opus=opus)
+            await client.read(4.0)
+        names = client.codecs[0].split(", ")
+        assert names[0].startswith("avc1.")
+        assert names[1:] == ([codecs] if codecs else []), client.codecs
+        assert decode(client.init, client.fragments)
+        if heard is None:
+            if mount == "/av-pcmu":
+                assert view["fmp4_audio"] is None and "pcm_mulaw" in view["fmp4_note"]
+            return
+        assert view["fmp4_audio"] == heard[0] and view["fmp4_note"] is None
+        codec, frequency = tone(client.init, client.fragments)
+        assert codec == heard[0]
+        assert abs(frequency - heard[1]) < 15, frequency
+    finally:
+        async with http.delete(f"{gateway.base_url}/api/v1/streams/{sid}"):
+            pass
