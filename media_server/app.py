@@ -13,6 +13,7 @@ from media_server.api import (
     cluster,
     events,
     health,
+    hls,
     openapi,
     pages,
     signaling,
@@ -80,6 +81,7 @@ async def _close_signaling(app: web.Application) -> None:
     begin_drain(gw)
     for ws in list(gw.websockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+    hls.close_all(gw)
     gw.muxers.close()
     try:
         await asyncio.wait_for(gw.sessions.close_all(), gw.settings.shutdown_timeout / 2)
@@ -199,7 +201,19 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
     )
     gw.sessions.on_connected.append(lambda s: gw.metrics.sessions.labels(s.via, s.transport).inc())
     app[GATEWAY] = gw
-    for module in (streams, events, stats, health, signaling, whep, pages, openapi, admin, cluster):
+    for module in (
+        streams,
+        events,
+        stats,
+        health,
+        signaling,
+        whep,
+        hls,
+        pages,
+        openapi,
+        admin,
+        cluster,
+    ):
         app.add_routes(module.routes)
     app.router.add_get("/metrics", metrics_handler)
     app.cleanup_ctx.append(_lifecycle)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -22,6 +23,9 @@ from media_server.streams.manager import StreamManager
 from media_server.tasks import Tasks
 from media_server.webrtc.session import SessionManager
 
+if TYPE_CHECKING:
+    from media_server.api.hls import Outlet
+
 
 @dataclass
 class Gateway:
@@ -37,6 +41,8 @@ class Gateway:
     offers: RateLimiter
     json: JsonCodec
     muxers: Muxers
+    #: Each stream's LL-HLS while players poll it (api/hls.py).
+    hls: dict[str, Outlet] = field(default_factory=dict)
     cpu: CpuMeter = field(default_factory=CpuMeter)
     cluster: ClusterNode | None = None
     #: Work started in the background (stream removals closing viewers, reloads).
