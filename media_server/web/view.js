@@ -1,5 +1,10 @@
 // Player: one stream over WebRTC, signaled through /ws/{id}; reconnects by itself.
 //
+// Paths: WebRTC first; when it does not connect within FALLBACK_MS (UDP blocked, ICE
+// failed) the player goes over to MSE (the stream's fMP4 over the same WebSocket) and
+// says so. ?mode=webrtc|mse|hls forces one path: hls plays /hls/{id}/index.m3u8, in the
+// browser's own HLS where it has one, else through MSE (fmp4.js).
+//
 // Flow per attempt: open the WebSocket -> RTCPeerConnection (no ICE servers) with one
 // recvonly video transceiver -> offer -> trickle our candidates (null at the end) ->
 // apply the answer (it already carries all of the gateway's candidates).
@@ -23,10 +28,16 @@
   const STREAM_POLL_MS = 2000;
   const STATS_MS = 1000;
   const PROBE_TIMEOUT_MS = 5000; // "why was the socket refused?"
+  const FALLBACK_MS = 5000; // WebRTC not connected by then: over to MSE
+  const PATH_NAMES = { webrtc: "WebRTC", mse: "MSE (fMP4 over WebSocket)", hls: "LL-HLS" };
+  const Fmp4 = window.MediaServerFmp4;
 
   const segments = location.pathname.split("/").filter(Boolean);
   const streamId = decodeURIComponent(segments[segments.length - 1] || "");
-  const token = new URLSearchParams(location.search).get("token") || "";
+  const params = new URLSearchParams(location.search);
+  const token = params.get("token") || "";
+  // The path asked for, or null: WebRTC, and MSE should it not connect.
+  const forced = ["webrtc", "mse", "hls"].includes(params.get("mode")) ? params.get("mode") : null;
   // The console keeps the operator's control-plane token in this tab: the stream's details
   // are read with it when the page's own token (a viewer token) may not read them.
   const apiToken = (function () {
@@ -42,11 +53,15 @@
     "/ws/" +
     encodeURIComponent(streamId) +
     (token ? `?token=${encodeURIComponent(token)}` : "");
+  const hlsUrl =
+    `${location.origin}/hls/${encodeURIComponent(streamId)}/index.m3u8` +
+    (token ? `?token=${encodeURIComponent(token)}` : "");
 
   const video = document.getElementById("video");
   const badge = document.getElementById("player-state");
   const message = document.getElementById("message");
   const facts = document.getElementById("facts");
+  const pathLabel = document.getElementById("path");
   const streamInfo = document.getElementById("stream-info");
   const sound = document.getElementById("sound");
   // Autoplay needs a muted start; a click (a user gesture) may then turn the sound on.
@@ -69,6 +84,10 @@
     stream: null, // last /api/v1/streams/{id} answer
     stats: null, // last inbound-rtp summary
     mediaTransport: null, // what the gateway said this viewer gets (the answer message)
+    path: forced || "webrtc", // webrtc|mse|hls: what this attempt plays over
+    fallback: null, // why the player left WebRTC, when it did
+    codecs: null, // what an MSE or HLS path plays (the gateway's codecs string)
+    fmp4: null, // the MSE or HLS path's handle: {feed, close()}
   };
   window.__player = player;
 
@@ -77,6 +96,7 @@
   let countdownTimer = null;
   let connectTimer = null;
   let graceTimer = null;
+  let fallbackTimer = null;
   let connectedAt = null;
 
   function headers(bearer) {
@@ -126,17 +146,19 @@
 
   // -- one attempt ---------------------------------------------------------------------
   function clearTimers() {
-    for (const t of [retryTimer, connectTimer, graceTimer]) if (t) clearTimeout(t);
+    for (const t of [retryTimer, connectTimer, graceTimer, fallbackTimer]) if (t) clearTimeout(t);
     if (countdownTimer) clearInterval(countdownTimer);
-    retryTimer = connectTimer = graceTimer = countdownTimer = null;
+    retryTimer = connectTimer = graceTimer = countdownTimer = fallbackTimer = null;
   }
 
   function teardown() {
     generation += 1;
     clearTimers();
-    const { ws, pc } = player;
+    const { ws, pc, fmp4 } = player;
     player.ws = null;
     player.pc = null;
+    player.fmp4 = null;
+    if (fmp4) fmp4.close();
     if (ws) {
       ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
       try {
@@ -170,7 +192,27 @@
     retryTimer = setTimeout(connect, wait);
   }
 
+  function showPath() {
+    const why = player.fallback ? ` (WebRTC did not connect: ${player.fallback})` : "";
+    pathLabel.textContent = `live via ${PATH_NAMES[player.path]}${why}`;
+  }
+
+  // Auto mode only: WebRTC did not make it, so MSE from now on (for this page).
+  function fallBack(reason) {
+    if (forced || player.path !== "webrtc") return false;
+    player.fallback = reason;
+    player.path = "mse";
+    player.retryDelayMs = MIN_DELAY_MS;
+    connect();
+    return true;
+  }
+
   function connect() {
+    showPath();
+    if (player.path !== "webrtc") {
+      connectFmp4();
+      return;
+    }
     teardown();
     const gen = generation;
     const current = () => gen === generation;
@@ -202,6 +244,11 @@
 
     ws.onopen = async () => {
       if (!current()) return;
+      fallbackTimer = setTimeout(() => {
+        if (current() && (!pc || pc.connectionState !== "connected")) {
+          fallBack(`not connected within ${FALLBACK_MS / 1000} s`);
+        }
+      }, FALLBACK_MS);
       pc = new RTCPeerConnection({ iceServers: [] });
       player.pc = pc;
       pc.addTransceiver("video", { direction: "recvonly" });
@@ -237,6 +284,7 @@
           if (player.state !== "playing") show("connected", "Connected, waiting for video…");
           if (!video.paused && video.readyState >= 2) onPlaying();
         } else if (state === "failed") {
+          if (connectedAt === null && fallBack("the peer connection failed")) return;
           retry("the peer connection failed");
         } else if (state === "closed") {
           retry("the peer connection was closed");
@@ -310,7 +358,55 @@
     };
   }
 
+  // MSE or HLS: the stream's fMP4 into a MediaSource (or the browser's own HLS).
+  function connectFmp4() {
+    teardown();
+    const gen = generation;
+    const current = () => gen === generation;
+    player.attempts += 1;
+    show("connecting", player.attempts > 1 ? "Reconnecting…" : "Connecting…");
+    const handlers = {
+      onCodecs(codecs) {
+        if (!current()) return;
+        player.codecs = codecs;
+        if (player.state !== "playing") show("connected", "Connected, waiting for video…");
+      },
+      async onError(text) {
+        if (!current()) return;
+        if (player.state === "connecting" && !player.codecs) {
+          const refused = await refusal(); // a socket or playlist refused for its token?
+          if (!current()) return;
+          if (refused) {
+            teardown();
+            player.error = refused;
+            show("stopped", `Not allowed to watch this stream — ${refused}`, true);
+            badge.className = "badge error";
+            return;
+          }
+        }
+        retry(text);
+      },
+    };
+    if (typeof MediaSource === "undefined" && player.path === "mse") {
+      show("stopped", "This browser has no MediaSource: try ?mode=hls or ?mode=webrtc.", true);
+      return;
+    }
+    player.fmp4 = player.path === "mse" ? Fmp4.mse(wsUrl, video, handlers) : Fmp4.hls(hlsUrl, video, handlers);
+    connectTimer = setTimeout(() => {
+      if (current() && player.state !== "playing") retry("no picture from the gateway in time");
+    }, CONNECT_TIMEOUT_MS);
+  }
+
   function onPlaying() {
+    if (player.path !== "webrtc") {
+      if (!player.fmp4) return;
+      if (connectTimer) clearTimeout(connectTimer);
+      connectTimer = null;
+      if (connectedAt === null) connectedAt = performance.now();
+      player.error = null;
+      show("playing", "Playing");
+      return;
+    }
     if (!player.pc || player.pc.connectionState !== "connected") return;
     player.error = null;
     show("playing", "Playing");
@@ -389,7 +485,7 @@
       ["jitter", ms(st.jitter)],
       ["latency (est.)", ms(st.latency)],
       ["codec", st.codec ? st.codec.replace("video/", "") : "—"],
-      ["transport", player.mediaTransport || "—"],
+      ["transport", player.path === "webrtc" ? player.mediaTransport || "—" : player.path],
     ];
     const fragment = document.createDocumentFragment();
     for (const [name, value] of rows) {
@@ -403,10 +499,37 @@
     overlay.replaceChildren(fragment);
   }
 
+  // MSE and HLS: what the video element says (frames shown, buffer ahead).
+  function fmp4Stats() {
+    const quality = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
+    const feed = player.fmp4 ? player.fmp4.feed : null;
+    const behind = feed ? feed.behind() : null;
+    player.stats = {
+      codec: player.codecs,
+      width: video.videoWidth || null,
+      height: video.videoHeight || null,
+      fps: null,
+      framesDecoded: quality ? quality.totalVideoFrames : 0,
+      packetsLost: 0,
+      jitter: null,
+      bitrate: null,
+      latency: behind,
+    };
+    const st = player.stats;
+    const bits = [player.path];
+    if (st.width && st.height) bits.push(`${st.width}×${st.height}`);
+    bits.push(`${st.framesDecoded} frames`);
+    if (typeof behind === "number") bits.push(`${Math.round(behind * 1000)} ms buffered`);
+    facts.textContent = bits.join(" · ");
+    showOverlay(st);
+  }
+
   async function pollStats() {
     const pc = player.pc;
     try {
-      if (pc && pc.connectionState === "connected") {
+      if (player.fmp4) {
+        fmp4Stats();
+      } else if (pc && pc.connectionState === "connected") {
         const report = await pc.getStats();
         let inbound = null;
         let pair = null;
@@ -448,7 +571,7 @@
           facts.textContent = bits.join(" · ");
           showOverlay(st);
         }
-      } else if (!pc) {
+      } else if (!pc && !player.fmp4) {
         facts.textContent = "";
         previous = null;
       }
@@ -471,9 +594,13 @@
     show("stopped", "No stream id in the address (expected /view/<id>).", true);
     return;
   }
-  if (typeof RTCPeerConnection === "undefined") {
-    show("stopped", "This browser has no WebRTC (RTCPeerConnection).", true);
-    return;
+  if (typeof RTCPeerConnection === "undefined" && player.path === "webrtc") {
+    if (forced) {
+      show("stopped", "This browser has no WebRTC (RTCPeerConnection): try ?mode=mse.", true);
+      return;
+    }
+    player.path = "mse";
+    player.fallback = "this browser has no WebRTC";
   }
   connect();
   pollStream();

@@ -100,22 +100,27 @@ VIDEO_JS = """
 
 
 @pytest.fixture(scope="module")
-def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def playwright() -> Iterator[Any]:
     # No skip: a missing browser is a broken setup, and the suite must say so.
     assert os.access(CHROMIUM, os.X_OK), f"no Chromium at {CHROMIUM}: run scripts/setup.sh --test"
-    profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_api.sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1000, "height": 860},
-        )
-        try:
-            yield context
-        finally:
-            context.close()
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser_context(playwright: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    context = playwright.chromium.launch_persistent_context(
+        str(profile),
+        executable_path=CHROMIUM,
+        headless=True,
+        args=CHROMIUM_ARGS,
+        viewport={"width": 1000, "height": 860},
+    )
+    try:
+        yield context
+    finally:
+        context.close()
 
 
 @pytest.fixture(scope="module")
@@ -777,5 +782,96 @@ def test_console_offers_no_removal_of_a_config_file_stream(
             assert filed.is_disabled() and "config file" in (filed.get_attribute("title") or "")
             demo = page.locator('tr[data-stream-id="demo"] button.remove')
             assert demo.is_enabled()
+    finally:
+        page.close()
+
+
+PATH_JS = """
+() => ({state: window.__player.state, path: window.__player.path,
+        fallback: window.__player.fallback, codecs: window.__player.codecs,
+        label: document.getElementById("path").textContent})
+"""
+
+
+@pytest.mark.parametrize("mode", ["mse", "hls"])
+def test_player_plays_the_forced_path(gateway: Gateway, browser_context: Any, mode: str) -> None:
+    """?mode=mse plays the fMP4 over the WebSocket; ?mode=hls the LL-HLS playlist (through
+    MSE: Chromium has no HLS of its own here)."""
+    page = browser_context.new_page()
+    log = PageLog(page)
+    try:
+        page.goto(f"{gateway.base_url}/view/demo?mode={mode}")
+        details = _assert_plays(page, log, f"mode={mode}")
+        player = page.evaluate(PATH_JS)
+        assert player["state"] == "playing" and player["path"] == mode, details
+        assert player["fallback"] is None, details
+        assert player["codecs"].startswith("avc1.42") or player["codecs"] == "native HLS"
+        assert ("MSE" if mode == "mse" else "LL-HLS") in player["label"], player
+        assert page.evaluate("() => window.__player.pc") is None  # no WebRTC at all
+        assert log.csp_violations() == [], details
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def no_udp_context(playwright: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Chromium whose WebRTC may not use UDP (as behind a network that blocks it)."""
+    profile = tmp_path_factory.mktemp("chromium-no-udp")
+    context = playwright.chromium.launch_persistent_context(
+        str(profile),
+        executable_path=CHROMIUM,
+        headless=True,
+        args=[*CHROMIUM_ARGS, "--webrtc-ip-handling-policy=disable_non_proxied_udp"],
+    )
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+def test_a_viewer_without_udp_falls_back_to_mse_by_itself(
+    gateway: Gateway, no_udp_context: Any
+) -> None:
+    page = no_udp_context.new_page()
+    log = PageLog(page)
+    try:
+        page.goto(f"{gateway.base_url}/view/demo")
+        page.wait_for_function(
+            "() => window.__player && window.__player.path === 'mse'", timeout=15_000
+        )
+        details = _assert_plays(page, log, "after falling back")
+        player = page.evaluate(PATH_JS)
+        assert player["state"] == "playing" and player["fallback"], details
+        assert "MSE" in player["label"] and "WebRTC did not connect" in player["label"], player
+    finally:
+        page.close()
+
+
+def test_forced_webrtc_without_udp_does_not_fall_back(
+    gateway: Gateway, no_udp_context: Any
+) -> None:
+    """The guard of the test above: with WebRTC forced, the same browser plays nothing."""
+    page = no_udp_context.new_page()
+    try:
+        page.goto(f"{gateway.base_url}/view/demo?mode=webrtc")
+        page.wait_for_timeout(8000)
+        player = page.evaluate(PATH_JS)
+        assert player["path"] == "webrtc" and player["state"] != "playing", player
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("mode", ["mse", "hls"])
+def test_mse_and_hls_play_with_a_viewer_token_only(
+    auth_gateway: Gateway, browser_context: Any, mode: str
+) -> None:
+    _assert_unauthorized(auth_gateway, "/hls/demo/index.m3u8")
+    issued = _issue_viewer_token(auth_gateway)
+    page = browser_context.new_page()
+    log = PageLog(page)
+    try:
+        page.goto(auth_gateway.url(f"{issued['view_url']}&mode={mode}"))
+        details = _assert_plays(page, log, f"mode={mode} with a viewer token")
+        assert page.evaluate(PATH_JS)["path"] == mode, details
     finally:
         page.close()
