@@ -145,9 +145,21 @@
             ? `${(s.bitrate / 1e6).toFixed(2)} Mbit/s`
             : `${Math.round(s.bitrate / 1e3)} kbit/s`
           : "—",
-      viewers: dash(s.viewers),
+      viewers: viewersText(s),
       error: s.error || "",
     };
+  }
+
+  // Viewers of every kind: the WebRTC count first (what the column always showed), then
+  // MSE and HLS where there are any, e.g. "3 · 1 MSE · 2 HLS".
+  function viewersText(s) {
+    if (typeof s.viewers !== "number") return "—";
+    const c = s.consumers || {};
+    const more = [
+      [c.mse, "MSE"],
+      [c.hls, "HLS"],
+    ].filter(([n]) => n > 0);
+    return [String(s.viewers), ...more.map(([n, name]) => `${n} ${name}`)].join(" · ");
   }
 
   function cell(className) {

@@ -287,7 +287,8 @@ def test_index_lists_demo_live(gateway: Gateway, browser_context: Any) -> None:
         assert row.locator("td.state").inner_text().strip() == "live"
         assert row.locator(".resolution").inner_text().strip() == "640\u00d7480"
         assert row.locator(".codec").inner_text().startswith("h264")
-        assert row.locator(".viewers").inner_text().strip().isdigit()
+        viewers = row.locator(".viewers").inner_text().strip()
+        assert re.fullmatch(r"\d+( · \d+ (MSE|HLS))*", viewers), viewers
         assert row.locator("a").first.get_attribute("href") == "/view/demo"
 
         # The list refreshes by itself: the timestamp changes within a few seconds.
@@ -875,3 +876,30 @@ def test_mse_and_hls_play_with_a_viewer_token_only(
         assert page.evaluate(PATH_JS)["path"] == mode, details
     finally:
         page.close()
+
+
+def test_console_counts_mse_and_hls_viewers_beside_webrtc(
+    gateway: Gateway, browser_context: Any
+) -> None:
+    watchers = [browser_context.new_page() for _ in range(2)]
+    console = browser_context.new_page()
+    log = PageLog(console)
+    try:
+        for page, mode in zip(watchers, ("mse", "hls"), strict=True):
+            page.goto(f"{gateway.base_url}/view/demo?mode={mode}")
+            _assert_plays(page, PageLog(page), f"mode={mode}")
+        console.goto(f"{gateway.base_url}/")
+        cell = console.locator('tr[data-stream-id="demo"] td.viewers')
+        try:
+            console.wait_for_function(
+                "() => { const c = document.querySelector("
+                "'tr[data-stream-id=\"demo\"] td.viewers');"
+                " return c && /[1-9]\\d* MSE/.test(c.textContent)"
+                " && /[1-9]\\d* HLS/.test(c.textContent); }",
+                timeout=10_000,
+            )
+        except sync_api.TimeoutError:
+            pytest.fail(f"viewers: {cell.inner_text()!r}\n{log}")
+    finally:
+        for page in (*watchers, console):
+            page.close()

@@ -152,6 +152,8 @@ async def test_a_viewer_token_opens_hls_and_is_carried_into_every_uri(
     async with http.get(f"{base}/index.m3u8", headers=headers) as response:
         assert response.status == 200  # a header token: caches must not share it
         assert response.headers["Cache-Control"].startswith("private")
+    async with http.get(f"{guarded.base_url}/hls/other/index.m3u8?token={token}") as response:
+        assert response.status == 403  # a viewer token opens its own stream only
     async with http.get(f"{base}/index.m3u8?token=not-a-token") as response:
         assert response.status == 401
         assert (await response.json())["error"]["code"]

@@ -18,7 +18,7 @@ import av
 import numpy as np
 import pytest
 
-from tests.support.api import live
+from tests.support.api import live, metric
 from tests.support.gateway import GENEROUS, Gateway, run_gateway
 from tests.support.rtsp import RtspServer
 
@@ -232,3 +232,49 @@ async def test_mse_carries_the_cameras_sound_where_fmp4_can(
     finally:
         async with http.delete(f"{gateway.base_url}/api/v1/streams/{sid}"):
             pass
+
+
+async def test_metrics_count_mse_and_hls_viewers_by_kind(
+    http: aiohttp.ClientSession, gateway: Gateway
+) -> None:
+    """Sessions, bytes out, first-frame times and the consumers now, per kind."""
+    base = gateway.base_url
+
+    async def sample(name: str, **labels: str) -> float:
+        return await metric(http, base, name, **labels)
+
+    kinds = {"mse": {"via": "ws", "transport": "mse"}, "hls": {"via": "hls", "transport": "hls"}}
+    before = {
+        kind: (
+            await sample("media_server_viewer_sessions_total", **labels),
+            await sample("media_server_egress_bytes_total", stream="demo", transport=kind),
+            await sample("media_server_time_to_first_frame_seconds_count", transport=kind),
+        )
+        for kind, labels in kinds.items()
+    }
+    async with http.ws_connect(f"{base}/ws/demo") as ws:
+        client = await MseClient.start(ws)
+        await client.read(1.0)
+        # A player of its own address: others' (counted a while after they stop) are not it.
+        connector = aiohttp.TCPConnector(local_addr=("127.0.0.19", 0))
+        async with aiohttp.ClientSession(connector=connector) as player:
+            async with player.get(f"{base}/hls/demo/media.m3u8") as response:
+                playlist = await response.text()
+            segment = [line for line in playlist.splitlines() if line.endswith(".mp4")][-1]
+            async with player.get(f"{base}/hls/demo/{segment}") as response:
+                assert response.status == 200
+        consumers = {
+            kind: await sample("media_server_stream_consumers", stream="demo", kind=kind)
+            for kind in ("mse", "hls", "muxer")
+        }
+        assert consumers["mse"] == 1 and consumers["hls"] >= 1
+        assert consumers["muxer"] == 1  # one muxer serves both
+    for kind, labels in kinds.items():
+        sessions, octets, firsts = before[kind]
+        assert await sample("media_server_viewer_sessions_total", **labels) == sessions + 1
+        sent = await sample("media_server_egress_bytes_total", stream="demo", transport=kind)
+        assert sent > octets + 10_000, (kind, sent, octets)
+        count = await sample("media_server_time_to_first_frame_seconds_count", transport=kind)
+        assert count == firsts + 1, kind
+    await asyncio.sleep(0.5)
+    assert await sample("media_server_stream_consumers", stream="demo", kind="mse") == 0
