@@ -212,6 +212,117 @@ def _viewing_paths() -> dict[str, Any]:
     }
 
 
+TOKEN = {
+    "name": "token",
+    "in": "query",
+    "required": False,
+    "description": "a viewer token (or a control-plane token), where viewing needs one; "
+    "playlists carry it into every URI they list",
+    "schema": {"type": "string"},
+}
+PLAYLIST = {"application/vnd.apple.mpegurl": {"schema": {"type": "string"}}}
+MP4 = {"video/mp4": {"schema": {"type": "string", "format": "binary"}}}
+
+
+def _fmp4_paths() -> dict[str, Any]:
+    """The stream's fMP4 to viewers: MSE over the signaling socket, and LL-HLS."""
+    return {
+        "/ws/{stream_id}": {
+            "parameters": [STREAM_ID, TOKEN],
+            "get": {
+                "summary": "WebSocket signaling (WebRTC), or MSE over the same socket",
+                "description": 'Upgrade to a WebSocket. WebRTC: send `{"type": "offer", '
+                '"sdp"}`, get `{"type": "answer", "sdp", "media_transport"}`, '
+                'trickle `{"type": "candidate", "candidate"}`. MSE instead of an '
+                'offer: send `{"type": "mse"}` (`"opus": false` from a client that '
+                'cannot play Opus in MP4), get `{"type": "mse", "codecs": "<RFC '
+                '6381>"}`, then binary messages: the init segment, then a fragment per '
+                "picture (and the audio since the last) from the cached keyframe on. A new "
+                "picture size sends a new codecs message and init segment; a viewer that "
+                "falls behind by `mse.viewer_bytes` starts again at the next keyframe. "
+                '`{"type": "ping", "id"}` is answered `{"type": "pong", '
+                '"id"}` at any time; errors come as `{"type": "error", "code", '
+                '"message"}` and end only the request that caused them.',
+                "security": [{"bearer": []}, {}],
+                "responses": {
+                    "101": {"description": "switching to the WebSocket protocol"},
+                    **_errors(400, 401, 403, 429, 503),
+                },
+            },
+        },
+        "/hls/{stream_id}/index.m3u8": {
+            "parameters": [STREAM_ID, TOKEN],
+            "get": {
+                "summary": "LL-HLS: the stream's multivariant playlist (one variant)",
+                "description": "Its variant is `media.m3u8` (relative, with the request's "
+                "token). The first request of a stream waits for its first whole segment. "
+                "Cache-Control: max-age=1 (private when a header token authorized it).",
+                "security": [{"bearer": []}, {}],
+                "responses": {
+                    "200": {"description": "the playlist", "content": PLAYLIST},
+                    **_errors(401, 403, 404, 503),
+                },
+            },
+        },
+        "/hls/{stream_id}/media.m3u8": {
+            "parameters": [
+                STREAM_ID,
+                TOKEN,
+                {
+                    "name": "_HLS_msn",
+                    "in": "query",
+                    "required": False,
+                    "description": "blocking reload: hold until this segment is listed",
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+                {
+                    "name": "_HLS_part",
+                    "in": "query",
+                    "required": False,
+                    "description": "with _HLS_msn: hold until this part of it is listed",
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+            ],
+            "get": {
+                "summary": "LL-HLS: the media playlist, with partial segments and a preload hint",
+                "description": "Segments start at keyframes; parts last at most "
+                "`hls.part_duration`. A blocking reload more than two segments ahead is "
+                "refused (400 too-far-ahead); one not satisfied within three target "
+                "durations gets 503. Cache-Control: max-age=1, a blocking reload 60.",
+                "security": [{"bearer": []}, {}],
+                "responses": {
+                    "200": {"description": "the playlist", "content": PLAYLIST},
+                    **_errors(400, 401, 403, 404, 503),
+                },
+            },
+        },
+        "/hls/{stream_id}/{name}.mp4": {
+            "parameters": [
+                STREAM_ID,
+                TOKEN,
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "description": "E-initV (an init segment), E-M (segment M) or E-M.P (its "
+                    "part P), E the window's epoch, as the playlist names them",
+                    "schema": {"type": "string"},
+                },
+            ],
+            "get": {
+                "summary": "LL-HLS: an init segment, a segment or a part (fMP4)",
+                "description": "Immutable (Cache-Control: max-age=31536000, immutable). The "
+                "part a preload hint names is held until it is made.",
+                "security": [{"bearer": []}, {}],
+                "responses": {
+                    "200": {"description": "fMP4", "content": MP4},
+                    **_errors(401, 403, 404, 503),
+                },
+            },
+        },
+    }
+
+
 def _operation_paths() -> dict[str, Any]:
     """Operating the gateway: health, metrics, events, the cluster, profiling."""
     return {
@@ -328,7 +439,12 @@ def build() -> dict[str, Any]:
                 **definitions,
             },
         },
-        "paths": {**_stream_paths(), **_viewing_paths(), **_operation_paths()},
+        "paths": {
+            **_stream_paths(),
+            **_viewing_paths(),
+            **_fmp4_paths(),
+            **_operation_paths(),
+        },
     }
 
 

@@ -30,7 +30,7 @@ def test_document_matches_routes() -> None:
         if route.resource is not None
         and route.method.lower() in METHODS
         and (
-            route.resource.canonical.startswith("/api/")
+            route.resource.canonical.startswith(("/api/", "/hls/", "/ws/"))
             or route.resource.canonical in ("/metrics", "/stats")
         )
     }
@@ -60,9 +60,9 @@ def fuzz_gateway() -> Iterator[Gateway]:
 # SDP bodies go on the wire as text.
 schemathesis.serializer.alias(["application/sdp", "application/trickle-ice-sdpfrag"], "text/plain")
 # The profiler samples for up to two minutes per call, and the event stream never ends:
-# both have tests of their own.
+# both have tests of their own, as has the WebSocket (test_signaling_fuzz).
 schema = schemathesis.openapi.from_dict(DOCUMENT).exclude(
-    path=["/api/v1/admin/profile", "/api/v1/events"]
+    path=["/api/v1/admin/profile", "/api/v1/events", "/ws/{stream_id}"]
 )
 
 
