@@ -203,7 +203,7 @@ async def media(request: web.Request) -> web.StreamResponse:
         if not await window.wait(msn, part, 3 * window.target_duration):
             return _error(503, "not-ready", f"segment {msn} did not come in time")
         max_age = 60  # this URL names the moment it waited for
-    return _send(request, outlet, window.media_playlist(query).encode(), PLAYLIST, max_age)
+    return _send(request, outlet, window.media_playlist(query), PLAYLIST, max_age)
 
 
 @routes.get("/hls/{stream_id}/{name}.mp4")

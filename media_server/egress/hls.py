@@ -32,6 +32,8 @@ from media_server.model.media import CLOCK_RATE
 PART_SEGMENTS_SPAN = 3
 #: A request for a part or playlist this far ahead of the newest is refused, not held.
 MAX_AHEAD = 2
+#: Media playlists kept rendered at once (one per distinct token).
+RENDERED_QUERIES = 64
 #: A part may exceed its target by this share, so clock jitter does not cut one picture
 #: short of a part.
 JITTER = 1.02
@@ -79,6 +81,9 @@ class Window:
         self._changed = asyncio.Event()
         self.target_duration = max(1, math.ceil(settings.segment_duration))
         self.ended = False
+        #: Media playlists as rendered since the last part, by query: hundreds of players
+        #: ask for the same one as each part is made.
+        self._rendered: dict[str, bytes] = {}
 
     def start(self) -> None:
         for fragment in self.muxer.gop():
@@ -148,6 +153,7 @@ class Window:
             size -= gone.size
 
     def _notify(self) -> None:
+        self._rendered.clear()
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -211,8 +217,16 @@ class Window:
     def name(self, msn: int, part: int | None = None) -> str:
         return f"{self.epoch}-{msn}" + (f".{part}" if part is not None else "") + ".mp4"
 
-    def media_playlist(self, query: str) -> str:
+    def media_playlist(self, query: str) -> bytes:
         """The media playlist; `query` ("" or "?token=...") goes on every URI in it."""
+        rendered = self._rendered.get(query)
+        if rendered is None:
+            if len(self._rendered) >= RENDERED_QUERIES:
+                self._rendered.clear()  # many tokens: keep the cache bounded
+            rendered = self._rendered[query] = self._render(query).encode()
+        return rendered
+
+    def _render(self, query: str) -> str:
         part_target = self._part_target / CLOCK_RATE
         lines = [
             "#EXTM3U",
