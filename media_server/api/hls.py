@@ -28,7 +28,7 @@ from aiohttp import web
 from media_server.api.access import bearer, client_key, require_viewer
 from media_server.api.cluster import redirect_to_origin
 from media_server.api.context import Gateway, gateway
-from media_server.api.errors import error_response
+from media_server.api.errors import ApiError
 from media_server.egress.hls import NAME, Window
 from media_server.egress.muxer import Muxer
 from media_server.streams.consumer import Consumer
@@ -113,23 +113,23 @@ def close_all(gw: Gateway) -> None:
         outlet.close()
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
-    response = error_response(status, code, message)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+def _error(status: int, code: str, message: str, retry: bool = False) -> ApiError:
+    """An error no cache keeps (one about a stream not ready says when to ask again)."""
+    headers = {"Cache-Control": "no-store"} | ({"Retry-After": "1"} if retry else {})
+    return ApiError(status, code, message, headers)
 
 
-async def _outlet(request: web.Request) -> tuple[Outlet, Player, str] | web.Response:
+async def _outlet(request: web.Request) -> tuple[Outlet, Player, str]:
     """The stream's HLS for this request, its player, and the query its URIs carry."""
     gw = gateway(request)
     stream_id = request.match_info["stream_id"]
     require_viewer(request, stream_id)
     stream = gw.streams.get(stream_id)
     if stream is None:
-        return _error(404, "stream-not-found", f"no stream '{stream_id}'")
+        raise _error(404, "stream-not-found", f"no stream '{stream_id}'")
     redirect_to_origin(request, stream)
     if not gw.sessions.accepting:
-        return _error(503, "shutting-down", "the gateway is shutting down")
+        raise _error(503, "shutting-down", "the gateway is shutting down")
     outlet = gw.hls.get(stream_id)
     if outlet is None or outlet.stream is not stream or outlet.window.ended:
         if outlet is not None:
@@ -138,12 +138,10 @@ async def _outlet(request: web.Request) -> tuple[Outlet, Player, str] | web.Resp
     player = outlet.player(client_key(request))
     if player is None:
         limit = gw.settings.limits.viewers_per_stream
-        return _error(503, "stream-full", f"stream has its maximum of {limit} HLS players")
+        raise _error(503, "stream-full", f"stream has its maximum of {limit} HLS players")
     # The first whole segment: players that know no parts (FFmpeg) need one to start.
     if not await outlet.window.wait(0, None, START_TIMEOUT):
-        response = _error(503, "not-ready", f"stream '{stream_id}' has no picture yet")
-        response.headers["Retry-After"] = "1"
-        return response
+        raise _error(503, "not-ready", f"stream '{stream_id}' has no picture yet", retry=True)
     token = request.query.get("token")
     return outlet, player, f"?token={quote(token, safe='')}" if token else ""
 
@@ -165,10 +163,7 @@ def _send(
 
 @routes.get("/hls/{stream_id}/index.m3u8")
 async def multivariant(request: web.Request) -> web.StreamResponse:
-    found = await _outlet(request)
-    if isinstance(found, web.Response):
-        return found
-    outlet, _, query = found
+    outlet, _, query = await _outlet(request)
     fps = outlet.stream.view().fps
     text = outlet.window.multivariant_playlist(query, fps)
     return _send(request, outlet, text.encode(), PLAYLIST, 1)
@@ -188,20 +183,17 @@ async def media(request: web.Request) -> web.StreamResponse:
     try:
         msn, part = _number(request, "_HLS_msn"), _number(request, "_HLS_part")
     except ValueError as exc:
-        return _error(400, "invalid-query", str(exc))
+        raise _error(400, "invalid-query", str(exc)) from None
     if part is not None and msn is None:
-        return _error(400, "invalid-query", "_HLS_part needs _HLS_msn")
-    found = await _outlet(request)
-    if isinstance(found, web.Response):
-        return found
-    outlet, _, query = found
+        raise _error(400, "invalid-query", "_HLS_part needs _HLS_msn")
+    outlet, _, query = await _outlet(request)
     window = outlet.window
     max_age = 1
     if msn is not None:
         if window.too_far(msn):
-            return _error(400, "too-far-ahead", f"segment {msn} is too far in the future")
+            raise _error(400, "too-far-ahead", f"segment {msn} is too far in the future")
         if not await window.wait(msn, part, 3 * window.target_duration):
-            return _error(503, "not-ready", f"segment {msn} did not come in time")
+            raise _error(503, "not-ready", f"segment {msn} did not come in time")
         max_age = 60  # this URL names the moment it waited for
     return _send(request, outlet, window.media_playlist(query), PLAYLIST, max_age)
 
@@ -210,31 +202,28 @@ async def media(request: web.Request) -> web.StreamResponse:
 async def media_file(request: web.Request) -> web.StreamResponse:
     match = NAME.match(request.match_info["name"])
     if match is None:
-        return _error(404, "not-found", "no such segment, part or init segment")
-    found = await _outlet(request)
-    if isinstance(found, web.Response):
-        return found
-    outlet, player, _ = found
+        raise _error(404, "not-found", "no such segment, part or init segment")
+    outlet, player, _ = await _outlet(request)
     window = outlet.window
     if match["epoch"] != window.epoch:
-        return _error(404, "gone", "that segment belongs to an earlier run of the stream")
+        raise _error(404, "gone", "that segment belongs to an earlier run of the stream")
     if match["init"] is not None:
         init = window.init(int(match["init"]))
         if init is None:
-            return _error(404, "not-found", "no such init segment")
+            raise _error(404, "not-found", "no such init segment")
         return _send(request, outlet, init.data, MP4, None)
     msn = int(match["msn"])
     part = int(match["part"]) if match["part"] is not None else None
     if window.too_far(msn):
-        return _error(404, "not-found", f"segment {msn} is too far in the future")
+        raise _error(404, "not-found", f"segment {msn} is too far in the future")
     # A part or segment about to be made (a preload hint's) is waited for.
     if not await window.wait(msn, part, 3 * window.target_duration):
-        return _error(404, "not-found", f"segment {msn} is not here")
+        raise _error(404, "not-found", f"segment {msn} is not here")
     segment = window.segment(msn)
     if segment is None or (part is None and not segment.complete):
-        return _error(404, "not-found", f"segment {msn} is gone")
+        raise _error(404, "not-found", f"segment {msn} is gone")
     if part is not None and part >= len(segment.parts):
-        return _error(404, "not-found", f"segment {msn} has no part {part}")
+        raise _error(404, "not-found", f"segment {msn} has no part {part}")
     body = segment.data if part is None else segment.parts[part].data
     if not player.served:
         player.served = True
