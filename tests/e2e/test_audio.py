@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.api import live, register, wait_state
+from tests.support.api import live, live_with_audio, register, wait_state
 from tests.support.avsync import SyncMeter
 from tests.support.gateway import FAST, Gateway, run_gateway
 from tests.support.rtsp import RtspServer, start_rtsp_server
@@ -32,14 +32,7 @@ EXPECTED = {
 async def audio_stream(
     http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer, sid: str, mount: str, **kw: Any
 ) -> dict[str, Any]:
-    view = await live(http, gateway.base_url, sid, rtsp.url(mount), **kw)
-    for _ in range(50):  # the audio track is known once the source is open
-        if view["audio_codec"]:
-            break
-        await asyncio.sleep(0.1)
-        async with http.get(f"{gateway.base_url}/api/v1/streams/{sid}") as resp:
-            view = await resp.json()
-    return view
+    return await live_with_audio(http, gateway.base_url, sid, rtsp.url(mount), **kw)
 
 
 def answered_audio(sdp: str) -> str | None:

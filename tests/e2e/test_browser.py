@@ -10,6 +10,7 @@ downloaded browsers).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -107,20 +108,26 @@ def playwright() -> Iterator[Any]:
         yield pw
 
 
-@pytest.fixture(scope="module")
-def browser_context(playwright: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    profile = tmp_path_factory.mktemp("chromium-profile")
+@contextlib.contextmanager
+def chromium(playwright: Any, profile: Path, *args: str) -> Iterator[Any]:
+    """Chromium with a profile of its own and the suite's switches, plus `args`."""
     context = playwright.chromium.launch_persistent_context(
         str(profile),
         executable_path=CHROMIUM,
         headless=True,
-        args=CHROMIUM_ARGS,
+        args=[*CHROMIUM_ARGS, *args],
         viewport={"width": 1000, "height": 860},
     )
     try:
         yield context
     finally:
         context.close()
+
+
+@pytest.fixture(scope="module")
+def browser_context(playwright: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    with chromium(playwright, tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context
 
 
 @pytest.fixture(scope="module")
@@ -818,16 +825,10 @@ def test_player_plays_the_forced_path(gateway: Gateway, browser_context: Any, mo
 def no_udp_context(playwright: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Chromium whose WebRTC may not use UDP (as behind a network that blocks it)."""
     profile = tmp_path_factory.mktemp("chromium-no-udp")
-    context = playwright.chromium.launch_persistent_context(
-        str(profile),
-        executable_path=CHROMIUM,
-        headless=True,
-        args=[*CHROMIUM_ARGS, "--webrtc-ip-handling-policy=disable_non_proxied_udp"],
-    )
-    try:
-        yield context
-    finally:
-        context.close()
+    with chromium(
+        playwright, profile, "--webrtc-ip-handling-policy=disable_non_proxied_udp"
+    ) as ctx:
+        yield ctx
 
 
 def test_a_viewer_without_udp_falls_back_to_mse_by_itself(

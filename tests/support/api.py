@@ -40,6 +40,21 @@ async def live(
     return await wait_state(http, base_url, stream_id, "live")
 
 
+async def live_with_audio(
+    http: aiohttp.ClientSession, base_url: str, stream_id: str, url: str, **fields: Any
+) -> dict[str, Any]:
+    """Register a camera with sound, wait until it plays; its view once its audio track is
+    known (the source says so once it is open)."""
+    view = await live(http, base_url, stream_id, url, **fields)
+    for _ in range(50):
+        if view["audio_codec"]:
+            break
+        await asyncio.sleep(0.1)
+        async with http.get(f"{base_url}/api/v1/streams/{stream_id}") as response:
+            view = await response.json()
+    return view
+
+
 async def metric(http: aiohttp.ClientSession, base_url: str, name: str, **labels: str) -> float:
     """The sum of a metric's samples whose labels include `labels` (0 when none)."""
     from prometheus_client.parser import text_string_to_metric_families
