@@ -18,7 +18,7 @@ import av
 import numpy as np
 import pytest
 
-from tests.support.api import live, metric
+from tests.support.api import live, live_with_audio, metric
 from tests.support.gateway import GENEROUS, Gateway, run_gateway
 from tests.support.rtsp import RtspServer
 
@@ -206,13 +206,7 @@ async def test_mse_carries_the_cameras_sound_where_fmp4_can(
     heard: tuple[str, int] | None,
 ) -> None:
     sid = f"mse{mount.replace('/', '-')}-{'o' if opus else 'n'}"
-    view = await live(http, gateway.base_url, sid, rtsp.url(mount))
-    for _ in range(50):  # the audio track is known once the source is open
-        if view["audio_codec"]:
-            break
-        await asyncio.sleep(0.1)
-        async with http.get(f"{gateway.base_url}/api/v1/streams/{sid}") as response:
-            view = await response.json()
+    view = await live_with_audio(http, gateway.base_url, sid, rtsp.url(mount))
     try:
         async with http.ws_connect(f"{gateway.base_url}/ws/{sid}") as ws:
             client = await MseClient.start(ws, opus=opus)
@@ -278,3 +272,25 @@ async def test_metrics_count_mse_and_hls_viewers_by_kind(
         assert count == firsts + 1, kind
     await asyncio.sleep(0.5)
     assert await sample("media_server_stream_consumers", stream="demo", kind="mse") == 0
+
+
+async def test_a_transcoded_stream_is_muxed_from_its_shared_encode(
+    http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer
+) -> None:
+    """A stream browsers cannot take as it is reaches MSE and HLS from the one encode its
+    WebRTC viewers share: the stream encodes once, whoever watches."""
+    await live(http, gateway.base_url, "mse-transcoded", rtsp.url("/small"), mode="transcode")
+    try:
+        async with http.ws_connect(f"{gateway.base_url}/ws/mse-transcoded") as ws:
+            client = await MseClient.start(ws)
+            await client.read(3.0)
+        frames = decode(client.init, client.fragments)
+        assert len(frames) >= 30 and frames[0].key_frame
+        async with http.get(f"{gateway.base_url}/api/v1/streams/mse-transcoded") as response:
+            view = await response.json()
+        assert view["effective_mode"] == "transcode"
+        assert view["media_transport"] == "transcode-shared"
+        assert view["counters"]["frames_encoded"] > 0  # encoded once, for all
+    finally:
+        async with http.delete(f"{gateway.base_url}/api/v1/streams/mse-transcoded"):
+            pass
