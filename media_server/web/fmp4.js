@@ -2,21 +2,26 @@
 // signaling WebSocket (MSE) or from the LL-HLS playlist (HLS, where the browser has no
 // HLS of its own). window.MediaServerFmp4 = {Feed, mse, hls}.
 //
-// Feed: one MediaSource on the <video>, appending in order, keeping to the live edge
-// (a little faster when behind, a jump when far behind) and trimming what was played.
+// Feed: one MediaSource on the <video>, appending in order, keeping near the live edge
+// (a jump to it at the start and after a stall, the rate nudged between) and trimming
+// what was played.
 "use strict";
 
 (function () {
-  const LIVE_GAP_S = 0.15; // where to sit behind the newest buffered picture
-  const CATCH_UP_S = 0.5; // further behind than this: play 10% faster
-  const JUMP_S = 2.0; // further behind than this: jump
+  // How far behind the newest buffered picture to play: MSE's come one by one; HLS's a
+  // part (200 ms) at a time, so it keeps a part and its fetch in hand.
+  const GAP_MSE_S = 0.05;
+  const GAP_HLS_S = 0.35;
+  const JUMP_S = 2.0; // further behind than this (after a stall): jump
   const KEEP_S = 20; // seconds of played media kept in the buffer
   const MAX_QUEUED = 300; // appends waiting for the SourceBuffer (each a fragment or part)
 
   class Feed {
-    constructor(video, onError) {
+    constructor(video, onError, gapS) {
       this.video = video;
       this.onError = onError;
+      this.gap = gapS;
+      this.started = false; // sought to the live edge once there was something to play
       this.source = new MediaSource();
       this.buffer = null;
       this.mime = null;
@@ -44,7 +49,10 @@
       if (this.buffer === null) {
         this.buffer = this.source.addSourceBuffer(mime);
         this.buffer.mode = "segments";
-        this.buffer.addEventListener("updateend", () => this.pump());
+        this.buffer.addEventListener("updateend", () => {
+          if (!this.started && this.buffer.buffered.length) this.keepLive(); // first picture now
+          this.pump();
+        });
         this.buffer.addEventListener("error", () => this.onError("the browser refused the stream's media"));
       } else if (mime !== this.mime && this.buffer.changeType) {
         this.queue.push({ changeType: mime });
@@ -92,6 +100,8 @@
       return ranges.end(ranges.length - 1) - this.video.currentTime;
     }
 
+    // Play `gap` behind the newest picture: jump there at the start and after a stall,
+    // and nudge the rate (10% faster, 5% slower) to stay near it.
     keepLive() {
       const ranges = this.buffer ? this.buffer.buffered : null;
       if (this.closed || !ranges || !ranges.length) return;
@@ -99,10 +109,14 @@
       const end = ranges.end(ranges.length - 1);
       const start = ranges.start(ranges.length - 1);
       const behind = end - video.currentTime;
-      if (video.currentTime < start || behind > JUMP_S) {
-        video.currentTime = Math.max(start, end - LIVE_GAP_S);
+      if (!this.started || video.currentTime < start || behind > JUMP_S) {
+        this.started = true;
+        video.currentTime = Math.max(start, end - this.gap);
       }
-      video.playbackRate = behind > CATCH_UP_S ? 1.1 : 1.0;
+      let rate = 1.0;
+      if (behind > this.gap * 1.5 + 0.05) rate = 1.1;
+      else if (behind < this.gap * 0.5) rate = 0.95;
+      video.playbackRate = rate;
       if (video.paused) video.play().catch(() => {});
     }
 
@@ -125,7 +139,7 @@
   // MSE over the signaling socket: {"type": "mse"}, then a codecs message, the init
   // segment and fragments. Returns {close()}; calls onError(text) once on any failure.
   function mse(wsUrl, video, handlers) {
-    const feed = new Feed(video, fail);
+    const feed = new Feed(video, fail, GAP_MSE_S);
     const ws = new WebSocket(wsUrl);
     ws.binaryType = "arraybuffer";
     let failed = false;
@@ -233,7 +247,7 @@
         },
       };
     }
-    const feed = new Feed(video, fail);
+    const feed = new Feed(video, fail, GAP_HLS_S);
     let failed = false;
     function fail(text) {
       if (failed) return;

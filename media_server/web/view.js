@@ -88,6 +88,7 @@
     fallback: null, // why the player left WebRTC, when it did
     codecs: null, // what an MSE or HLS path plays (the gateway's codecs string)
     fmp4: null, // the MSE or HLS path's handle: {feed, close()}
+    startedAt: null, // performance.now() when this attempt began (first frame = from here)
   };
   window.__player = player;
 
@@ -217,6 +218,7 @@
     const gen = generation;
     const current = () => gen === generation;
     player.attempts += 1;
+    player.startedAt = performance.now();
     show("connecting", player.attempts > 1 ? "Reconnecting…" : "Connecting…");
 
     let ws;
@@ -347,15 +349,20 @@
         const refused = await refusal();
         if (!current()) return;
         if (refused) {
-          teardown();
-          player.error = refused;
-          show("stopped", `Not allowed to watch this stream — ${refused}`, true);
-          badge.className = "badge error";
+          stopRefused(refused);
           return;
         }
       }
       retry(text);
     };
+  }
+
+  // The gateway refused this viewer (a missing or bad token): retrying would not help.
+  function stopRefused(refused) {
+    teardown();
+    player.error = refused;
+    show("stopped", `Not allowed to watch this stream — ${refused}`, true);
+    badge.className = "badge error";
   }
 
   // MSE or HLS: the stream's fMP4 into a MediaSource (or the browser's own HLS).
@@ -364,6 +371,7 @@
     const gen = generation;
     const current = () => gen === generation;
     player.attempts += 1;
+    player.startedAt = performance.now();
     show("connecting", player.attempts > 1 ? "Reconnecting…" : "Connecting…");
     const handlers = {
       onCodecs(codecs) {
@@ -377,10 +385,7 @@
           const refused = await refusal(); // a socket or playlist refused for its token?
           if (!current()) return;
           if (refused) {
-            teardown();
-            player.error = refused;
-            show("stopped", `Not allowed to watch this stream — ${refused}`, true);
-            badge.className = "badge error";
+            stopRefused(refused);
             return;
           }
         }
