@@ -16,7 +16,9 @@ import aiohttp
 import av
 import pytest
 
+from tests.support.api import metric, register
 from tests.support.gateway import GENEROUS, Gateway, run_gateway
+from tests.support.rtsp import RtspServer
 
 pytestmark = pytest.mark.e2e
 
@@ -157,3 +159,36 @@ async def test_a_viewer_token_opens_hls_and_is_carried_into_every_uri(
     async with http.get(f"{base}/index.m3u8?token=not-a-token") as response:
         assert response.status == 401
         assert (await response.json())["error"]["code"]
+
+
+async def test_an_on_demand_camera_opens_for_hls_and_mse_and_their_end_is_clean(
+    http: aiohttp.ClientSession, gateway: Gateway, rtsp: RtspServer
+) -> None:
+    """HLS and MSE viewers hold an on-demand camera open like WebRTC viewers; removing the
+    stream ends them: the MSE socket hears why, HLS answers 404, nothing stays counted."""
+    base = gateway.base_url
+    status, body = await register(http, base, id="od-hls", url=rtsp.url("/small"), on_demand=True)
+    assert status == 201, body
+    async with http.get(f"{base}/api/v1/streams/od-hls") as response:
+        assert (await response.json())["state"] == "idle"
+    async with http.get(f"{base}/hls/od-hls/index.m3u8") as response:
+        assert response.status == 200  # the camera opened for it
+    async with http.ws_connect(f"{base}/ws/od-hls") as ws:
+        await ws.send_json({"type": "mse"})
+        assert (await ws.receive_json(timeout=10))["type"] == "mse"
+        async with http.get(f"{base}/api/v1/streams/od-hls") as response:
+            view = await response.json()
+        assert view["state"] == "live"
+        assert view["consumers"]["mse"] == 1 and view["consumers"]["hls"] == 1
+        assert view["consumers"]["muxer"] == 1
+        async with http.delete(f"{base}/api/v1/streams/od-hls") as response:
+            assert response.status == 204
+        ended = None
+        while ended is None:
+            msg = await ws.receive(timeout=10)
+            if msg.type == aiohttp.WSMsgType.TEXT and msg.json()["type"] == "error":
+                ended = msg.json()
+        assert ended["code"] == "session-closed"
+    async with http.get(f"{base}/hls/od-hls/index.m3u8") as response:
+        assert response.status == 404
+    assert await metric(http, base, "media_server_stream_consumers", stream="od-hls") == 0
