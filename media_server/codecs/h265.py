@@ -1,5 +1,6 @@
 """What an H.265 stream's SPS says (ITU-T H.265 7.3.2.2): profile, tier, level and the
-picture size, so the stream's view shows them as it does for H.264."""
+picture size, so the stream's view shows them as it does for H.264, and what an MP4
+`hvcC` box and an RFC 6381 codecs string restate of it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from dataclasses import dataclass
 
 from media_server.codecs.h264 import _BitReader, _unescape, iter_nals
 
+NAL_VPS = 32
 NAL_SPS = 33
+NAL_PPS = 34
+NAL_AUD = 35
 PROFILES = {1: "main", 2: "main-10", 3: "main-still-picture", 4: "range-extensions"}
 
 
@@ -18,6 +22,27 @@ class SpsInfo:
     level_idc: int  # 30 x the level: 93 is level 3.1
     width: int
     height: int
+    profile_space: int = 0
+    compatibility: int = 0  # general_profile_compatibility_flags, 32 bits
+    constraints: int = 0  # general constraint indicator flags, 48 bits
+    chroma_format_idc: int = 1
+    bit_depth_luma: int = 8
+    bit_depth_chroma: int = 8
+
+    @property
+    def codecs(self) -> str:
+        """The RFC 6381 codecs value of an `hvc1` track (ISO/IEC 14496-15 E.3)."""
+        space = ("", "A", "B", "C")[self.profile_space]
+        reversed_flags = int(f"{self.compatibility:032b}"[::-1], 2)
+        constraint_bytes = self.constraints.to_bytes(6, "big").rstrip(b"\0")
+        parts = [
+            "hvc1",
+            f"{space}{self.profile_idc}",
+            f"{reversed_flags:X}",
+            f"{'H' if self.tier else 'L'}{self.level_idc}",
+            *(f"{byte:X}" for byte in constraint_bytes),
+        ]
+        return ".".join(parts)
 
     @property
     def profile_name(self) -> str:
@@ -31,12 +56,12 @@ def parse_sps(nal: bytes) -> SpsInfo:
     sub_layers = r.bits(3)  # sps_max_sub_layers_minus1
     r.bit()  # sps_temporal_id_nesting_flag
     # profile_tier_level(1, sub_layers): the general profile, 88 bits, then the level.
-    r.bits(2)  # general_profile_space
+    space = r.bits(2)  # general_profile_space
     tier = r.bit()
     profile_idc = r.bits(5)
-    r.bits(32)  # general_profile_compatibility_flags
-    r.bits(32)  # progressive, interlaced, non-packed, frame-only, 44 reserved bits...
-    r.bits(16)
+    compatibility = r.bits(32)  # general_profile_compatibility_flags
+    # progressive, interlaced, non-packed, frame-only, then 44 bits of constraints
+    constraints = r.bits(32) << 16 | r.bits(16)
     level_idc = r.bits(8)
     present = [(r.bit(), r.bit()) for _ in range(sub_layers)]
     if sub_layers:
@@ -59,7 +84,20 @@ def parse_sps(nal: bytes) -> SpsInfo:
         sub_height = 2 if chroma_format_idc == 1 else 1
         width -= (left + right) * sub_width
         height -= (top + bottom) * sub_height
-    return SpsInfo(profile_idc, tier, level_idc, width, height)
+    luma, chroma = r.ue() + 8, r.ue() + 8  # bit_depth_luma_minus8, bit_depth_chroma_minus8
+    return SpsInfo(
+        profile_idc,
+        tier,
+        level_idc,
+        width,
+        height,
+        space,
+        compatibility,
+        constraints,
+        chroma_format_idc,
+        luma,
+        chroma,
+    )
 
 
 def find_sps(data: bytes) -> SpsInfo | None:

@@ -1,8 +1,9 @@
 """Fragmented MP4 (ISO/IEC 14496-12 and -15): an init segment, then fragments of samples.
 
 MSE over WebSocket, LL-HLS and recordings all take fMP4, made once per stream from the
-access units as they are: nothing is decoded. An H.264 unit (Annex-B) becomes a sample of
-length-prefixed NAL units; its SPS and PPS describe the track in an `avcC` box. AAC
+access units as they are: nothing is decoded. An H.264 or H.265 unit (Annex-B) becomes a
+sample of length-prefixed NAL units; its parameter sets describe the track in an `avcC`
+box (H.264) or an `hvcC` box (H.265, as `hvc1`). AAC
 frames go in as they are, described by their AudioSpecificConfig (`esds`); so do Opus
 packets (`dOps`, "Encapsulation of Opus in ISO Base Media File Format"). Each fragment
 (`moof` + `mdat`) carries each track's own decode time, so a client may start at any
@@ -14,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from media_server.codecs import h264
+from media_server.codecs import h264, h265
 
 #: Sample flags (14496-12 8.8.3.1): a sync sample, and one that depends on others.
 KEY_FLAGS = 0x02000000
@@ -43,12 +44,13 @@ def full_box(kind: bytes, version: int, flags: int, *payload: bytes) -> bytes:
     return box(kind, struct.pack(">I", version << 24 | flags), *payload)
 
 
-def avcc_sample(annexb: bytes) -> bytes:
-    """An Annex-B access unit as an MP4 sample: each NAL unit behind its 4-byte length."""
+def avcc_sample(annexb: bytes, hevc: bool = False) -> bytes:
+    """An Annex-B access unit as an MP4 sample: each NAL unit behind its 4-byte length
+    (access unit delimiters left out: they mean nothing in MP4)."""
     return b"".join(
         struct.pack(">I", len(nal)) + nal
         for nal in h264.iter_nals(annexb)
-        if nal and nal[0] & 0x1F not in _DROPPED
+        if nal and (nal[0] >> 1 & 0x3F != h265.NAL_AUD if hevc else nal[0] & 0x1F not in _DROPPED)
     )
 
 
@@ -66,6 +68,26 @@ class VideoTrack:
     def codecs(self) -> str:
         """The RFC 6381 `codecs` value MediaSource and HLS playlists name it by."""
         return f"avc1.{self.sps[1]:02X}{self.sps[2]:02X}{self.sps[3]:02X}"
+
+
+@dataclass(frozen=True, slots=True)
+class HevcTrack:
+    """H.265: its VPS, SPS and PPS (NAL units without start codes), as `hvc1`."""
+
+    vps: bytes
+    sps: bytes
+    pps: bytes
+    width: int
+    height: int
+    timescale: int = 90_000
+
+    @property
+    def info(self) -> h265.SpsInfo:
+        return h265.parse_sps(self.sps)
+
+    @property
+    def codecs(self) -> str:
+        return self.info.codecs
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +119,8 @@ class OpusTrack:
     codecs = "opus"
 
 
-Track = VideoTrack | AudioTrack | OpusTrack
+Track = VideoTrack | HevcTrack | AudioTrack | OpusTrack
+Video = VideoTrack | HevcTrack
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +138,30 @@ def _avcc_box(sps: bytes, pps: bytes) -> bytes:
     if sps[1] in (100, 110, 122, 144):  # the high profiles: chroma 4:2:0, 8-bit assumed
         config += bytes([0xFC | 1, 0xF8, 0xF8, 0])
     return box(b"avcC", config)
+
+
+def _hvcc_box(track: HevcTrack) -> bytes:
+    """The HEVCDecoderConfigurationRecord (ISO/IEC 14496-15 8.3.3.1): the SPS's profile,
+    tier and level restated, then the parameter sets, one array of each kind."""
+    info = track.info
+    config = bytes([1, info.profile_space << 6 | info.tier << 5 | info.profile_idc])
+    config += struct.pack(">I", info.compatibility) + info.constraints.to_bytes(6, "big")
+    config += bytes([info.level_idc]) + struct.pack(">H", 0xF000)  # no spatial segmentation
+    config += bytes(
+        [
+            0xFC,  # parallelism unknown
+            0xFC | info.chroma_format_idc,
+            0xF8 | info.bit_depth_luma - 8,
+            0xF8 | info.bit_depth_chroma - 8,
+        ]
+    )
+    # no average frame rate; 1 temporal layer, nested; 4-byte NAL unit lengths
+    config += struct.pack(">HB", 0, 1 << 3 | 1 << 2 | 3)
+    sets = ((h265.NAL_VPS, track.vps), (h265.NAL_SPS, track.sps), (h265.NAL_PPS, track.pps))
+    config += bytes([len(sets)])
+    for kind, nal in sets:
+        config += bytes([0x80 | kind]) + struct.pack(">HH", 1, len(nal)) + nal
+    return box(b"hvcC", config)
 
 
 def _descriptor(tag: int, *payload: bytes) -> bytes:
@@ -138,9 +185,10 @@ def _esds_box(track_id: int, config: bytes) -> bytes:
 
 
 def _sample_entry(track_id: int, track: Track) -> bytes:
-    if isinstance(track, VideoTrack):
+    if isinstance(track, VideoTrack | HevcTrack):
+        hevc = isinstance(track, HevcTrack)
         return box(
-            b"avc1",
+            b"hvc1" if hevc else b"avc1",
             bytes(6),
             struct.pack(">H", 1),  # data_reference_index
             bytes(16),
@@ -149,7 +197,7 @@ def _sample_entry(track_id: int, track: Track) -> bytes:
             struct.pack(">H", 1),  # frame_count
             bytes(32),  # compressorname
             struct.pack(">Hh", 0x18, -1),
-            _avcc_box(track.sps, track.pps),
+            _hvcc_box(track) if isinstance(track, HevcTrack) else _avcc_box(track.sps, track.pps),
         )
     audio = (
         bytes(6),
@@ -166,7 +214,7 @@ def _sample_entry(track_id: int, track: Track) -> bytes:
 
 
 def _trak(track_id: int, track: Track) -> bytes:
-    video = isinstance(track, VideoTrack)
+    video = isinstance(track, VideoTrack | HevcTrack)
     empty = struct.pack(">I", 0)
     stbl = box(
         b"stbl",
@@ -190,7 +238,9 @@ def _trak(track_id: int, track: Track) -> bytes:
         full_box(b"hdlr", 0, 0, bytes(4), handler[0], bytes(12), handler[1]),
         minf,
     )
-    width, height = (track.width, track.height) if isinstance(track, VideoTrack) else (0, 0)
+    width, height = (
+        (track.width, track.height) if isinstance(track, VideoTrack | HevcTrack) else (0, 0)
+    )
     tkhd = full_box(
         b"tkhd",
         0,
@@ -223,7 +273,10 @@ def init_segment(tracks: list[Track]) -> bytes:
         for i in range(1, len(tracks) + 1)
     ]
     moov = box(b"moov", mvhd, *traks, box(b"mvex", *trexes))
-    ftyp = box(b"ftyp", b"isom", struct.pack(">I", 0x200), b"isomiso6avc1mp41")
+    brands = b"isomiso6avc1mp41" + (
+        b"hvc1" if any(isinstance(t, HevcTrack) for t in tracks) else b""
+    )
+    ftyp = box(b"ftyp", b"isom", struct.pack(">I", 0x200), brands)
     return ftyp + moov
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from av.video.codeccontext import VideoCodecContext
 
-from media_server.codecs import h264
+from media_server.codecs import h264, h265
 from media_server.codecs import opus as opus_codec
 from media_server.mp4 import fmp4
 
@@ -202,3 +202,50 @@ def test_opus_goes_in_as_it_is_with_its_durations_from_the_packets() -> None:
 )
 def test_opus_packet_durations(toc: bytes, expected: int) -> None:
     assert opus_codec.samples(toc) == expected
+
+
+def encode_hevc(frames: int) -> list[bytes]:
+    """H.265 access units of a 320x240 clip (Annex-B), a keyframe every 10 frames."""
+    ctx = av.CodecContext.create("libx265", "w")
+    assert isinstance(ctx, VideoCodecContext)
+    ctx.width, ctx.height, ctx.pix_fmt = 320, 240, "yuv420p"
+    ctx.time_base = Fraction(1, FPS)
+    ctx.options = {
+        "preset": "ultrafast",
+        "tune": "zerolatency",
+        "x265-params": "keyint=10:min-keyint=10:bframes=0:repeat-headers=1:log-level=error",
+    }
+    out: list[bytes] = []
+    for i in range(frames):
+        frame = av.VideoFrame(320, 240, "yuv420p")
+        frame.pts = i
+        out += [bytes(p) for p in ctx.encode(frame)]
+    return out + [bytes(p) for p in ctx.encode(None)]
+
+
+def test_hevc_goes_in_as_hvc1_and_decodes_frame_for_frame() -> None:
+    units = encode_hevc(30)
+    nals = {nal[0] >> 1 & 0x3F: nal for nal in h264.iter_nals(units[0])}
+    track = fmp4.HevcTrack(nals[h265.NAL_VPS], nals[h265.NAL_SPS], nals[h265.NAL_PPS], 320, 240)
+    info = track.info
+    assert (info.profile_idc, info.chroma_format_idc, info.bit_depth_luma) == (1, 1, 8)
+    # Main profile (compatible with Main and Main 10), main tier, progressive frame-only
+    # (x265 leaves the non-packed flag unset: 0x90, where many cameras say 0xB0).
+    assert track.codecs == f"hvc1.1.6.L{info.level_idc}.90"
+    out = fmp4.init_segment([track])
+    for sequence, start in enumerate(range(0, len(units), 10), 1):
+        group = units[start : start + 10]
+        samples = [
+            fmp4.Sample(fmp4.avcc_sample(u, hevc=True), TICKS, i == 0) for i, u in enumerate(group)
+        ]
+        out += fmp4.fragment(sequence, [fmp4.Run(1, start * TICKS, samples)])
+    container = av.open(io.BytesIO(out), format="mp4")
+    assert isinstance(container, av.container.InputContainer)
+    with container:
+        assert container.streams.video[0].codec_context.name == "hevc"
+        frames = list(container.decode(video=0))
+    assert len(frames) == len(units) == 30
+    assert {(f.width, f.height) for f in frames} == {(320, 240)}
+    times = [float((f.pts or 0) * (f.time_base or 0)) for f in frames]
+    assert times == pytest.approx([i / FPS for i in range(30)], abs=1e-3)
+    assert b"hvcC" in out and b"hvc1" in out[:64]

@@ -37,3 +37,18 @@ def test_the_sps_gives_the_picture_size_and_profile(width: int, height: int) -> 
 def test_no_sps_or_a_broken_one_is_none() -> None:
     assert h265.find_sps(b"\x00\x00\x00\x01\x26\x01\xaf") is None  # an IRAP slice only
     assert h265.find_sps(b"\x00\x00\x00\x01\x42\x01\x01") is None  # an SPS cut short
+
+
+@pytest.mark.parametrize(
+    ("profile", "compatibility", "tier", "level", "codecs"),
+    [
+        (1, 0x60000000, 0, 93, "hvc1.1.6.L93.B0"),  # Main, level 3.1 (RFC 6381 / Apple)
+        (2, 0x20000000, 0, 123, "hvc1.2.4.L123.B0"),  # Main 10, level 4.1
+        (1, 0x60000000, 1, 150, "hvc1.1.6.H150.B0"),  # high tier
+    ],
+)
+def test_the_codecs_string_restates_profile_tier_level_and_constraints(
+    profile: int, compatibility: int, tier: int, level: int, codecs: str
+) -> None:
+    info = h265.SpsInfo(profile, tier, level, 1920, 1080, 0, compatibility, 0xB0 << 40)
+    assert info.codecs == codecs
