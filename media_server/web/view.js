@@ -377,6 +377,7 @@
       onCodecs(codecs) {
         if (!current()) return;
         player.codecs = codecs;
+        if (/mp4a|opus/.test(codecs)) sound.hidden = false; // the stream's fMP4 has sound
         if (player.state !== "playing") show("connected", "Connected, waiting for video…");
       },
       async onError(text) {

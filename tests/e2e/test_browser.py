@@ -904,3 +904,30 @@ def test_console_counts_mse_and_hls_viewers_beside_webrtc(
     finally:
         for page in (*watchers, console):
             page.close()
+
+
+def test_mse_plays_the_cameras_aac_as_it_came(
+    gateway: Gateway, rtsp: RtspServer, browser_context: Any
+) -> None:
+    sid = "browser-mse-aac"
+    status, _, body = _request(
+        gateway, "POST", "/api/v1/streams", body={"id": sid, "url": rtsp.url("/av-aac")}
+    )
+    assert status == 201, body
+    page = browser_context.new_page()
+    log = PageLog(page)
+    try:
+        page.goto(f"{gateway.base_url}/view/{sid}?mode=mse")
+        page.wait_for_function(
+            "() => { const v = document.querySelector('video');"
+            " return v && v.videoWidth === 320 && v.currentTime > 1"
+            " && v.webkitAudioDecodedByteCount > 10000; }",
+            timeout=PLAY_TIMEOUT_MS,
+        )
+        assert "mp4a.40.2" in page.evaluate("() => window.__player.codecs")
+        assert page.locator("#sound").is_visible()
+    except sync_api.TimeoutError:
+        pytest.fail(f"no AAC over MSE\n{_diagnostics(page, log)}")
+    finally:
+        page.close()
+        _request(gateway, "DELETE", f"/api/v1/streams/{sid}")
