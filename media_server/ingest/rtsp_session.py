@@ -212,7 +212,7 @@ class RtspSession:
         self._send(method, url, headers)
         while True:
             reply = self._read_reply()
-            if reply is not None and reply.headers.get("cseq", str(self._cseq)) == str(self._cseq):
+            if reply.headers.get("cseq", str(self._cseq)) == str(self._cseq):
                 return reply
 
     def send_request(self, method: str) -> None:
@@ -241,31 +241,77 @@ class RtspSession:
         except OSError as exc:  # a full send buffer on a non-blocking socket too
             raise SourceError(f"the camera closed the connection ({exc})") from None
 
-    def _read_reply(self) -> Reply | None:
+    def _read_reply(self) -> Reply:
         """The next reply; interleaved frames on the way are kept for `frame`."""
         while True:
-            self._fill(1)
-            if not self._buffer.startswith(b"$"):
-                break
-            if len(self._pending) >= MAX_PENDING:
+            item = self._parse()
+            if item is None:
+                self._recv()
+            elif isinstance(item, Reply):
+                return item
+            elif len(self._pending) >= MAX_PENDING:
                 raise SourceError("the camera sends media but does not answer")
-            self._pending.append(self._take_frame())
-        head = self._until(b"\r\n\r\n", MAX_HEAD)
-        text = head.decode("utf-8", "replace")
+            else:
+                self._pending.append(item)
+
+    # -- interleaved media ----------------------------------------------------------
+    def frame(self) -> tuple[int, bytes]:
+        """The next interleaved (channel, data), reading past replies to keep-alives."""
+        if self._pending:
+            return self._pending.pop(0)
+        while True:
+            item = self._parse()
+            if item is None:
+                self._recv()
+            elif not isinstance(item, Reply):
+                return item
+
+    def frames_ready(self) -> list[tuple[int, bytes]]:
+        """On a non-blocking socket that polled readable: what it holds, as the whole
+        interleaved frames now in the buffer; replies (to keep-alives) are read past.
+        Never blocks; the same parser and bounds as a blocking read."""
+        out, self._pending = self._pending, []
+        self._recv_ready()
+        while (item := self._parse()) is not None:
+            if not isinstance(item, Reply):
+                out.append(item)
+        return out
+
+    def _parse(self) -> tuple[int, bytes] | Reply | None:
+        """The next whole interleaved frame or reply in the buffer, taken from it; None
+        while it is incomplete. The one reader of the connection's bytes, whether the
+        caller then waits for more (an ingest thread) or polls again (the reactor)."""
+        buffer = self._buffer
+        if buffer.startswith(b"$"):
+            if len(buffer) < 4:
+                return None
+            size = buffer.at(2) << 8 | buffer.at(3)
+            if len(buffer) < 4 + size:
+                return None
+            channel = buffer.take(4)[1]
+            return channel, buffer.take(size)
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buffer) > MAX_HEAD:
+                raise SourceError("the camera's reply head is too large")
+            return None
+        text = buffer.peek(end).decode("utf-8", "replace")
         first, *rest = text.split("\r\n")
         match = re.match(r"RTSP/1\.\d (\d{3})", first)
         if match is None:
             raise SourceError(f"the camera's reply is not RTSP: {first[:80]!r}")
+        size = _content_length(text)
+        if size > MAX_BODY:
+            raise SourceError(f"the camera's reply of {size} bytes is too large")
+        if len(buffer) < end + 4 + size:
+            return None
+        buffer.take(end + 4)
         headers = {}
         for line in rest:
             name, _, value = line.partition(":")
             if name:
                 headers[name.strip().lower()] = value.strip()
-        size = _content_length(text)
-        if size > MAX_BODY:
-            raise SourceError(f"the camera's reply of {size} bytes is too large")
-        body = self._exactly(size)
-        reply = Reply(int(match.group(1)), headers, body)
+        reply = Reply(int(match.group(1)), headers, buffer.take(size))
         if "session" in headers and reply.status < 300:
             value, *params = headers["session"].split(";")
             self.session = value.strip()
@@ -274,48 +320,6 @@ class RtspSession:
                 if name.lower() == "timeout" and seconds.isdigit():
                     self.session_timeout = max(5.0, float(seconds))
         return reply
-
-    # -- interleaved media ----------------------------------------------------------
-    def frame(self) -> tuple[int, bytes]:
-        """The next interleaved (channel, data), reading past replies to keep-alives."""
-        if self._pending:
-            return self._pending.pop(0)
-        while True:
-            self._fill(1)
-            if self._buffer.startswith(b"$"):
-                return self._take_frame()
-            self._read_reply()
-
-    def frames_ready(self) -> list[tuple[int, bytes]]:
-        """On a non-blocking socket that polled readable: what it holds, as the whole
-        interleaved frames now in the buffer; replies (to keep-alives) are read past.
-        Never blocks; the same bounds as a blocking read."""
-        out, self._pending = self._pending, []
-        self._recv_ready()
-        buffer = self._buffer  # what came with the last reply is parsed too
-        while len(buffer) >= 4:
-            if buffer.startswith(b"$"):
-                size = buffer.at(2) << 8 | buffer.at(3)
-                if len(buffer) < 4 + size:
-                    break
-                channel = buffer.take(4)[1]
-                out.append((channel, buffer.take(size)))
-                continue
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > MAX_HEAD:
-                    raise SourceError("the camera's reply head is too large")
-                break
-            head = buffer.peek(end).decode("latin-1")
-            if not head.startswith("RTSP/1."):
-                raise SourceError(f"the camera's reply is not RTSP: {head[:80]!r}")
-            size = _content_length(head)
-            if size > MAX_BODY:
-                raise SourceError(f"the camera's reply of {size} bytes is too large")
-            if len(buffer) < end + 4 + size:
-                break
-            buffer.take(end + 4 + size)  # nothing in a keep-alive's reply is needed
-        return out
 
     def _recv_ready(self) -> None:
         """Read what the socket holds, without waiting."""
@@ -344,17 +348,7 @@ class RtspSession:
         except OSError as exc:
             raise SourceError(f"the camera closed the connection ({exc})") from None
 
-    def _take_frame(self) -> tuple[int, bytes]:
-        self._fill(4)
-        header = self._buffer.take(4)
-        channel, size = header[1], int.from_bytes(header[2:4], "big")
-        return channel, self._exactly(size)
-
-    # -- bounded reads --------------------------------------------------------------
-    def _fill(self, size: int) -> None:
-        while len(self._buffer) < size:
-            self._recv()
-
+    # -- reads ---------------------------------------------------------------------
     def _recv(self) -> None:
         assert self._sock is not None
         try:
@@ -366,19 +360,6 @@ class RtspSession:
         if not data:
             raise SourceError("the camera closed the connection")
         self._buffer.extend(data)
-
-    def _until(self, marker: bytes, limit: int) -> bytes:
-        while (end := self._buffer.find(marker)) < 0:
-            if len(self._buffer) > limit:
-                raise SourceError("the camera's reply head is too large")
-            self._recv()
-        head = self._buffer.take(end)
-        self._buffer.take(len(marker))
-        return head
-
-    def _exactly(self, size: int) -> bytes:
-        self._fill(size)
-        return self._buffer.take(size)
 
     def shown(self) -> str:
         return redact_url(self.url)
