@@ -126,7 +126,7 @@ class RelayIngest:
                 counters.bytes += len(unit.data)
                 counters.keyframes += unit.keyframe
                 pts = timeline.map(unit.pts, 1 / CLOCK_RATE)
-                self._sink.on_unit(AccessUnit.of(unit.data, pts, TIME_BASE, unit.keyframe))
+                self._sink.on_unit(AccessUnit(unit.data, pts, TIME_BASE, unit.keyframe))
                 if not live and unit.keyframe:
                     live = True
                     self._sink.on_state(StreamState.LIVE, None)

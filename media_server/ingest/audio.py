@@ -84,12 +84,12 @@ class AudioPath:
 
     def passed_through(self, data: bytes, pts90: int) -> AccessUnit:
         """The unit of a packet browsers play as it is, on its codec's clock."""
-        return AccessUnit.of(data, self._out_pts(pts90), self._time_base, True)
+        return AccessUnit(data, self._out_pts(pts90), self._time_base, True)
 
     def as_sent(self, data: bytes, pts90: int) -> AccessUnit:
         """A packet as the camera sent it, on its own clock (its sample rate)."""
         rate = self.info.sample_rate or CLOCK_RATE
-        return AccessUnit.of(data, pts90 * rate // CLOCK_RATE, Fraction(1, rate), True)
+        return AccessUnit(data, pts90 * rate // CLOCK_RATE, Fraction(1, rate), True)
 
     def push(self, data: bytes, pts90: int) -> list[AccessUnit]:
         """Units for viewers from one audio packet whose source time maps to `pts90`."""
@@ -128,5 +128,5 @@ class AudioPath:
         units = []
         for packet in self._encoder.encode(frame):
             self.frames_encoded += 1
-            units.append(AccessUnit.of(bytes(packet), int(packet.pts or 0), self._time_base, True))
+            units.append(AccessUnit(bytes(packet), int(packet.pts or 0), self._time_base, True))
         return units

@@ -56,5 +56,5 @@ class SharedEncoder:
         for packet in codec.encode(frame):
             data = bytes(packet)
             key = h264.NAL_IDR in h264.nal_types(data)
-            units.append(AccessUnit.of(data, int(packet.pts or 0), TIME_BASE, key))
+            units.append(AccessUnit(data, int(packet.pts or 0), TIME_BASE, key))
         return units

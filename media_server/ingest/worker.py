@@ -373,7 +373,7 @@ class _Pump:
         if self._need_key and not key:
             return
         self._need_key = False
-        unit = AccessUnit.of(data, pts, TIME_BASE, key, packet.capture)
+        unit = AccessUnit(data, pts, TIME_BASE, key, packet.capture)
         if self._mode == "passthrough":
             self._worker._post(self._sink.on_unit, unit)
         else:

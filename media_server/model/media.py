@@ -86,17 +86,6 @@ class AccessUnit:
     capture: float | None = None
     made: Packet | None = field(default=None, compare=False, repr=False)
 
-    @classmethod
-    def of(
-        cls,
-        data: bytes,
-        pts: int,
-        time_base: Fraction,
-        keyframe: bool,
-        capture: float | None = None,
-    ) -> AccessUnit:
-        return cls(data, pts, time_base, keyframe, capture)
-
     @property
     def size(self) -> int:
         return len(self.data)

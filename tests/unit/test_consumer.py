@@ -56,7 +56,7 @@ async def test_queues_start_at_the_keyframe_and_end_with_the_consumer() -> None:
     streams, stream_id = await on_demand_stream()
     stream = streams.get(stream_id)
     assert stream is not None
-    stream.hub.publish_unit(AccessUnit.of(b"\x00\x00\x01\x65key", 0, TIME_BASE, True))
+    stream.hub.publish_unit(AccessUnit(b"\x00\x00\x01\x65key", 0, TIME_BASE, True))
     consumer = stream.attach("viewer")
     video, audio = consumer.video("units"), consumer.audio()
     assert (await video.get()).keyframe  # type: ignore[union-attr]

@@ -49,7 +49,7 @@ KEY = bytes(range(30))
 
 def unit(pts: int, keyframe: bool, size: int = 100) -> AccessUnit:
     nal = (b"\x65" if keyframe else b"\x41") + bytes([7]) * size
-    return AccessUnit.of(b"\x00\x00\x00\x01" + nal, pts, Fraction(1, 90_000), keyframe)
+    return AccessUnit(b"\x00\x00\x00\x01" + nal, pts, Fraction(1, 90_000), keyframe)
 
 
 def test_the_native_send_path_is_built() -> None:
@@ -71,11 +71,11 @@ def test_packetizing_once_gives_what_aiortc_packetizes_per_viewer() -> None:
     packet = packets[0]
     packet.time_base = Fraction(1, 90_000)
     packer = Packetizer()
-    first = packer.packetize(AccessUnit.of(bytes(packet), 0, Fraction(1, 90_000), True))
+    first = packer.packetize(AccessUnit(bytes(packet), 0, Fraction(1, 90_000), True))
     expected, _ = H264Encoder().pack(packet)
     assert list(first.payloads) == expected
     assert len(first.payloads) > 10  # a noisy keyframe: many FU-A fragments
-    second = packer.packetize(AccessUnit.of(bytes(packet), 3000, Fraction(1, 90_000), False))
+    second = packer.packetize(AccessUnit(bytes(packet), 3000, Fraction(1, 90_000), False))
     assert second.first == first.end  # packets are numbered across the stream
 
 

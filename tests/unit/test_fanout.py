@@ -13,7 +13,7 @@ from media_server.streams.fanout import Hub, Item, StreamEnded, Subscriber
 
 def unit(pts: int, key: bool = False, size: int = 100) -> AccessUnit:
     data = b"\x00\x00\x00\x01" + bytes([0x65 if key else 0x41]) + bytes(size)
-    return AccessUnit.of(data, pts, TIME_BASE, key)
+    return AccessUnit(data, pts, TIME_BASE, key)
 
 
 async def take(sub: Subscriber) -> list[Item]:
