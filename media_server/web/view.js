@@ -208,18 +208,24 @@
     return true;
   }
 
+  // A new attempt on whichever path: the last one's callbacks now do nothing (`current`
+  // says whether a callback still belongs to this one).
+  function beginAttempt() {
+    teardown();
+    const gen = generation;
+    player.attempts += 1;
+    player.startedAt = performance.now();
+    show("connecting", player.attempts > 1 ? "Reconnecting…" : "Connecting…");
+    return () => gen === generation;
+  }
+
   function connect() {
     showPath();
     if (player.path !== "webrtc") {
       connectFmp4();
       return;
     }
-    teardown();
-    const gen = generation;
-    const current = () => gen === generation;
-    player.attempts += 1;
-    player.startedAt = performance.now();
-    show("connecting", player.attempts > 1 ? "Reconnecting…" : "Connecting…");
+    const current = beginAttempt();
 
     let ws;
     try {
@@ -367,12 +373,7 @@
 
   // MSE or HLS: the stream's fMP4 into a MediaSource (or the browser's own HLS).
   function connectFmp4() {
-    teardown();
-    const gen = generation;
-    const current = () => gen === generation;
-    player.attempts += 1;
-    player.startedAt = performance.now();
-    show("connecting", player.attempts > 1 ? "Reconnecting…" : "Connecting…");
+    const current = beginAttempt();
     const handlers = {
       onCodecs(codecs) {
         if (!current()) return;

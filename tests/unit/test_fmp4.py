@@ -20,16 +20,18 @@ TICKS = 90_000 // FPS
 
 
 def encode(profile: str, frames: int) -> list[bytes]:
-    """Access units of a 320x240 clip (Annex-B), a keyframe every 10 frames."""
-    ctx = av.CodecContext.create("libx264", "w")
+    """H.264 access units of a 320x240 clip (Annex-B), a keyframe every 10 frames."""
+    params = {"profile": profile, "x264-params": "keyint=10:min-keyint=10:bframes=0"}
+    return encoded("libx264", params, frames)
+
+
+def encoded(codec: str, options: dict[str, str], frames: int) -> list[bytes]:
+    """Access units of a blank 320x240 clip at FPS, from `codec` with these options."""
+    ctx = av.CodecContext.create(codec, "w")
     assert isinstance(ctx, VideoCodecContext)
     ctx.width, ctx.height, ctx.pix_fmt = 320, 240, "yuv420p"
     ctx.time_base = Fraction(1, FPS)
-    ctx.options = {
-        "profile": profile,
-        "tune": "zerolatency",
-        "x264-params": "keyint=10:min-keyint=10:bframes=0",
-    }
+    ctx.options = {"tune": "zerolatency", **options}
     out: list[bytes] = []
     for i in range(frames):
         frame = av.VideoFrame(320, 240, "yuv420p")
@@ -206,21 +208,8 @@ def test_opus_packet_durations(toc: bytes, expected: int) -> None:
 
 def encode_hevc(frames: int) -> list[bytes]:
     """H.265 access units of a 320x240 clip (Annex-B), a keyframe every 10 frames."""
-    ctx = av.CodecContext.create("libx265", "w")
-    assert isinstance(ctx, VideoCodecContext)
-    ctx.width, ctx.height, ctx.pix_fmt = 320, 240, "yuv420p"
-    ctx.time_base = Fraction(1, FPS)
-    ctx.options = {
-        "preset": "ultrafast",
-        "tune": "zerolatency",
-        "x265-params": "keyint=10:min-keyint=10:bframes=0:repeat-headers=1:log-level=error",
-    }
-    out: list[bytes] = []
-    for i in range(frames):
-        frame = av.VideoFrame(320, 240, "yuv420p")
-        frame.pts = i
-        out += [bytes(p) for p in ctx.encode(frame)]
-    return out + [bytes(p) for p in ctx.encode(None)]
+    params = "keyint=10:min-keyint=10:bframes=0:repeat-headers=1:log-level=error"
+    return encoded("libx265", {"preset": "ultrafast", "x265-params": params}, frames)
 
 
 def test_hevc_goes_in_as_hvc1_and_decodes_frame_for_frame() -> None:
