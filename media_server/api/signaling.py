@@ -27,6 +27,7 @@ from media_server.api.context import Gateway, gateway
 from media_server.api.errors import ApiError, error_response
 from media_server.api.mse import MseSession, open_mse
 from media_server.runtime.jsoncodec import JsonCodec
+from media_server.streams.stream import Stream
 from media_server.tokenbucket import TokenBucket
 from media_server.webrtc.session import SignalingError, ViewerSession
 
@@ -52,9 +53,7 @@ def _pong(ping: dict[str, Any]) -> dict[str, Any]:
 class _Conversation:
     """One signaling socket: at most one viewer session, messages within a rate."""
 
-    def __init__(
-        self, gw: Gateway, stream_id: str, client: str, ws: web.WebSocketResponse | None = None
-    ) -> None:
+    def __init__(self, gw: Gateway, stream_id: str, client: str, ws: web.WebSocketResponse) -> None:
         self.gw = gw
         self.ws = ws
         self.stream_id = stream_id
@@ -102,19 +101,21 @@ class _Conversation:
         opus = message.get("opus", True)
         if not isinstance(opus, bool):
             raise SignalingError("invalid-message", "'opus' must be true or false")
+        stream = self._stream()
+        self.gw.offers.check(self.client)
+        self.mse = await open_mse(self.gw, stream, self.ws, opus)
+
+    def _stream(self) -> Stream:
+        """The stream this socket is for (a viewer asks for it: WebRTC or MSE)."""
         stream = self.gw.streams.get(self.stream_id)
         if stream is None:
             raise SignalingError("stream-not-found", f"no stream '{self.stream_id}'")
-        self.gw.offers.check(self.client)
-        assert self.ws is not None
-        self.mse = await open_mse(self.gw, stream, self.ws, opus)
+        return stream
 
     async def _offer(self, message: dict[str, Any]) -> dict[str, Any]:
         if self.negotiated:
             raise SignalingError("invalid-state", "this socket has negotiated already")
-        stream = self.gw.streams.get(self.stream_id)
-        if stream is None:
-            raise SignalingError("stream-not-found", f"no stream '{self.stream_id}'")
+        stream = self._stream()
         sdp = message.get("sdp")
         if not isinstance(sdp, str):
             raise SignalingError("invalid-sdp", "offer needs an 'sdp' string")
