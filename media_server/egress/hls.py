@@ -158,14 +158,6 @@ class Window:
         self._changed = asyncio.Event()
 
     # -- for requests -------------------------------------------------------------------
-    @property
-    def newest(self) -> tuple[int, int] | None:
-        """(msn, part) of the newest part published, if any."""
-        for segment in reversed(self.segments):
-            if segment.parts:
-                return segment.msn, len(segment.parts) - 1
-        return None
-
     def has(self, msn: int, part: int | None) -> bool:
         """Whether the playlist shows segment `msn` whole (`part` None) or its part."""
         last = self.segments[-1] if self.segments else None

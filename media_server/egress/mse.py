@@ -29,7 +29,6 @@ class MseViewer:
         self._need_keyframe = True
         self._waiter: asyncio.Future[None] | None = None
         self.ended = False
-        self.dropped = 0  # fragments lost to falling behind
 
     def start(self) -> None:
         for fragment in self.muxer.gop():
@@ -47,10 +46,8 @@ class MseViewer:
         if not fragment.video and not self.takes_audio(fragment.init):
             return
         if self._need_keyframe and not fragment.keyframe:
-            self.dropped += 1
             return
         if self._queued + len(fragment.data) > self._max_bytes:
-            self.dropped += len(self._queue) + 1
             self._queue.clear()
             self._queued = 0
             self._need_keyframe = True

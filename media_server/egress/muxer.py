@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from media_server.codecs import h264, opus
+from media_server.codecs import opus
 from media_server.model.media import CLOCK_RATE, AccessUnit
 from media_server.mp4 import fmp4
 from media_server.mp4.audio import fmp4_audio
@@ -111,7 +111,6 @@ class Muxer:
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()  # set once there is an init segment
         self.ended = False
-        self.fragments = 0  # made so far (video and audio)
 
     def start(self) -> None:
         self._tasks.append(asyncio.ensure_future(self._read_video()))
@@ -154,20 +153,10 @@ class Muxer:
 
     def _new_init(self, unit: AccessUnit) -> Init | None:
         """The init segment a keyframe needs, if not the one readers have."""
-        sps = pps = None
-        for nal in h264.iter_nals(unit.data):
-            kind = nal[0] & 0x1F if nal else 0
-            if kind == h264.NAL_SPS:
-                sps = nal
-            elif kind == h264.NAL_PPS:
-                pps = nal
-        if sps is None or pps is None:
-            return None
+        video = fmp4.VideoTrack.of(unit.data)
         old = self.init
-        if old is not None and (old.video.sps, old.video.pps) == (sps, pps):
+        if video is None or (old is not None and old.video == video):
             return None
-        info = h264.parse_sps(sps)
-        video = fmp4.VideoTrack(sps, pps, info.width, info.height)
         self._choose_audio()
         audio: fmp4.AudioTrack | fmp4.OpusTrack | None = None
         source = self.stream.info.audio if self.stream.info else None
@@ -257,7 +246,6 @@ class Muxer:
         self._sequence += 1
         data = fmp4.fragment(self._sequence, runs)
         fragment = Fragment(data, video, key, start, duration, self.init, time.time())
-        self.fragments += 1
         if key:
             self._gop, self._gop_size = [], 0
         if key or self._gop:
@@ -326,10 +314,6 @@ class Muxers:
             muxer.close()
         else:
             self._muxers[muxer.stream.id] = (muxer, entry[1] - 1)
-
-    def get(self, stream_id: str) -> Muxer | None:
-        entry = self._muxers.get(stream_id)
-        return entry[0] if entry else None
 
     def close(self) -> None:
         for muxer, _ in self._muxers.values():

@@ -69,6 +69,21 @@ class VideoTrack:
         """The RFC 6381 `codecs` value MediaSource and HLS playlists name it by."""
         return f"avc1.{self.sps[1]:02X}{self.sps[2]:02X}{self.sps[3]:02X}"
 
+    @classmethod
+    def of(cls, keyframe: bytes) -> VideoTrack | None:
+        """The track a keyframe (Annex-B, parameter sets in front) describes: its SPS and
+        PPS, and the picture size its SPS gives; None without both, or an SPS that does
+        not parse."""
+        sets = {nal[0] & 0x1F: nal for nal in h264.iter_nals(keyframe) if nal}
+        sps, pps = sets.get(h264.NAL_SPS), sets.get(h264.NAL_PPS)
+        if sps is None or pps is None:
+            return None
+        try:
+            info = h264.parse_sps(sps)
+        except (IndexError, ValueError):
+            return None
+        return cls(sps, pps, info.width, info.height)
+
 
 @dataclass(frozen=True, slots=True)
 class HevcTrack:

@@ -41,10 +41,9 @@ def encoded(codec: str, options: dict[str, str], frames: int) -> list[bytes]:
 
 
 def video_track(units: list[bytes]) -> fmp4.VideoTrack:
-    nals = h264.iter_nals(units[0])
-    sps = next(n for n in nals if n[0] & 0x1F == h264.NAL_SPS)
-    pps = next(n for n in nals if n[0] & 0x1F == h264.NAL_PPS)
-    return fmp4.VideoTrack(sps, pps, 320, 240)
+    track = fmp4.VideoTrack.of(units[0])
+    assert track is not None and (track.width, track.height) == (320, 240)
+    return track
 
 
 def gops(units: list[bytes]) -> list[tuple[int, list[fmp4.Sample]]]:
