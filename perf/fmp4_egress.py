@@ -36,6 +36,7 @@ from perf.harness import (
     _spawn,
     added_latency,
     cpu_seconds,
+    paired_ms,
     percentile,
     register,
     rss_mb,
@@ -85,7 +86,7 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
             paired = added_latency(got["webrtc"]["arrivals_us"], got["mse"]["arrivals_us"])
             row["mse_over_webrtc_p50_ms"] = paired["added_p50_ms"]
             row["mse_over_webrtc_p95_ms"] = percentile(
-                _pairs(got["webrtc"]["arrivals_us"], got["mse"]["arrivals_us"]), 95
+                paired_ms(got["webrtc"]["arrivals_us"], got["mse"]["arrivals_us"]), 95
             )
             row["paired_frames"] = paired["added_samples"]
             firsts = []
@@ -102,16 +103,6 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
             rounds.append(row)
             print(json.dumps(row), flush=True)
     return {"rounds": rounds}
-
-
-def _pairs(first: list[list[int]], second: list[list[int]]) -> list[float]:
-    seen = {value: at for value, at in first}
-    out = []
-    for value, at in second:
-        if value in seen:
-            delta = (at - seen[value]) & 0xFFFFFFFF
-            out.append((delta - (1 << 32) if delta >= 1 << 31 else delta) / 1000)
-    return out
 
 
 def pollers(args: argparse.Namespace) -> dict[str, Any]:

@@ -542,6 +542,18 @@ def probe_figures(probed: list[dict[str, Any]]) -> dict[str, Any]:
     return figures
 
 
+def paired_ms(first: list[list[int]], second: list[list[int]]) -> list[float]:
+    """For each frame both readers had (paired by stamp), how much later the second had
+    it than the first, in ms."""
+    seen = {value: at for value, at in first}
+    out = []
+    for value, at in second:
+        if value in seen:
+            delta = (at - seen[value]) & 0xFFFFFFFF  # the stamp clock wraps at 2**32 µs
+            out.append((delta - (1 << 32) if delta >= 1 << 31 else delta) / 1000)
+    return out
+
+
 def added_latency(camera: list[list[int]], viewer: list[list[int]]) -> dict[str, Any]:
     """The latency the gateway adds to each frame: when the viewer had it, less when a
     reader of the camera itself had it (both on the stamp clock, paired by stamp).
@@ -550,12 +562,7 @@ def added_latency(camera: list[list[int]], viewer: list[list[int]]) -> dict[str,
     test server does for the native client, not for FFmpeg's through its gate (the
     server keys a shared pipeline by the URL's port, and the gate's differs): there the
     figures are None, and the latency less the camera's is the estimate."""
-    seen = {value: at for value, at in camera}
-    added = []
-    for value, at in viewer:
-        if value in seen:
-            delta = (at - seen[value]) & 0xFFFFFFFF  # the stamp clock wraps at 2**32 µs
-            added.append((delta - (1 << 32) if delta >= 1 << 31 else delta) / 1000)
+    added = paired_ms(camera, viewer)
     return {
         "added_p50_ms": percentile(added, 50),
         "added_p99_ms": percentile(added, 99),
