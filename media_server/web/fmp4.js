@@ -1,6 +1,6 @@
 // The player's paths other than WebRTC: the stream's fMP4 into a MediaSource, from the
 // signaling WebSocket (MSE) or from the LL-HLS playlist (HLS, where the browser has no
-// HLS of its own). window.MediaServerFmp4 = {Feed, mse, hls}.
+// HLS of its own). window.MediaServerFmp4 = {mse, hls}: each returns {feed, close()}.
 //
 // Feed: one MediaSource on the <video>, appending in order, keeping near the live edge
 // (a jump to it at the start and after a stall, the rate nudged between) and trimming
@@ -27,7 +27,6 @@
       this.mime = null;
       this.queue = [];
       this.closed = false;
-      this.appended = 0;
       this.url = URL.createObjectURL(this.source);
       this.opened = new Promise((resolve) => {
         this.source.addEventListener("sourceopen", resolve, { once: true });
@@ -35,10 +34,6 @@
       video.srcObject = null; // a WebRTC attempt's stream would hide the source
       video.src = this.url;
       this.timer = setInterval(() => this.keepLive(), 250);
-    }
-
-    static supports(codecs) {
-      return typeof MediaSource !== "undefined" && MediaSource.isTypeSupported(`video/mp4; codecs="${codecs}"`);
     }
 
     async setCodecs(codecs) {
@@ -87,7 +82,6 @@
           return;
         }
         buffer.appendBuffer(next);
-        this.appended += 1;
       } catch (err) {
         this.onError(`could not append media: ${err.message || err}`);
       }
@@ -173,7 +167,6 @@
     ws.onclose = (event) => fail(`lost the connection to the gateway (close code ${event.code})`);
     return {
       feed,
-      ws,
       close() {
         failed = true;
         ws.onopen = ws.onmessage = ws.onclose = null;
@@ -296,5 +289,5 @@
     };
   }
 
-  window.MediaServerFmp4 = Object.freeze({ Feed, mse, hls });
+  window.MediaServerFmp4 = Object.freeze({ mse, hls });
 })();
