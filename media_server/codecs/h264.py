@@ -42,15 +42,21 @@ def iter_nals(data: bytes) -> list[bytes]:
     return nals
 
 
-def nal_types(data: bytes) -> set[int]:
-    """NAL unit types present in an Annex-B buffer; cheap (finds start codes in C)."""
-    types: set[int] = set()
+def nal_heads(data: bytes) -> set[int]:
+    """The first byte of each NAL unit of an Annex-B buffer (where its type is, in either
+    codec); cheap (finds start codes in C)."""
+    heads: set[int] = set()
     pos = data.find(b"\x00\x00\x01")
     n = len(data)
     while pos >= 0 and pos + 3 < n:
-        types.add(data[pos + 3] & 0x1F)
+        heads.add(data[pos + 3])
         pos = data.find(b"\x00\x00\x01", pos + 3)
-    return types
+    return heads
+
+
+def nal_types(data: bytes) -> set[int]:
+    """NAL unit types present in an Annex-B buffer."""
+    return {head & 0x1F for head in nal_heads(data)}
 
 
 def avcc_extradata_to_annexb(extradata: bytes) -> bytes:

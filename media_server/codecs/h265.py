@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from media_server.codecs.h264 import _BitReader, _unescape, iter_nals
+from media_server.codecs.h264 import START_CODE, _BitReader, _unescape, iter_nals, nal_heads
 
 NAL_VPS = 32
 NAL_SPS = 33
 NAL_PPS = 34
 NAL_AUD = 35
+#: Intra random access points (BLA, IDR, CRA): where decoding can start.
+NAL_IRAP = range(16, 24)
 PROFILES = {1: "main", 2: "main-10", 3: "main-still-picture", 4: "range-extensions"}
 
 
@@ -43,6 +45,28 @@ class SpsInfo:
             *(f"{byte:X}" for byte in constraint_bytes),
         ]
         return ".".join(parts)
+
+    @property
+    def sdp_parameters(self) -> dict[str, str]:
+        """The `fmtp` of an RTP stream of it (RFC 7798 7.1): what a WebRTC answer states."""
+        return {
+            "level-id": str(self.level_idc),
+            "profile-id": str(self.profile_idc),
+            "tier-flag": str(self.tier),
+            "tx-mode": "SRST",
+        }
+
+    def decodable_by(self, parameters: dict[str, object]) -> bool:
+        """Whether a receiver that offers `parameters` (an H.265 `fmtp`; RFC 7798's
+        defaults where one is left out: Main, main tier, level 3.1) decodes this stream:
+        the same profile, at a tier and level no lower."""
+        try:
+            profile = int(str(parameters.get("profile-id", 1)))
+            tier = int(str(parameters.get("tier-flag", 0)))
+            level = int(str(parameters.get("level-id", 93)))
+        except ValueError:
+            return False
+        return profile == self.profile_idc and tier >= self.tier and level >= self.level_idc
 
     @property
     def profile_name(self) -> str:
@@ -109,3 +133,20 @@ def find_sps(data: bytes) -> SpsInfo | None:
             except (IndexError, ValueError):
                 return None
     return None
+
+
+def nal_types(data: bytes) -> set[int]:
+    """NAL unit types present in an Annex-B buffer."""
+    return {(head >> 1) & 0x3F for head in nal_heads(data)}
+
+
+def parameter_sets(data: bytes) -> bytes:
+    """The VPS, SPS and PPS NAL units of a buffer, as Annex-B (empty when absent)."""
+    kinds = (NAL_VPS, NAL_SPS, NAL_PPS)
+    return b"".join(START_CODE + nal for nal in iter_nals(data) if (nal[0] >> 1) & 0x3F in kinds)
+
+
+def browser_safe(sps: SpsInfo | None) -> bool:
+    """Whether browsers that decode H.265 decode the stream untouched: Main or Main 10
+    (what WebRTC's H.265 negotiates; B-frames are checked separately)."""
+    return sps is not None and sps.profile_idc in (1, 2)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from media_server.codecs import h264, h265
+from media_server.codecs.h264 import START_CODE
 from media_server.ingest.audio import audio_mode
 from media_server.ingest.guard import SourceGuard
 from media_server.ingest.reactor import Reactor
@@ -28,7 +29,7 @@ from media_server.ingest.sdp import Media, parse
 from media_server.ingest.source import PermanentSourceError, SourceError, UnsupportedSource
 from media_server.model.media import AudioInfo, SourceInfo, SourcePacket
 from media_server.model.registration import RtspTransport
-from media_server.rtp.assembler import START_CODE, Assembler
+from media_server.rtp.assembler import Assembler
 from media_server.rtp.audio import AUDIO_CODECS, AudioDepacketizer, audio_depacketizer
 from media_server.rtp.clock import TrackClock
 from media_server.rtp.packet import MalformedPacket, RtpPacket
@@ -163,7 +164,7 @@ class NativeRtspSource:
                 fps=None,
                 profile=hevc.profile_name if hevc else None,
                 extradata=extradata,
-                browser_safe=False,
+                browser_safe=h265.browser_safe(hevc),
                 client="native",
             )
         sps = h264.find_sps(extradata)

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import av
 
-from media_server.codecs import h264
+from media_server.codecs import h264, h265
 from media_server.ingest.audio import audio_mode
 from media_server.ingest.guard import SourceGuard
 from media_server.ingest.native import NativeRtspSource
@@ -167,6 +167,7 @@ class RtspSource:
         ctx = stream.codec_context
         extradata = h264.avcc_extradata_to_annexb(bytes(ctx.extradata or b""))
         sps = h264.find_sps(extradata) if ctx.name == "h264" else None
+        hevc = h265.find_sps(extradata) if ctx.name == "hevc" else None
         rate = stream.average_rate or stream.guessed_rate
         audio = (
             audio_info(container.streams.audio[0], self._audio) if container.streams.audio else None
@@ -180,9 +181,9 @@ class RtspSource:
             width=sps.width if sps else (ctx.width or None),
             height=sps.height if sps else (ctx.height or None),
             fps=float(rate) if rate else None,
-            profile=sps.profile_name if sps else None,
+            profile=sps.profile_name if sps else hevc.profile_name if hevc else None,
             extradata=extradata,
-            browser_safe=h264.browser_safe(sps),
+            browser_safe=h264.browser_safe(sps) or h265.browser_safe(hevc),
             audio=audio,
             client="pyav",
         )

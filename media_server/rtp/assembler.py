@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from media_server.codecs.h264 import START_CODE
 from media_server.rtp.packet import RtpPacket
 from media_server.rtp.payload import (
     VideoCodec,
@@ -20,7 +21,6 @@ from media_server.rtp.payload import (
     nal_type,
 )
 
-START_CODE = b"\x00\x00\x00\x01"
 #: The most one access unit may hold; a larger one is dropped as broken.
 MAX_UNIT_BYTES = 8 * 1024 * 1024
 

@@ -12,6 +12,8 @@ import base64
 import binascii
 from typing import Literal, Protocol
 
+from media_server.codecs.h264 import START_CODE
+
 VideoCodec = Literal["h264", "h265"]
 
 # H.264 NAL unit types (RFC 6184 5.2; ITU-T H.264 7.4.1).
@@ -103,6 +105,26 @@ class H265Depacketizer(_Fragments):
             return self._piece(header, payload[3:], bool(fu & 0x40))
         self.dropped += 1
         return []
+
+
+def annexb_h265(payload: bytes) -> bytes:
+    """One H.265 payload as Annex-B bytes on its own, for a receiver that joins a frame's
+    payloads in sequence order (aiortc's jitter buffer): a fragment's first piece brings
+    the start code and rebuilt NAL header, the others their bytes alone."""
+    if len(payload) < 3:
+        return b""
+    kind = (payload[0] >> 1) & 0x3F
+    if kind < H265_AP:
+        return START_CODE + payload
+    if kind == H265_AP:
+        return b"".join(START_CODE + unit for unit in _aggregated(payload, 2))
+    if kind == H265_FU:
+        fu = payload[2]
+        if fu & 0x80:
+            header = bytes([(payload[0] & 0x81) | ((fu & 0x3F) << 1), payload[1]])
+            return START_CODE + header + payload[3:]
+        return payload[3:]
+    return b""
 
 
 def nal_type(codec: VideoCodec, unit: bytes) -> int:

@@ -52,3 +52,35 @@ def test_the_codecs_string_restates_profile_tier_level_and_constraints(
 ) -> None:
     info = h265.SpsInfo(profile, tier, level, 1920, 1080, 0, compatibility, 0xB0 << 40)
     assert info.codecs == codecs
+
+
+def test_sdp_terms_and_which_receivers_decode_it() -> None:
+    """What an answer states (RFC 7798 7.1), and whether an offer's H.265 decodes the
+    stream: the same profile at a tier and level no lower; RFC 7798's defaults (Main,
+    main tier, level 3.1) where an offer leaves them out."""
+    info = h265.SpsInfo(1, 0, 120, 1920, 1080)  # Main, level 4
+    assert info.sdp_parameters == {
+        "level-id": "120",
+        "profile-id": "1",
+        "tier-flag": "0",
+        "tx-mode": "SRST",
+    }
+    assert info.decodable_by({"profile-id": "1", "tier-flag": "0", "level-id": "180"})
+    assert info.decodable_by({"profile-id": 1, "level-id": 120})  # as aiortc parses them
+    assert not info.decodable_by({"profile-id": "1", "level-id": "93"})  # level too low
+    assert not info.decodable_by({})  # the defaults: level 3.1
+    assert not info.decodable_by({"profile-id": "2", "level-id": "180"})  # Main 10 only
+    assert not info.decodable_by({"profile-id": "x"})
+    assert h265.SpsInfo(1, 0, 93, 640, 480).decodable_by({})
+    assert not h265.SpsInfo(1, 1, 93, 640, 480).decodable_by({})  # high tier
+
+
+def test_nal_types_and_parameter_sets_of_an_access_unit() -> None:
+    data = encoded(352, 288)
+    types = h265.nal_types(data)
+    assert {h265.NAL_VPS, h265.NAL_SPS, h265.NAL_PPS} <= types
+    assert types & set(h265.NAL_IRAP)
+    sets = h265.parameter_sets(data)
+    assert h265.nal_types(sets) == {h265.NAL_VPS, h265.NAL_SPS, h265.NAL_PPS}
+    assert h265.browser_safe(h265.find_sps(sets))
+    assert not h265.browser_safe(None)

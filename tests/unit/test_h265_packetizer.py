@@ -13,7 +13,7 @@ from av.video.codeccontext import VideoCodecContext
 
 from media_server.codecs.h264 import iter_nals
 from media_server.rtp.packetizer import PACKET_MAX, packetize_h265
-from media_server.rtp.payload import H265_AP, H265_FU, H265Depacketizer
+from media_server.rtp.payload import H265_AP, H265_FU, H265Depacketizer, annexb_h265
 
 
 def encode(width: int, height: int, frames: int) -> list[bytes]:
@@ -84,3 +84,17 @@ def test_what_comes_back_decodes(units: list[bytes]) -> None:
         pictures += len(decoder.decode(av.Packet(annex_b)))
     pictures += len(decoder.decode(None))
     assert pictures == len(units) == 10
+
+
+def test_each_payload_alone_joins_into_annex_b_that_decodes(units: list[bytes]) -> None:
+    """What aiortc's receiver does with a frame's payloads (as the gateway teaches it):
+    each turned into Annex-B bytes on its own, joined in order."""
+    decoder = av.CodecContext.create("hevc", "r")
+    pictures = 0
+    for unit in units:
+        joined = b"".join(annexb_h265(p) for p in packetize_h265(unit))
+        assert iter_nals(joined) == [n for n in iter_nals(unit) if len(n) > 2]
+        pictures += len(decoder.decode(av.Packet(joined)))
+    pictures += len(decoder.decode(None))
+    assert pictures == len(units)
+    assert annexb_h265(b"\x62") == b""  # too short to be a payload

@@ -10,7 +10,8 @@ import pytest
 from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
 
 from media_server.aiortc_internals import packetize_h264
-from media_server.rtp.assembler import START_CODE, Assembler, Unit
+from media_server.codecs.h264 import START_CODE
+from media_server.rtp.assembler import Assembler, Unit
 from media_server.rtp.audio import Mpeg4Generic, audio_depacketizer
 from media_server.rtp.clock import SenderReport, TrackClock, Unwrapper
 from media_server.rtp.packet import MalformedPacket, RtpPacket, seq_after, seq_distance
