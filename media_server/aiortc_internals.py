@@ -3,7 +3,8 @@
 The fan-out engine takes over a viewer's video sending once aiortc's DTLS has produced
 the keys: it needs the DTLS session's keying material, the ICE pair aiortc sends on, the
 RTP router that hands it RTCP, and aiortc's own H.264 packetizer. The sessions read the
-senders' packet counts, and ICE gathering is taught a loopback candidate. None of that is
+senders' packet counts, ICE gathering is taught a loopback candidate, and aiortc is taught
+H.265 (a codec it lacks) by registration, not by a fork. None of that is
 public API, so an aiortc upgrade may move any of it: each function here raises
 `AiortcChanged` naming what moved, rather than failing somewhere deep in a viewer, and
 tests/unit/test_aiortc_internals.py exercises each on real aiortc peers.
@@ -11,6 +12,7 @@ tests/unit/test_aiortc_internals.py exercises each on real aiortc peers.
 
 from __future__ import annotations
 
+import copy
 import socket
 import time
 from collections.abc import Callable, Coroutine
@@ -18,14 +20,23 @@ from types import ModuleType
 from typing import Any
 
 import aioice.ice
+import aiortc.codecs
 import aiortc.rtcrtpreceiver
-from aiortc import RTCRtpSender
+import aiortc.rtcrtpsender
+import av
+from aiortc import RTCRtpSender, RTCRtpTransceiver
+from aiortc.codecs.base import Decoder, Encoder
 from aiortc.codecs.h264 import H264Encoder
+from aiortc.jitterbuffer import JitterFrame
 from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsFingerprint, RTCDtlsTransport
-from aiortc.rtcrtpparameters import RTCRtpSendParameters
+from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters, RTCRtpSendParameters
 from aiortc.stats import RTCStatsReport
 from OpenSSL import SSL
+
+from media_server.model.media import CLOCK_RATE, TIME_BASE
+from media_server.rtp.packetizer import packetize_h265
+from media_server.rtp.payload import annexb_h265
 
 
 class AiortcChanged(RuntimeError):
@@ -237,3 +248,105 @@ def packetize_h264(annex_b: bytes) -> list[bytes]:
     packetize = _get(H264Encoder, "_packetize")
     payloads: list[bytes] = packetize(split(annex_b))
     return payloads
+
+
+# -- H.265: a codec aiortc lacks, registered at start-up -----------------------------------
+H265_MIME = "video/H265"
+#: What the registration states: Main profile, main tier, level 6, as Chrome offers it.
+#: Each answer states its stream's own profile, tier and level instead (`settle_codec`).
+H265_PARAMETERS = {"level-id": "180", "profile-id": "1", "tier-flag": "0", "tx-mode": "SRST"}
+
+
+class H265Passthrough(Encoder):
+    """aiortc's sender's encoder for H.265: packs the camera's access units (RFC 7798);
+    the gateway never encodes H.265."""
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        raise ValueError("the gateway sends H.265 only as the camera encoded it")
+
+    def pack(self, packet: Any) -> tuple[list[bytes], int]:
+        timestamp = int(packet.pts * packet.time_base / TIME_BASE) if packet.time_base else 0
+        return packetize_h265(bytes(packet)), timestamp & 0xFFFFFFFF
+
+
+class H265Decoder(Decoder):
+    """aiortc's receiver's decoder for H.265 (FFmpeg's, through PyAV): what a viewer of the
+    gateway that takes H.265 decodes with (the tests' viewers)."""
+
+    def __init__(self) -> None:
+        self.codec = av.CodecContext.create("hevc", "r")
+
+    def decode(self, encoded_frame: JitterFrame) -> list[Any]:
+        packet = av.Packet(encoded_frame.data)
+        packet.pts = encoded_frame.timestamp
+        packet.time_base = TIME_BASE
+        return list(self.codec.decode(packet))
+
+
+def _is_h265(codec: RTCRtpCodecParameters) -> bool:
+    return codec.mimeType.lower() == H265_MIME.lower()
+
+
+def teach_h265() -> None:
+    """Register H.265 with aiortc (idempotent): a video codec to negotiate (with its RTX,
+    and the feedback H.264 has: NACK, PLI), aiortc's sender packing it, and its
+    receiver depacketizing and decoding it. Before any peer connection is made."""
+    video: list[RTCRtpCodecParameters] = _get(aiortc.codecs, "CODECS")["video"]
+    if any(_is_h265(codec) for codec in video):
+        return
+    get_encoder = _get(aiortc.rtcrtpsender, "get_encoder")
+    get_decoder = _get(aiortc.rtcrtpreceiver, "get_decoder")
+    depayload = _get(aiortc.rtcrtpreceiver, "depayload")
+    payload_type = max(codec.payloadType or 0 for codec in video) + 1
+    video += [
+        RTCRtpCodecParameters(
+            mimeType=H265_MIME,
+            clockRate=CLOCK_RATE,
+            payloadType=payload_type,
+            rtcpFeedback=[
+                RTCRtcpFeedback(type="nack"),
+                RTCRtcpFeedback(type="nack", parameter="pli"),
+                RTCRtcpFeedback(type="goog-remb"),
+            ],
+            parameters=dict(H265_PARAMETERS),
+        ),
+        RTCRtpCodecParameters(
+            mimeType="video/rtx",
+            clockRate=CLOCK_RATE,
+            payloadType=payload_type + 1,
+            parameters={"apt": payload_type},
+        ),
+    ]
+
+    def encoder(codec: RTCRtpCodecParameters) -> Encoder:
+        return H265Passthrough() if _is_h265(codec) else get_encoder(codec)
+
+    def decoder(codec: RTCRtpCodecParameters) -> Decoder:
+        return H265Decoder() if _is_h265(codec) else get_decoder(codec)
+
+    def unpack(codec: RTCRtpCodecParameters, payload: bytes) -> bytes:
+        return annexb_h265(payload) if _is_h265(codec) else depayload(codec, payload)
+
+    aiortc.rtcrtpsender.get_encoder = encoder  # type: ignore[attr-defined]
+    aiortc.rtcrtpreceiver.get_decoder = decoder  # type: ignore[attr-defined]
+    aiortc.rtcrtpreceiver.depayload = unpack  # type: ignore[attr-defined]
+
+
+def settle_codec(
+    transceiver: RTCRtpTransceiver, payload_type: int, parameters: dict[str, str]
+) -> None:
+    """Narrow a transceiver whose remote offer is applied to one of the codecs it
+    negotiated (and its RTX), stating `parameters` in the answer: aiortc would answer
+    with its registration's `fmtp`, where the answer must state the stream's own."""
+    codecs: list[RTCRtpCodecParameters] = _get(transceiver, "_codecs")
+    chosen = next((c for c in codecs if c.payloadType == payload_type), None)
+    if chosen is None:
+        raise LookupError(f"payload type {payload_type} was not negotiated")
+    chosen = copy.deepcopy(chosen)
+    chosen.parameters = dict(parameters)
+    rtx = [
+        c
+        for c in codecs
+        if c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") == payload_type
+    ]
+    transceiver._codecs = [chosen, *rtx]

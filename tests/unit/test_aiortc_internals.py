@@ -7,17 +7,27 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import aioice.ice
+import av
 import pytest
-from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription, VideoStreamTrack
+from aiortc import (
+    MediaStreamTrack,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+    VideoStreamTrack,
+)
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.rtcrtpparameters import RTCRtcpParameters, RTCRtpSendParameters
 
 from media_server import aiortc_internals as internals
 from media_server.config import WebRTCSettings
+from media_server.model.media import Packet
 from media_server.webrtc.ice import rtc_configuration
+from tests.unit.test_h265_packetizer import encode
 
 SPS_PPS_IDR = (
     b"\x00\x00\x00\x01\x67\x42\xc0\x1e\xda\x02\x80\xbf\xe5\x84"
@@ -146,3 +156,66 @@ async def test_answering_lightly_shares_one_certificate_and_defers_the_estimator
     assert fingerprints[0] and fingerprints[0] == fingerprints[1]
     await first.close()
     await second.close()
+
+
+class _Units(MediaStreamTrack):
+    """A track of encoded H.265 access units (what the gateway's hub track gives aiortc)."""
+
+    kind = "video"
+
+    def __init__(self, units: list[bytes]) -> None:
+        super().__init__()
+        self._units = iter(units)
+        self._pts = 0
+
+    async def recv(self) -> Packet:
+        await asyncio.sleep(1 / 30)
+        packet = av.Packet(next(self._units))
+        packet.pts, packet.time_base = self._pts, Fraction(1, 90_000)
+        self._pts += 3000
+        return packet
+
+
+async def test_h265_is_negotiated_packed_and_decoded_once_taught() -> None:
+    """After `teach_h265`, an aiortc viewer offers H.265; the answer settled on it states
+    the stream's own `fmtp`; aiortc's sender packs the units (RFC 7798) and the viewer's
+    receiver decodes them to pictures (FFmpeg, through PyAV)."""
+    internals.gather_loopback()
+    internals.teach_h265()
+    internals.teach_h265()  # idempotent: one registration
+    video = RTCRtpSender.getCapabilities("video").codecs
+    assert [c.mimeType for c in video].count(internals.H265_MIME) == 1
+    units = encode(320, 240, 60)
+    config = rtc_configuration(WebRTCSettings())
+    gateway, viewer = RTCPeerConnection(config), RTCPeerConnection(config)
+    received = viewer.addTransceiver("video", direction="recvonly")
+    received.setCodecPreferences([c for c in video if c.mimeType == internals.H265_MIME])
+    await viewer.setLocalDescription(await viewer.createOffer())
+    assert "H265/90000" in viewer.localDescription.sdp
+    sending = gateway.addTransceiver(_Units(units), direction="sendonly")
+    await gateway.setRemoteDescription(viewer.localDescription)
+    offered = next(
+        int(line.split()[0].split(":")[1])
+        for line in viewer.localDescription.sdp.splitlines()
+        if "H265/90000" in line
+    )
+    stream_fmtp = {"level-id": "60", "profile-id": "1", "tier-flag": "0", "tx-mode": "SRST"}
+    internals.settle_codec(sending, offered, stream_fmtp)
+    with pytest.raises(LookupError):
+        internals.settle_codec(sending, 13, stream_fmtp)
+    await gateway.setLocalDescription(await gateway.createAnswer())
+    answer = gateway.localDescription.sdp
+    assert f"a=fmtp:{offered} level-id=60;profile-id=1;tier-flag=0;tx-mode=SRST" in answer
+    assert "H264" not in answer and "VP8" not in answer
+    await viewer.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+    try:
+        track = received.receiver.track
+        sizes = set()
+        for _ in range(20):
+            frame = await asyncio.wait_for(track.recv(), 10)
+            assert isinstance(frame, av.VideoFrame)
+            sizes.add((frame.width, frame.height))
+        assert sizes == {(320, 240)}
+    finally:
+        await viewer.close()
+        await gateway.close()
