@@ -16,19 +16,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import av
-from av.video.codeccontext import VideoCodecContext
 
-from media_server.codecs import h264
+from media_server.codecs import h264, h265
 from media_server.ingest.audio import AudioPath
 from media_server.ingest.backoff import Backoff
-from media_server.ingest.encoder import SharedEncoder
 from media_server.ingest.reactor import Entry
 from media_server.ingest.source import PermanentSourceError, Polled, Source, SourceError
 from media_server.ingest.timeline import Timeline
-from media_server.model.clock import CaptureClock
+from media_server.ingest.transcoder import ShareOnDemand, Transcoder
 from media_server.model.media import (
     TIME_BASE,
     AccessUnit,
@@ -62,16 +60,27 @@ class IngestSink(Protocol):
     @property
     def wants_source_audio(self) -> bool: ...
 
+    def on_transcoded_unit(self, unit: AccessUnit) -> None:
+        """An H.265 stream's H.264 transcode, for viewers that take only H.264."""
 
-def choose_mode(requested: Mode, info: SourceInfo) -> EffectiveMode:
-    """Passthrough when browsers can decode the source untouched, else transcode."""
+    @property
+    def wants_transcode(self) -> bool:
+        """Whether any viewer of an H.265 stream passed through takes its H.264 transcode."""
+        ...
+
+
+def choose_mode(requested: Mode, info: SourceInfo, hevc: bool = True) -> EffectiveMode:
+    """Passthrough when browsers can decode the source untouched, else transcode. H.265
+    passes through (its H.264 viewers share a transcode) where `hevc` allows it."""
+    passable = ("h264", "hevc") if hevc else ("h264",)
     if requested == "passthrough":
-        if info.codec != "h264":
-            raise PermanentSourceError(f"passthrough needs H.264, the source sends {info.codec}")
+        if info.codec not in passable:
+            names = " or ".join(passable).replace("hevc", "H.265").replace("h264", "H.264")
+            raise PermanentSourceError(f"passthrough needs {names}, the source sends {info.codec}")
         return "passthrough"
     if requested == "transcode":
         return "transcode"
-    return "passthrough" if info.codec == "h264" and info.browser_safe else "transcode"
+    return "passthrough" if info.codec in passable and info.browser_safe else "transcode"
 
 
 class IngestCounters:
@@ -123,6 +132,7 @@ class IngestWorker:
         shared_bitrate: int | None = None,
         publish_frames: bool = True,
         nice: int = 0,
+        hevc_bitrate: int | None = None,
     ) -> None:
         self.name = name
         self._nice = nice
@@ -132,6 +142,9 @@ class IngestWorker:
         self._loop = loop
         self._policy = policy
         self._shared_bitrate = shared_bitrate  # None: no shared encode
+        #: An H.265 stream's H.264 transcode, made while viewers take it; None: H.265 is
+        #: not passed through (a cluster relays one codec to its other nodes).
+        self._hevc_bitrate = hevc_bitrate
         self._publish_frames = publish_frames or shared_bitrate is None
         self._backlog = backlog
         self._stop = threading.Event()
@@ -289,8 +302,21 @@ class IngestWorker:
         counters.audio_frames_encoded = audio.frames_encoded
 
     @staticmethod
-    def _with_sps(info: SourceInfo, data: bytes, reordered: bool) -> SourceInfo:
-        sps = h264.find_sps(data)
+    def _with_sps(info: SourceInfo, params: bytes, reordered: bool) -> SourceInfo:
+        """What new parameter sets say of the stream (they become its extradata)."""
+        if info.codec == "hevc":
+            hevc = h265.find_sps(params)
+            if hevc is None:
+                return info
+            return replace(
+                info,
+                width=hevc.width,
+                height=hevc.height,
+                profile=hevc.profile_name,
+                extradata=params,
+                browser_safe=h265.browser_safe(hevc) and not reordered,
+            )
+        sps = h264.find_sps(params)
         if sps is None:
             return info
         return replace(
@@ -299,6 +325,7 @@ class IngestWorker:
             height=sps.height,
             fps=sps.fps or info.fps,
             profile=sps.profile_name,
+            extradata=params,
             browser_safe=h264.browser_safe(sps) and not reordered,
         )
 
@@ -317,21 +344,22 @@ class _Pump:
         self._info = info
         self._timeline = timeline
         self._backoff = backoff
-        self._params = h264.parameter_sets(info.extradata) if info.codec == "h264" else b""
+        self._codec = _CODECS.get(info.codec)
+        self._params = self._codec.parameter_sets(info.extradata) if self._codec else b""
         self._mode: EffectiveMode | None = None
-        self._decoder: VideoCodecContext | None = None
-        bitrate = worker._shared_bitrate
-        self._encoder = SharedEncoder(bitrate) if bitrate is not None else None
-        #: The camera's capture times, carried over to what the shared encoder makes.
-        self._capture = CaptureClock()
+        self._transcoder = Transcoder(info.codec, worker._shared_bitrate)
+        hevc = worker._hevc_bitrate
+        self._shared = ShareOnDemand(info.codec, hevc) if hevc and info.codec == "hevc" else None
+        #: Whether video is handled on the worker's own thread (decoding) from now on.
+        self._decoding = False
         self._need_key = True
         self._reordered = False
         audio = info.audio
         self._audio = AudioPath(audio) if audio and audio.mode != "off" else None
         self._last_src_pts: int | None = None
-        self._last_frame_pts: int | None = None
 
     def run(self, source: Source) -> None:
+        self._decoding = True  # every packet is this thread's
         while not self._worker._stop.is_set():
             read = source.read()
             if read is None:
@@ -352,7 +380,11 @@ class _Pump:
         no track's state is ever handled by two threads at once."""
         if read.track == "audio":
             return self._audio is None or self._audio.info.mode == "passthrough"
-        return self._mode != "transcode"
+        if not self._decoding and (
+            self._mode == "transcode" or (self._shared is not None and self._sink.wants_transcode)
+        ):
+            self._decoding = True
+        return not self._decoding
 
     def need_keyframe(self) -> None:
         self._need_key = True
@@ -376,23 +408,27 @@ class _Pump:
         unit = AccessUnit(data, pts, TIME_BASE, key, packet.capture)
         if self._mode == "passthrough":
             self._worker._post(self._sink.on_unit, unit)
+            if self._shared is not None:
+                self._share(self._shared, unit)
         else:
-            self._transcode(unit, pts)
+            self._transcode(unit)
 
     def _keyframe(self, data: bytes, key: bool) -> tuple[bytes, bool]:
-        """Count the packet; for H.264, whether it is a keyframe (an IDR), with the
-        parameter sets put in front of one that lacks them, and a change of them noted."""
+        """Count the packet; for H.264 and H.265, whether it is a keyframe (IDR; IRAP),
+        with the parameter sets put in front of one that lacks them, and a change of
+        them noted."""
         counters = self._counters
         counters.packets += 1
         counters.bytes += len(data)
-        if self._info.codec == "h264":
-            types = h264.nal_types(data)
-            key = h264.NAL_IDR in types
-            if key and h264.NAL_SPS in types:
-                fresh = h264.parameter_sets(data)
+        codec = self._codec
+        if codec is not None:
+            types = codec.nal_types(data)
+            key = not types.isdisjoint(codec.keys)
+            if key and codec.sps in types:
+                fresh = codec.parameter_sets(data)
                 if fresh != self._params:
                     self._params = fresh
-                    self._info = IngestWorker._with_sps(self._info, data, self._reordered)
+                    self._info = IngestWorker._with_sps(self._info, fresh, self._reordered)
                     if self._mode is not None:
                         self._worker._post(self._sink.on_info, self._info, self._mode)
             elif key and self._params:
@@ -405,7 +441,8 @@ class _Pump:
         """At the first keyframe: choose the mode, and say the stream is live."""
         if not key:
             return False
-        self._mode = choose_mode(self._worker._requested, self._info)
+        hevc = self._worker._hevc_bitrate is not None
+        self._mode = choose_mode(self._worker._requested, self._info, hevc)
         self._worker._post(self._sink.on_info, self._info, self._mode)
         self._worker._post(self._sink.on_state, StreamState.LIVE, None)
         self._backoff.success()
@@ -425,34 +462,61 @@ class _Pump:
         if src_pts is not None:
             self._last_src_pts = src_pts
 
-    def _transcode(self, unit: AccessUnit, pts: int) -> None:
+    def _transcode(self, unit: AccessUnit) -> None:
         """Decode; hand frames to viewers whose own encoder takes them, and encode them
         once for the rest."""
         counters, worker = self._counters, self._worker
-        self._capture.follow(unit.pts, unit.time_base, unit.capture)
-        if self._decoder is None:
-            self._decoder = cast(VideoCodecContext, av.CodecContext.create(self._info.codec, "r"))
         try:
-            frames = self._decoder.decode(unit.packet)
+            frames = self._transcoder.decode(unit)
         except av.FFmpegError:
             counters.decode_errors += 1
             self._need_key = True
             return
         for frame in frames:
             counters.frames_decoded += 1
-            # Encoders (libvpx above all) refuse a frame whose pts does not increase.
-            last = self._last_frame_pts
-            if frame.pts is None or (last is not None and frame.pts <= last):
-                frame.pts = pts if last is None else max(pts, last + 1)
-            self._last_frame_pts = frame.pts
-            frame.time_base = TIME_BASE
             if worker._publish_frames:
                 worker._post(self._sink.on_frame, frame)
-            if self._encoder is None:
-                continue
-            for encoded in self._encoder.encode(frame, self._info.fps or counters.fps or 30.0):
+            for encoded in self._transcoder.encode(frame, self._fps):
                 counters.frames_encoded += 1
-                capture = self._capture.at(encoded.pts, encoded.time_base)
-                if capture is not None:
-                    encoded = replace(encoded, capture=capture)
                 worker._post(self._sink.on_unit, encoded)
+
+    def _share(self, shared: ShareOnDemand, unit: AccessUnit) -> None:
+        """An H.265 stream passed through: its H.264 viewers' one transcode, made on this
+        thread while any of them watch (`light` moved video here when the first came)."""
+        counters, worker = self._counters, self._worker
+        try:
+            frames = shared.take(unit, self._decoding and self._sink.wants_transcode)
+        except av.FFmpegError:
+            counters.decode_errors += 1
+            return
+        for frame in frames:
+            counters.frames_decoded += 1
+            for encoded in shared.encode(frame, self._fps):
+                counters.frames_encoded += 1
+                worker._post(self._sink.on_transcoded_unit, encoded)
+
+    @property
+    def _fps(self) -> float:
+        return self._info.fps or self._counters.fps or 30.0
+
+
+class _Codec:
+    """What the pump needs to know of a codec's NAL units, H.264's or H.265's."""
+
+    def __init__(
+        self,
+        nal_types: Callable[[bytes], set[int]],
+        parameter_sets: Callable[[bytes], bytes],
+        keys: range | tuple[int, ...],
+        sps: int,
+    ) -> None:
+        self.nal_types = nal_types
+        self.parameter_sets = parameter_sets
+        self.keys = keys
+        self.sps = sps
+
+
+_CODECS = {
+    "h264": _Codec(h264.nal_types, h264.parameter_sets, (h264.NAL_IDR,), h264.NAL_SPS),
+    "hevc": _Codec(h265.nal_types, h265.parameter_sets, h265.NAL_IRAP, h265.NAL_SPS),
+}

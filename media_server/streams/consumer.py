@@ -3,7 +3,9 @@
 A WebRTC viewer (served by aiortc's sender or by the engine), a relay to another node of
 a cluster, the stream's fMP4 muxer and its MSE and HLS viewers each attach to a stream as
 a consumer of a kind, then subscribe to what they need: access units, decoded frames, or
-audio, each from a bounded queue that starts at the cached keyframe. Attaching
+audio, each from a bounded queue that starts at the cached keyframe. A consumer of an
+H.265 stream that decodes only H.264 takes the stream's shared H.264 transcode instead
+(`take_transcode`), which runs while any consumer takes it. Attaching
 holds the stream open (an on-demand camera opens for its first consumer and closes a
 while after its last); the stream counts its consumers by kind, and the API, the metrics
 and the console all read that one count.
@@ -26,6 +28,8 @@ ConsumerKind = Literal["viewer", "relay", "fanout", "snapshot", "muxer", "mse", 
 #: The kinds that keep an on-demand stream open: those that watch. A fan-out and a muxer
 #: serve viewers that hold the stream already; a snapshot shows what the stream has.
 HOLDING: frozenset[ConsumerKind] = frozenset({"viewer", "relay", "mse", "hls"})
+#: The kinds a person watches through: the view shows which codec each of them gets.
+WATCHING: tuple[ConsumerKind, ...] = ("viewer", "mse", "hls")
 CONSUMER_KINDS: tuple[ConsumerKind, ...] = get_args(ConsumerKind)
 
 
@@ -36,12 +40,30 @@ class Consumer:
         self._subscribed: list[tuple[Hub, Subscriber]] = []
         self._taps: list[Tap] = []
         self.closed = False
+        #: Whether it takes the stream's H.264 transcode rather than the stream's video.
+        self.transcoded = False
         stream._attached(kind)
+
+    @property
+    def _hub(self) -> Hub:
+        return self.stream.transcode_hub if self.transcoded else self.stream.hub
+
+    @property
+    def video_codec(self) -> str | None:
+        """The codec of the video units it takes (FFmpeg's name), None while unknown."""
+        return "h264" if self.transcoded else self.stream.video_codec
+
+    def take_transcode(self) -> None:
+        """Take the stream's H.264 transcode (an H.265 stream's, for a consumer that
+        decodes only H.264) rather than its video; before the first subscription."""
+        if not self.transcoded and not self.closed:
+            self.transcoded = True
+            self.stream._transcoding(self.kind, 1)
 
     def video(self, wants: Wants = "any") -> Subscriber:
         """A queue of the stream's video: encoded units, decoded frames, or whichever it
         carries. Subscribe at the first read: a consumer that never reads is never fed."""
-        return self._subscribe(self.stream.hub, wants)
+        return self._subscribe(self._hub, wants)
 
     def audio(self, as_sent: bool = False) -> Subscriber:
         """A queue of the stream's audio units, as WebRTC viewers receive them, or
@@ -61,13 +83,13 @@ class Consumer:
         """Every video unit as it is published, with no queue: for a fan-out that keeps
         per-viewer state of its own (the engine's feed)."""
         if not self.closed:
-            self.stream.hub.add_tap(tap)
+            self._hub.add_tap(tap)
             self._taps.append(tap)
 
     def picture(self) -> Picture:
         """What the latest picture can be made from: the units since the last keyframe,
         or the last decoded frame, or nothing yet."""
-        return self.stream.hub.picture()
+        return self._hub.picture()
 
     def drop(self, sub: Subscriber) -> None:
         """Stop taking one of the queues (the consumer stays attached): it ends, so a
@@ -87,6 +109,8 @@ class Consumer:
         for _, sub in list(self._subscribed):
             self.drop(sub)
         for tap in self._taps:
-            self.stream.hub.remove_tap(tap)
+            self._hub.remove_tap(tap)
         self._taps.clear()
+        if self.transcoded:
+            self.stream._transcoding(self.kind, -1)
         self.stream._detached(self.kind)

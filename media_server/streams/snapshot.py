@@ -12,7 +12,7 @@ import asyncio
 import time
 import weakref
 from fractions import Fraction
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import av
 from av.video.codeccontext import VideoCodecContext
@@ -42,8 +42,8 @@ class NoPicture(Exception):
     """Nothing to make a picture from yet (no keyframe since the stream (re)started)."""
 
 
-def _decode_last(units: list[AccessUnit]) -> av.VideoFrame:
-    decoder = av.CodecContext.create("h264", "r")
+def _decode_last(units: list[AccessUnit], codec: str) -> av.VideoFrame:
+    decoder = cast(VideoCodecContext, av.CodecContext.create(codec, "r"))
     last = None
     for unit in units:
         try:
@@ -61,9 +61,11 @@ def _decode_last(units: list[AccessUnit]) -> av.VideoFrame:
     return last
 
 
-def _jpeg(picture: Picture) -> bytes:
+def _jpeg(picture: Picture, codec: str) -> bytes:
+    """A JPEG of the picture: a decoded frame, or the units (in `codec`: h264, hevc)
+    since a keyframe, decoded."""
     assert picture is not None
-    frame = picture if isinstance(picture, av.VideoFrame) else _decode_last(picture)
+    frame = picture if isinstance(picture, av.VideoFrame) else _decode_last(picture, codec)
     width, height = frame.width - frame.width % 2, frame.height - frame.height % 2
     encoder = av.CodecContext.create("mjpeg", "w")
     assert isinstance(encoder, VideoCodecContext)
@@ -101,11 +103,12 @@ class Snapshots:
         consumer = self._stream.attach("snapshot")  # reads what the stream has: no hold
         try:
             picture = consumer.picture()
+            codec = consumer.video_codec or "h264"
         finally:
             consumer.close()
         if picture is None:
             raise NoPicture("no picture yet: the stream has not sent a keyframe")
         async with _decoding_slots():
-            data = await asyncio.to_thread(_jpeg, picture)
+            data = await asyncio.to_thread(_jpeg, picture, codec)
         self._cached = (time.monotonic(), data)
         return data

@@ -19,7 +19,13 @@ from media_server.model.media import AccessUnit, EffectiveMode, SourceInfo, Stre
 from media_server.model.registration import Registration
 from media_server.mp4.audio import fmp4_audio
 from media_server.streams.changes import Changes
-from media_server.streams.consumer import CONSUMER_KINDS, HOLDING, Consumer, ConsumerKind
+from media_server.streams.consumer import (
+    CONSUMER_KINDS,
+    HOLDING,
+    WATCHING,
+    Consumer,
+    ConsumerKind,
+)
 from media_server.streams.delivery import delivery
 from media_server.streams.fanout import Hub
 from media_server.streams.snapshot import Snapshots
@@ -64,6 +70,8 @@ class Stream:
         self.ingest_here = make_relay is None
         #: Who consumes the stream now, by kind (what the API, metrics and console show).
         self.consumers: Counter[ConsumerKind] = Counter()
+        #: Those of them that take the H.264 transcode of an H.265 stream, by kind.
+        self.transcoded: Counter[ConsumerKind] = Counter()
         self._switching = asyncio.Lock()  # one change of ingest at a time
         self._stopped = False  # removed: nothing starts again
         #: Who declared it: "api" (the registry), "config" (the config file) or "demo".
@@ -88,6 +96,11 @@ class Stream:
         self.audio_hub = Hub(hub.viewer_queue, 0, 0, 0)
         #: The camera's audio as it came, where viewers get another codec (AAC): for fMP4.
         self.source_audio_hub = Hub(hub.viewer_queue, 0, 0, 0)
+        #: An H.265 stream's one H.264 transcode, while consumers that decode only H.264
+        #: take it (the ingest thread makes it only then).
+        self.transcode_hub = Hub(
+            hub.viewer_queue, hub.gop_cache_units, hub.gop_cache_bytes, hub.viewer_frames
+        )
         #: The stream's timestamps on its camera's clock, for sender reports to viewers.
         self.capture = CaptureClock()
         self.snapshots = Snapshots(self)
@@ -149,6 +162,8 @@ class Stream:
             self._settings.transcode.bitrate if "shared" in self._transcode_encodes else None,
             "per_viewer" in self._transcode_encodes,
             self._settings.ingest.thread_nice,
+            # A cluster relays one codec to its other nodes: H.265 is transcoded there.
+            None if self.clustered else self._settings.transcode.bitrate,
         )
         self.worker.start()
 
@@ -156,11 +171,19 @@ class Stream:
         """Stop ingest and end every viewer's track; waits for the thread off the loop."""
         self._stopped = True
         self._cancel_linger()
-        self.hub.end_all()
-        self.audio_hub.end_all()
-        self.source_audio_hub.end_all()
+        for hub in self._hubs:
+            hub.end_all()
         await self._stop_worker(timeout)
         self._set_state(StreamState.STOPPED, None)
+
+    @property
+    def _hubs(self) -> tuple[Hub, ...]:
+        return (self.hub, self.audio_hub, self.source_audio_hub, self.transcode_hub)
+
+    def _clear_video(self) -> None:
+        """What the video hubs cached belongs to a source session that is over."""
+        self.hub.clear_cache()
+        self.transcode_hub.clear_cache()
 
     async def _stop_worker(self, timeout: float) -> None:
         worker, self.worker = self.worker, None
@@ -194,7 +217,7 @@ class Stream:
             await self._stop_worker(self._settings.ingest.read_timeout + 1)
             if self._stopped:
                 return
-            self.hub.clear_cache()
+            self._clear_video()
             if self._holders or not self.on_demand:
                 self.start()
             else:
@@ -247,7 +270,7 @@ class Stream:
         async def idle() -> None:
             await self._stop_worker(self._settings.ingest.read_timeout + 1)
             if self.worker is None:  # no viewer came back meanwhile
-                self.hub.clear_cache()
+                self._clear_video()
                 self._set_state(StreamState.IDLE, None)
 
         self._idling = self._loop.create_task(idle())
@@ -269,13 +292,13 @@ class Stream:
     # -- IngestSink (called on the loop) -----------------------------------------------
     def on_state(self, state: StreamState, error: str | None) -> None:
         if state == StreamState.RECONNECTING:
-            self.hub.clear_cache()
+            self._clear_video()
             self.capture.forget()
         self._set_state(state, error)
 
     def on_info(self, info: SourceInfo, mode: EffectiveMode) -> None:
         if mode != self.effective_mode:
-            self.hub.clear_cache()  # what was cached belongs to the other media path
+            self._clear_video()  # what was cached belongs to the other media path
         self.info = info
         self.effective_mode = mode
         self._info_known.set()
@@ -296,6 +319,26 @@ class Stream:
     def wants_source_audio(self) -> bool:
         """Whether anyone takes the camera's own audio (read from the ingest thread)."""
         return bool(self.source_audio_hub.subscribed)
+
+    def on_transcoded_unit(self, unit: AccessUnit) -> None:
+        self.transcode_hub.publish_unit(unit)
+
+    @property
+    def wants_transcode(self) -> bool:
+        """Whether any consumer takes the H.264 transcode (read from the ingest thread)."""
+        return any(self.transcoded.values())
+
+    @property
+    def video_codec(self) -> str | None:
+        """The codec of the units its hub carries (FFmpeg's name): the camera's passed
+        through, or H.264 transcoded; None until the source is known."""
+        if self.info is None:
+            return None
+        return "h264" if self.effective_mode == "transcode" else self.info.codec
+
+    def _transcoding(self, kind: ConsumerKind, change: int) -> None:
+        self.transcoded[kind] = max(0, self.transcoded[kind] + change)
+        self.changes.notify()
 
     def on_frame(self, frame: av.VideoFrame) -> None:
         self.frames_out += 1
@@ -337,6 +380,7 @@ class Stream:
             "viewers": self.consumers["viewer"],
             "consumers": {kind: self.consumers[kind] for kind in CONSUMER_KINDS},
             "codec": info.codec if info else None,
+            "video_codecs": self._video_codecs(),
             "profile": info.profile if info else None,
             "width": info.width if info else None,
             "height": info.height if info else None,
@@ -364,12 +408,29 @@ class Stream:
                 ingest_dropped=counters.dropped_backlog if counters else 0,
                 units_out=self.units_out,
                 frames_out=self.frames_out,
-                viewer_dropped=self.hub.dropped,
+                viewer_dropped=self.hub.dropped + self.transcode_hub.dropped,
                 audio_packets_in=counters.audio_packets if counters else 0,
                 audio_frames_encoded=counters.audio_frames_encoded if counters else 0,
             ),
         }
         return StreamView.model_construct(**fields)
+
+    def _video_codecs(self) -> dict[str, dict[str, int]]:
+        """Who gets which video codec, by watching kind (an H.265 stream's H.264 viewers
+        take its transcode)."""
+        own = self.video_codec
+        if own is None:
+            return {}
+        shown: dict[str, dict[str, int]] = {}
+        for kind in WATCHING:
+            transcoded = self.transcoded[kind]
+            counts = {own: self.consumers[kind] - transcoded, "h264": transcoded}
+            if own == "h264":
+                counts = {own: self.consumers[kind]}
+            counts = {codec: n for codec, n in counts.items() if n > 0}
+            if counts:
+                shown[kind] = counts
+        return shown
 
     def status(self) -> dict[str, Any]:
         """What the origin publishes of this stream to the other nodes."""

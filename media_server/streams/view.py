@@ -68,7 +68,12 @@ class StreamView(Registration):
         "muxer (its fMP4, made while anyone watches over MSE or HLS), mse (MSE viewers' "
         "WebSockets), hls (HLS players that polled in the last few target durations)"
     )
-    codec: str | None
+    codec: str | None = Field(description="the camera's video codec (FFmpeg's name: h264, hevc)")
+    video_codecs: dict[ConsumerKind, dict[str, int]] = Field(
+        description="who gets which video codec now, by watching kind (viewer, mse, hls): "
+        "an H.265 stream passes through to those that decode H.265, and the rest share "
+        'its one H.264 transcode, e.g. {"viewer": {"hevc": 2, "h264": 1}}'
+    )
     profile: str | None
     width: int | None
     height: int | None

@@ -1,4 +1,5 @@
-"""Which media path a stream takes: passthrough when browsers decode the source as it is."""
+"""Which media path a stream takes: passthrough when browsers decode the source as it is
+(H.265 too, where its H.264 viewers can share a transcode)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,17 @@ def info(codec: str = "h264", safe: bool = True) -> SourceInfo:
 def test_auto() -> None:
     assert choose_mode("auto", info()) == "passthrough"
     assert choose_mode("auto", info(safe=False)) == "transcode"
-    assert choose_mode("auto", info("hevc", safe=False)) == "transcode"
+    assert choose_mode("auto", info("hevc")) == "passthrough"
+    assert choose_mode("auto", info("hevc", safe=False)) == "transcode"  # B-frames, say
+    assert choose_mode("auto", info("hevc"), hevc=False) == "transcode"  # a cluster's
+    assert choose_mode("auto", info("mpeg4")) == "transcode"
 
 
 def test_explicit() -> None:
     assert choose_mode("transcode", info()) == "transcode"
     assert choose_mode("passthrough", info(safe=False)) == "passthrough"
-    with pytest.raises(PermanentSourceError, match=r"H\.264"):
-        choose_mode("passthrough", info("hevc"))
+    assert choose_mode("passthrough", info("hevc")) == "passthrough"
+    with pytest.raises(PermanentSourceError, match=r"H\.264, the source sends hevc"):
+        choose_mode("passthrough", info("hevc"), hevc=False)
+    with pytest.raises(PermanentSourceError, match=r"H\.264 or H\.265"):
+        choose_mode("passthrough", info("mpeg4"))
