@@ -66,7 +66,7 @@ class Feed:
         return self.restarts
 
     def on_unit(self, unit: AccessUnit) -> None:
-        packed = self._packetizer.packetize(unit)
+        packed = self._packetizer.packetize(unit, self.consumer.video_codec == "hevc")
         self.history.add(packed)
         self._cache(packed)
         if self._last is not None:

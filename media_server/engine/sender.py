@@ -38,7 +38,7 @@ ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 
 
 class EngineError(Exception):
-    """The viewer cannot be served by the engine (no keys, no route, not H.264)."""
+    """The viewer cannot be served by the engine (no keys, no route, not H.264 or H.265)."""
 
 
 def selected_route(dtls: Any) -> tuple[Any, Any, int, str, int]:
@@ -92,8 +92,10 @@ class EngineSender:
 
     def _attach(self, parameters: RTCRtpSendParameters) -> EngineViewer:
         codec = parameters.codecs[0]
-        if codec.mimeType.lower() != "video/h264":
-            raise EngineError(f"the viewer takes {codec.mimeType}, the engine sends H.264")
+        if codec.mimeType.lower() not in ("video/h264", "video/h265"):
+            # The session chose the codec to match the stream's (an H.265 stream's H.264
+            # viewers take the transcode, through aiortc's sender).
+            raise EngineError(f"the viewer takes {codec.mimeType}, the engine sends H.264 or H.265")
         rtx = next(
             (
                 c.payloadType

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from media_server.aiortc_internals import packetize_h264
 from media_server.model.media import AccessUnit
+from media_server.rtp.packetizer import packetize_h265
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,14 +26,15 @@ class Packetized:
 
 
 class Packetizer:
-    """Splits Annex-B access units into RTP payloads exactly as aiortc's sender would,
-    numbering packets across the stream's whole life."""
+    """Splits Annex-B access units into RTP payloads exactly as aiortc's sender would
+    (H.264; H.265 as the gateway teaches aiortc to), numbering packets across the
+    stream's whole life."""
 
     def __init__(self) -> None:
         self._next = 0
 
-    def packetize(self, unit: AccessUnit) -> Packetized:
-        payloads = packetize_h264(unit.data)
+    def packetize(self, unit: AccessUnit, hevc: bool = False) -> Packetized:
+        payloads = packetize_h265(unit.data) if hevc else packetize_h264(unit.data)
         packed = Packetized(tuple(payloads), unit.pts & 0xFFFFFFFF, self._next, unit.keyframe)
         self._next = packed.end
         return packed

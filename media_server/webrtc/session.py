@@ -16,11 +16,19 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from media_server.aiortc_internals import answer_lightly, gather_loopback, sent_counts
+from media_server.aiortc_internals import (
+    H265_MIME,
+    answer_lightly,
+    gather_loopback,
+    sent_counts,
+    settle_codec,
+    teach_h265,
+)
+from media_server.codecs import h265
 from media_server.config import Settings
 from media_server.engine.engine import Engine
 from media_server.engine.sender import EngineSender
@@ -56,10 +64,13 @@ class SignalingError(Exception):
         self.status = status
 
 
-def _preferred_codecs(transport: str) -> list[RTCRtpCodecCapability]:
-    """H.264 when the stream sends H.264 (passthrough, shared transcode, or not yet known);
-    VP8 first when aiortc encodes per viewer (the cheapest codec to encode)."""
+def _preferred_codecs(transport: str, hevc: bool = False) -> list[RTCRtpCodecCapability]:
+    """H.265 for a viewer that takes an H.265 stream as it is; H.264 when the stream sends
+    H.264 (passthrough, shared transcode, or not yet known); VP8 first when aiortc
+    encodes per viewer (the cheapest codec to encode)."""
     caps = RTCRtpSender.getCapabilities("video").codecs
+    if hevc:
+        return [c for c in caps if c.mimeType.lower() == H265_MIME.lower()]
     h264 = [c for c in caps if c.mimeType.lower() == "video/h264"]
     if transport == "transcode-per-viewer":
         vp8 = [c for c in caps if c.mimeType.lower() == "video/vp8"]
@@ -94,6 +105,29 @@ def _audio_codec(offer: SessionDescription, stream: Stream) -> RTCRtpCodecCapabi
             caps = RTCRtpSender.getCapabilities("audio").codecs
             return next((c for c in caps if c.mimeType.lower() == mime), None)
     return None
+
+
+def _hevc_choice(offer: SessionDescription, stream: Stream) -> tuple[int, dict[str, str]] | None:
+    """For an H.265 stream passed through: the offer's H.265 payload type that decodes it,
+    and the `fmtp` the answer states (the stream's profile, tier and level); None when the
+    stream is not such, or the viewer does not decode it (it takes the H.264 transcode)."""
+    info = stream.info
+    if stream.effective_mode != "passthrough" or info is None or info.codec != "hevc":
+        return None
+    sps = h265.find_sps(info.extradata)
+    if sps is None:
+        return None
+    mime = H265_MIME.lower()
+    for media in _receiving(offer, "video")[:1]:
+        for codec in media.rtp.codecs:
+            if codec.mimeType.lower() == mime and sps.decodable_by(codec.parameters):
+                return int(codec.payloadType), sps.sdp_parameters
+    return None
+
+
+def _hevc_stream(stream: Stream) -> bool:
+    info = stream.info
+    return stream.effective_mode == "passthrough" and info is not None and info.codec == "hevc"
 
 
 def check_offer(sdp: str) -> SessionDescription:
@@ -159,6 +193,10 @@ class ViewerSession:
         self.audio_track: HubTrack | None = None
         #: The fan-out engine in place of aiortc's video sender (transport "engine").
         self.engine: EngineSender | None = None
+        #: An H.265 stream's viewer that takes it as it is: the offer's payload type and
+        #: the answer's `fmtp` (None: H.264, the stream's or its transcode).
+        self.hevc: tuple[int, dict[str, str]] | None = None
+        self.video: RTCRtpTransceiver | None = None
 
     @property
     def label(self) -> str:
@@ -235,6 +273,7 @@ class SessionManager:
     ) -> None:
         gather_loopback()
         answer_lightly()
+        teach_h265()
         self._gateway = settings
         self._guard = guard
         self._settings = settings.webrtc
@@ -284,18 +323,26 @@ class SessionManager:
         self._admit(stream, client)
         offer = check_offer(offer_sdp)
         offer_sdp, candidates = screen_offer(offer_sdp, self._guard)
-        if self.engine is not None and stream.effective_mode is None:
-            # Whether the engine may serve this viewer depends on the stream's mode.
+        if stream.effective_mode is None:
+            # How this viewer is served (the engine or aiortc; the camera's H.265 or the
+            # H.264 transcode) depends on what the stream is.
             await stream.wait_info(INFO_WAIT)
         canary = canary_turn(self._gateway, self._admitted[stream.id])
         self._admitted[stream.id] += 1
         mode = stream.effective_mode or stream.registration.mode
         transport = delivery(self._gateway, mode, canary)
+        hevc = _hevc_choice(offer, stream)
+        transcoded = _hevc_stream(stream) and hevc is None
+        if transcoded:
+            transport = "transcode-shared"  # the H.265 stream's one H.264 transcode
         if transport == "engine" and self.engine is None:
             transport = "passthrough"
         pc = RTCPeerConnection(rtc_configuration(self._settings))
         session = ViewerSession(stream, pc, via, client, transport, self._guard)
         session.candidates = candidates
+        session.hevc = hevc
+        if transcoded:
+            session.consumer.take_transcode()
         self._sessions[session.id] = session
         try:
             self._add_video(session)
@@ -359,7 +406,10 @@ class SessionManager:
                 self._first_media(session),
                 lambda reason: self._close_soon(session, reason),
             )
-        transceiver.setCodecPreferences(_preferred_codecs(session.transport))
+        session.video = transceiver
+        transceiver.setCodecPreferences(
+            _preferred_codecs(session.transport, session.hevc is not None)
+        )
 
     async def _add_audio(self, session: ViewerSession, offer: SessionDescription) -> None:
         """The audio sender, when the stream has sound in a codec the offer takes."""
@@ -381,6 +431,8 @@ class SessionManager:
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             self._still_open(session)
+            if session.hevc is not None and session.video is not None:
+                settle_codec(session.video, *session.hevc)
             await pc.setLocalDescription(await pc.createAnswer())
             self._still_open(session)
         except SignalingError:
