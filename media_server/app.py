@@ -164,7 +164,9 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
         offers=RateLimiter("offers", limits.offers_per_minute, limits.offers_burst),
         json=json_codec(settings.runtime.json_codec),
         muxers=Muxers(
-            lambda stream: Muxer(stream, settings.hub.gop_cache_units, settings.hub.gop_cache_bytes)
+            lambda stream, transcoded: Muxer(
+                stream, settings.hub.gop_cache_units, settings.hub.gop_cache_bytes, transcoded
+            )
         ),
     )
     if isinstance(registry, RedisRegistry):

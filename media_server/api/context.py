@@ -42,7 +42,7 @@ class Gateway:
     json: JsonCodec
     muxers: Muxers
     #: Each stream's LL-HLS while players poll it (api/hls.py).
-    hls: dict[str, Outlet] = field(default_factory=dict)
+    hls: dict[tuple[str, bool], Outlet] = field(default_factory=dict)
     cpu: CpuMeter = field(default_factory=CpuMeter)
     cluster: ClusterNode | None = None
     #: Work started in the background (stream removals closing viewers, reloads).

@@ -6,7 +6,9 @@
     E-initV.mp4    an init segment;  E-M.mp4  segment M;  E-M.P.mp4  its part P
 
 URIs in playlists are relative and carry the request's `?token=` (a viewer token), so a
-player that was given one URL can follow them all. Segments, parts and init segments are
+player that was given one URL can follow them all. An H.265 stream comes as it is
+(`hvc1`); `?video=h264` asks for its H.264 transcode instead (for a player that plays
+no H.265; the URIs carry it too). Segments, parts and init segments are
 immutable (their names never mean other bytes); playlists live a second, blocking ones
 a minute (their query names the moment they wait for).
 
@@ -30,7 +32,7 @@ from media_server.api.cluster import redirect_to_origin
 from media_server.api.context import Gateway, gateway
 from media_server.api.errors import ApiError
 from media_server.egress.hls import NAME, Window
-from media_server.egress.muxer import Muxer
+from media_server.egress.muxer import Muxer, transcoded
 from media_server.streams.consumer import Consumer
 from media_server.streams.stream import Stream
 
@@ -55,10 +57,10 @@ class Player:
 class Outlet:
     """A stream's HLS: its window on the muxer, and who polls it."""
 
-    def __init__(self, gw: Gateway, stream: Stream) -> None:
+    def __init__(self, gw: Gateway, stream: Stream, hevc: bool) -> None:
         self.gw = gw
         self.stream = stream
-        self.muxer: Muxer = gw.muxers.acquire(stream)
+        self.muxer: Muxer = gw.muxers.acquire(stream, hevc)
         self.window = Window(self.muxer, gw.settings.hls)
         self.window.start()
         self.players: dict[str, Player] = {}
@@ -77,6 +79,8 @@ class Outlet:
             if len(self.players) >= self.gw.settings.limits.viewers_per_stream:
                 return None
             player = Player(self.stream.attach("hls"), now, now)
+            if self.muxer.transcoded:
+                player.consumer.take_transcode()
             self.players[client] = player
             self.gw.metrics.sessions.labels("hls", "hls").inc()
         player.last_seen = now
@@ -104,8 +108,9 @@ class Outlet:
         for player in self.players.values():
             player.consumer.close()
         self.players.clear()
-        if self.gw.hls.get(self.stream.id) is self:
-            del self.gw.hls[self.stream.id]
+        key = (self.stream.id, self.muxer.transcoded)
+        if self.gw.hls.get(key) is self:
+            del self.gw.hls[key]
 
 
 def close_all(gw: Gateway) -> None:
@@ -130,11 +135,18 @@ async def _outlet(request: web.Request) -> tuple[Outlet, Player, str]:
     redirect_to_origin(request, stream)
     if not gw.sessions.accepting:
         raise _error(503, "shutting-down", "the gateway is shutting down")
-    outlet = gw.hls.get(stream_id)
+    video = request.query.get("video")
+    if video not in (None, "h264"):
+        raise _error(400, "invalid-query", "video must be h264 (an H.265 stream's transcode)")
+    if stream.info is None:
+        await stream.wait_info(START_TIMEOUT)  # which muxer depends on the codec
+    hevc = video is None
+    key = (stream_id, transcoded(stream, hevc))
+    outlet = gw.hls.get(key)
     if outlet is None or outlet.stream is not stream or outlet.window.ended:
         if outlet is not None:
             outlet.close()
-        outlet = gw.hls[stream_id] = Outlet(gw, stream)
+        outlet = gw.hls[key] = Outlet(gw, stream, hevc)
     player = outlet.player(client_key(request))
     if player is None:
         limit = gw.settings.limits.viewers_per_stream
@@ -143,7 +155,10 @@ async def _outlet(request: web.Request) -> tuple[Outlet, Player, str]:
     if not await outlet.window.wait(0, None, START_TIMEOUT):
         raise _error(503, "not-ready", f"stream '{stream_id}' has no picture yet", retry=True)
     token = request.query.get("token")
-    return outlet, player, f"?token={quote(token, safe='')}" if token else ""
+    carried = ([f"video={video}"] if video else []) + (
+        [f"token={quote(token, safe='')}"] if token else []
+    )
+    return outlet, player, "?" + "&".join(carried) if carried else ""
 
 
 def _cache(request: web.Request, seconds: int | None) -> str:

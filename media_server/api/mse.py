@@ -17,7 +17,7 @@ from aiohttp import web
 
 from media_server.api.context import Gateway
 from media_server.egress.mse import MseViewer
-from media_server.egress.muxer import Init, Muxer
+from media_server.egress.muxer import Init, Muxer, transcoded
 from media_server.streams.consumer import Consumer
 from media_server.streams.stream import Stream
 from media_server.webrtc.session import SignalingError
@@ -91,23 +91,27 @@ def _admit(gw: Gateway, stream: Stream) -> None:
 
 
 async def open_mse(
-    gw: Gateway, stream: Stream, ws: web.WebSocketResponse, opus: bool
+    gw: Gateway, stream: Stream, ws: web.WebSocketResponse, opus: bool, hevc: bool = False
 ) -> MseSession:
-    """Start a viewer at the stream's cached keyframe; its messages follow on `ws`."""
+    """Start a viewer at the stream's cached keyframe; its messages follow on `ws`. An
+    H.265 stream comes as it is to a viewer that plays it (`hevc`), else transcoded."""
     _admit(gw, stream)
     consumer = stream.attach("mse")
-    muxer: Muxer = gw.muxers.acquire(stream)
+    muxer: Muxer | None = None
     try:
+        await stream.wait_info(START_TIMEOUT)  # which muxer depends on the codec
+        if transcoded(stream, hevc):
+            consumer.take_transcode()
+        muxer = gw.muxers.acquire(stream, hevc)
         await asyncio.wait_for(muxer.ready.wait(), START_TIMEOUT)
-    except TimeoutError:
-        gw.muxers.release(muxer)
+    except BaseException as exc:
+        if muxer is not None:
+            gw.muxers.release(muxer)
         consumer.close()
-        raise SignalingError(
-            "not-ready", f"stream '{stream.id}' sent no keyframe in {START_TIMEOUT:.0f} s"
-        ) from None
-    except BaseException:
-        gw.muxers.release(muxer)
-        consumer.close()
+        if isinstance(exc, TimeoutError):
+            raise SignalingError(
+                "not-ready", f"stream '{stream.id}' sent no keyframe in {START_TIMEOUT:.0f} s"
+            ) from None
         raise
     sock = ws.get_extra_info("socket")  # asyncio's TransportSocket
     if sock is not None:

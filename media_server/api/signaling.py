@@ -1,9 +1,11 @@
 """WebSocket signaling: offer -> answer, trickled candidates, errors as messages.
 
 Or MSE instead of WebRTC: ``{"type": "mse"}`` (with ``"opus": false`` from a client that
-cannot play Opus in MP4) is answered ``{"type": "mse", "codecs": "<RFC 6381>"}``, then
-binary messages: the init segment, then fragments of the stream's fMP4, from its cached
-keyframe on (api/mse.py). A new picture size sends a new codecs message and init segment.
+cannot play Opus in MP4, ``"hevc": true`` from one that plays H.265 as ``hvc1``: else an
+H.265 stream comes as its H.264 transcode) is answered ``{"type": "mse", "codecs":
+"<RFC 6381>"}``, then binary messages: the init segment, then fragments of the stream's
+fMP4, from its cached keyframe on (api/mse.py). A new picture size sends a new codecs
+message and init segment.
 
 ``{"type": "ping"}`` is answered ``{"type": "pong"}`` (with the ping's ``id`` echoed), at
 any time: players and the perf harness measure the signaling round trip with it.
@@ -99,11 +101,12 @@ class _Conversation:
         if self.negotiated:
             raise SignalingError("invalid-state", "this socket has negotiated already")
         opus = message.get("opus", True)
-        if not isinstance(opus, bool):
-            raise SignalingError("invalid-message", "'opus' must be true or false")
+        hevc = message.get("hevc", False)
+        if not isinstance(opus, bool) or not isinstance(hevc, bool):
+            raise SignalingError("invalid-message", "'opus' and 'hevc' must be true or false")
         stream = self._stream()
         self.gw.offers.check(self.client)
-        self.mse = await open_mse(self.gw, stream, self.ws, opus)
+        self.mse = await open_mse(self.gw, stream, self.ws, opus, hevc)
 
     def _stream(self) -> Stream:
         """The stream this socket is for (a viewer asks for it: WebRTC or MSE)."""

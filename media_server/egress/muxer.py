@@ -50,7 +50,7 @@ class Init:
     """An init segment, with and without the audio track, and what MSE names them by."""
 
     version: int
-    video: fmp4.VideoTrack
+    video: fmp4.Video
     audio: fmp4.AudioTrack | fmp4.OpusTrack | None
     data: bytes  # video and audio (as `video_only` where there is no audio)
     video_only: bytes
@@ -89,9 +89,16 @@ class Reader(Protocol):
 
 
 class Muxer:
-    def __init__(self, stream: Stream, gop_units: int, gop_bytes: int) -> None:
+    """`transcoded`: the H.264 transcode of an H.265 stream (`hvc1`, passed through, is for
+    readers whose MediaSource plays it)."""
+
+    def __init__(
+        self, stream: Stream, gop_units: int, gop_bytes: int, transcoded: bool = False
+    ) -> None:
         self.stream = stream
         self._consumer: Consumer = stream.attach("muxer")
+        if transcoded:
+            self._consumer.take_transcode()
         self._gop_units = gop_units
         self._gop_bytes = gop_bytes
         self.init: Init | None = None
@@ -111,6 +118,10 @@ class Muxer:
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()  # set once there is an init segment
         self.ended = False
+
+    @property
+    def transcoded(self) -> bool:
+        return self._consumer.transcoded
 
     def start(self) -> None:
         self._tasks.append(asyncio.ensure_future(self._read_video()))
@@ -153,7 +164,8 @@ class Muxer:
 
     def _new_init(self, unit: AccessUnit) -> Init | None:
         """The init segment a keyframe needs, if not the one readers have."""
-        video = fmp4.VideoTrack.of(unit.data)
+        hevc = self._consumer.video_codec == "hevc"
+        video = fmp4.HevcTrack.of(unit.data) if hevc else fmp4.VideoTrack.of(unit.data)
         old = self.init
         if video is None or (old is not None and old.video == video):
             return None
@@ -203,7 +215,8 @@ class Muxer:
         self._last_pts, self._last_start = pts, start
         self._offset = start - pts
         self._flush_audio()
-        sample = fmp4.Sample(fmp4.avcc_sample(unit.data), self._interval, unit.keyframe)
+        hevc = isinstance(init.video, fmp4.HevcTrack)
+        sample = fmp4.Sample(fmp4.avcc_sample(unit.data, hevc), self._interval, unit.keyframe)
         run = fmp4.Run(1, start, [sample])
         self._emit(True, unit.keyframe, start, self._interval, [run])
 
@@ -273,12 +286,12 @@ class Muxer:
 
 
 class Muxers:
-    """The muxer of each stream that has MSE viewers or HLS players; made for the first,
-    closed with the last."""
+    """The muxer of each stream that has MSE viewers or HLS players (two for an H.265
+    stream: as it is, and its H.264 transcode); made for the first, closed with the last."""
 
-    def __init__(self, make: Callable[[Stream], Muxer]) -> None:
+    def __init__(self, make: Callable[[Stream, bool], Muxer]) -> None:
         self._make = make
-        self._muxers: dict[str, tuple[Muxer, int]] = {}
+        self._muxers: dict[tuple[str, bool], tuple[Muxer, int]] = {}
         #: Messages (MSE) or responses (HLS) and their bytes sent, by stream and kind.
         self._out: dict[tuple[str, str], tuple[int, int]] = {}
 
@@ -293,29 +306,39 @@ class Muxers:
             del self._out[key]
         return dict(self._out)
 
-    def acquire(self, stream: Stream) -> Muxer:
-        entry = self._muxers.get(stream.id)
+    def acquire(self, stream: Stream, hevc: bool = True) -> Muxer:
+        """The stream's muxer for a reader that plays H.265 (`hevc`) or not: an H.265
+        stream's transcode for the latter."""
+        key = (stream.id, transcoded(stream, hevc))
+        entry = self._muxers.get(key)
         if entry is None or entry[0].stream is not stream or entry[0].ended:
             if entry is not None:
                 entry[0].close()
-            muxer = self._make(stream)
+            muxer = self._make(stream, key[1])
             muxer.start()
             entry = (muxer, 0)
-        self._muxers[stream.id] = (entry[0], entry[1] + 1)
+        self._muxers[key] = (entry[0], entry[1] + 1)
         return entry[0]
 
     def release(self, muxer: Muxer) -> None:
-        entry = self._muxers.get(muxer.stream.id)
+        key = (muxer.stream.id, muxer.transcoded)
+        entry = self._muxers.get(key)
         if entry is None or entry[0] is not muxer:
             muxer.close()  # replaced already: it serves nobody
             return
         if entry[1] <= 1:
-            del self._muxers[muxer.stream.id]
+            del self._muxers[key]
             muxer.close()
         else:
-            self._muxers[muxer.stream.id] = (muxer, entry[1] - 1)
+            self._muxers[key] = (muxer, entry[1] - 1)
 
     def close(self) -> None:
         for muxer, _ in self._muxers.values():
             muxer.close()
         self._muxers.clear()
+
+
+def transcoded(stream: Stream, hevc: bool) -> bool:
+    """Whether a reader that plays H.265 or not (`hevc`) takes the stream's H.264
+    transcode: an H.265 stream passed through, to a reader that does not play it."""
+    return stream.video_codec == "hevc" and not hevc

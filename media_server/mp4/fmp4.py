@@ -100,6 +100,20 @@ class HevcTrack:
     def info(self) -> h265.SpsInfo:
         return h265.parse_sps(self.sps)
 
+    @classmethod
+    def of(cls, keyframe: bytes) -> HevcTrack | None:
+        """The track a keyframe (Annex-B, parameter sets in front) describes; None without
+        its VPS, SPS and PPS, or an SPS that does not parse."""
+        sets = {(nal[0] >> 1) & 0x3F: nal for nal in h264.iter_nals(keyframe) if len(nal) > 2}
+        vps, sps, pps = (sets.get(kind) for kind in (h265.NAL_VPS, h265.NAL_SPS, h265.NAL_PPS))
+        if vps is None or sps is None or pps is None:
+            return None
+        try:
+            info = h265.parse_sps(sps)
+        except (IndexError, ValueError):
+            return None
+        return cls(vps, sps, pps, info.width, info.height)
+
     @property
     def codecs(self) -> str:
         return self.info.codecs

@@ -143,8 +143,8 @@
       handlers.onError(text);
     }
     ws.onopen = () => {
-      const opus = typeof MediaSource !== "undefined" && MediaSource.isTypeSupported('audio/mp4; codecs="opus"');
-      ws.send(JSON.stringify({ type: "mse", opus }));
+      const opus = plays('audio/mp4; codecs="opus"');
+      ws.send(JSON.stringify({ type: "mse", opus, hevc: plays(HEVC) }));
     };
     ws.onmessage = (event) => {
       if (typeof event.data !== "string") {
@@ -221,6 +221,13 @@
     return typeof MediaSource === "undefined" || /Apple/.test(navigator.vendor || "");
   }
 
+  // An H.265 stream comes as it is to a MediaSource that plays it, else as its H.264
+  // transcode (Main profile, level 3.1: what a camera's H.265 needs at the least).
+  const HEVC = 'video/mp4; codecs="hvc1.1.6.L93.B0"';
+  function plays(type) {
+    return typeof MediaSource !== "undefined" && MediaSource.isTypeSupported(type);
+  }
+
   function hls(indexUrl, video, handlers) {
     const abort = new AbortController();
     const signal = abort.signal;
@@ -246,6 +253,11 @@
       if (failed) return;
       failed = true;
       handlers.onError(text);
+    }
+    if (!plays(HEVC)) {
+      const url = new URL(indexUrl);
+      url.searchParams.set("video", "h264");
+      indexUrl = url.href;
     }
     (async () => {
       const index = await text(indexUrl, signal);
