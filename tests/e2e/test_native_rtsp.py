@@ -64,25 +64,6 @@ async def test_viewers_decode_what_the_native_client_ingests(
 
 
 @pytest.mark.parametrize("client", ["native", "pyav"])
-async def test_an_h265_camera_through_either_client(
-    http: aiohttp.ClientSession, native: Gateway, rtsp: RtspServer, client: str
-) -> None:
-    """The native client depacketizes H.265 (RFC 7798) for the stream's decoder, as
-    FFmpeg's does; viewers get the shared H.264 transcode until the H.265 issue."""
-    stream_id = f"hevc-{client}"
-    view = await live(http, native.base_url, stream_id, rtsp.url("/h265"), client=client)
-    assert view["ingest_client"] == client, view
-    assert (view["codec"], view["width"], view["height"]) == ("hevc", 320, 240), view
-    assert view["effective_mode"] == "transcode", view
-    if client == "native":
-        assert view["profile"] == "main", view
-    viewer = await watch(native.base_url, stream_id, frames=15)
-    assert viewer.sizes == {(320, 240)}, viewer.sizes
-    async with http.delete(f"{native.base_url}/api/v1/streams/{stream_id}"):
-        pass
-
-
-@pytest.mark.parametrize("client", ["native", "pyav"])
 async def test_an_rtsps_camera_through_either_client(
     http: aiohttp.ClientSession, native: Gateway, rtsp: RtspServer, client: str, tmp_path: Path
 ) -> None:

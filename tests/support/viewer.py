@@ -12,11 +12,14 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from media_server.aiortc_internals import teach_h265
 from tests.support import stamp
 from tests.support.avsync import SyncMeter
+
+teach_h265()  # the viewers decode H.265, as a browser with a decoder for it does
 
 
 @dataclass
@@ -28,6 +31,9 @@ class Viewer:
     audio: bool = False
     #: Lip sync measured as a browser would (the `/av-sync` mount), when given.
     sync: SyncMeter | None = None
+    #: The video codecs offered, in order (MIME subtypes: "H265", "H264"); None: all
+    #: aiortc has (VP8, H.264, and H.265 as the gateway teaches it).
+    video_codecs: tuple[str, ...] | None = None
     pc: RTCPeerConnection = field(init=False)
     frames: int = 0
     sizes: set[tuple[int, int]] = field(default_factory=set)
@@ -60,6 +66,13 @@ class Viewer:
         """Negotiate; raises AssertionError with the gateway's error if it refuses."""
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         video = self.pc.addTransceiver("video", direction="recvonly")
+        if self.video_codecs is not None:
+            capabilities = RTCRtpReceiver.getCapabilities("video")
+            caps = capabilities.codecs if capabilities else []
+            names = [f"video/{name}".lower() for name in (*self.video_codecs, "rtx")]
+            video.setCodecPreferences(
+                [c for name in names for c in caps if c.mimeType.lower() == name]
+            )
         if self.sync is not None:
             self.sync.watch("video", video.receiver)
         if self.audio:
@@ -197,10 +210,15 @@ class Viewer:
 
 
 async def watch(
-    base_url: str, stream_id: str, via: str = "ws", frames: int = 60, timeout: float = 20.0
+    base_url: str,
+    stream_id: str,
+    via: str = "ws",
+    frames: int = 60,
+    timeout: float = 20.0,
+    video_codecs: tuple[str, ...] | None = None,
 ) -> Viewer:
     """Connect, decode `frames` frames, close; the closed viewer keeps its figures."""
-    viewer = Viewer(base_url, stream_id, via)
+    viewer = Viewer(base_url, stream_id, via, video_codecs=video_codecs)
     try:
         await viewer.connect()
         await viewer.wait_frames(frames, timeout)
