@@ -931,3 +931,69 @@ def test_mse_plays_the_cameras_aac_as_it_came(
     finally:
         page.close()
         _request(gateway, "DELETE", f"/api/v1/streams/{sid}")
+
+
+#: Wraps RTCPeerConnection so the page keeps every offer it made (what Chromium offers).
+KEEP_OFFERS_JS = """
+window.__offers = [];
+const made = RTCPeerConnection.prototype.createOffer;
+RTCPeerConnection.prototype.createOffer = async function (...args) {
+  const offer = await made.apply(this, args);
+  window.__offers.push(offer.sdp);
+  return offer;
+};
+"""
+
+
+def _offered_video_codecs(sdp: str) -> set[str]:
+    video = sdp.split("m=video", 1)[1].split("\nm=", 1)[0]
+    return {line.split()[1].split("/")[0] for line in video.splitlines() if "a=rtpmap:" in line}
+
+
+@pytest.mark.parametrize("mode", ["webrtc", "mse", "hls"])
+def test_chromium_plays_an_h265_camera_as_it_can(
+    gateway: Gateway, rtsp: RtspServer, browser_context: Any, mode: str
+) -> None:
+    """What Chromium offers for an H.265 stream decides what it gets: H.265 untouched
+    where it offers (and its MediaSource plays) H.265, else the stream's H.264 transcode.
+    Chromium here has no hardware H.265 decoder, so it offers none and gets H.264."""
+    sid = f"browser-hevc-{mode}"
+    status, _, body = _request(
+        gateway, "POST", "/api/v1/streams", body={"id": sid, "url": rtsp.url("/h265")}
+    )
+    assert status == 201, body
+    page = browser_context.new_page()
+    page.add_init_script(KEEP_OFFERS_JS)
+    log = PageLog(page)
+    try:
+        page.goto(f"{gateway.base_url}/view/{sid}?mode={mode}")
+        page.wait_for_function(
+            "() => { const v = document.querySelector('video');"
+            " return v && v.videoWidth === 320 && v.currentTime > 1; }",
+            timeout=PLAY_TIMEOUT_MS,
+        )
+        details = _diagnostics(page, log)
+        hvc1 = page.evaluate(
+            "() => MediaSource.isTypeSupported('video/mp4; codecs=\"hvc1.1.6.L93.B0\"')"
+        )
+        view = json.loads(_request(gateway, "GET", f"/api/v1/streams/{sid}")[2])
+        watching = {"webrtc": "viewer", "mse": "mse", "hls": "hls"}[mode]
+        if mode == "webrtc":
+            offered = _offered_video_codecs(page.evaluate("() => window.__offers[0]"))
+            print(f"Chromium offers {sorted(offered)}")
+            expected = "hevc" if "H265" in offered else "h264"
+            stats = page.evaluate(STATS_JS)
+            video = [s for s in stats["inbound"] if s["kind"] == "video"]
+            wanted = "video/h265" if expected == "hevc" else "video/h264"
+            assert video and video[0]["codec"].lower().startswith(wanted), details
+        else:
+            print(f"Chromium's MediaSource plays hvc1: {hvc1}")
+            expected = "hevc" if hvc1 else "h264"
+            codecs = page.evaluate("() => window.__player.codecs")
+            assert codecs.startswith("hvc1" if hvc1 else "avc1"), details
+        assert view["video_codecs"][watching] == {expected: 1}, view
+    except sync_api.TimeoutError:
+        pytest.fail(f"the H.265 camera did not play ({mode})\n{_diagnostics(page, log)}")
+    finally:
+        page.close()
+        _request(gateway, "DELETE", f"/api/v1/streams/{sid}")
