@@ -220,6 +220,14 @@ TOKEN = {
     "playlists carry it into every URI they list",
     "schema": {"type": "string"},
 }
+VIDEO = {
+    "name": "video",
+    "in": "query",
+    "required": False,
+    "description": "h264: an H.265 stream's H.264 transcode, for a player that plays no "
+    "H.265 (without it, an H.265 stream comes as hvc1); playlists carry it into every URI",
+    "schema": {"type": "string", "enum": ["h264"]},
+}
 PLAYLIST = {"application/vnd.apple.mpegurl": {"schema": {"type": "string"}}}
 MP4 = {"video/mp4": {"schema": {"type": "string", "format": "binary"}}}
 
@@ -235,8 +243,10 @@ def _fmp4_paths() -> dict[str, Any]:
                 '"sdp"}`, get `{"type": "answer", "sdp", "media_transport"}`, '
                 'trickle `{"type": "candidate", "candidate"}`. MSE instead of an '
                 'offer: send `{"type": "mse"}` (`"opus": false` from a client that '
-                'cannot play Opus in MP4), get `{"type": "mse", "codecs": "<RFC '
-                '6381>"}`, then binary messages: the init segment, then a fragment per '
+                'cannot play Opus in MP4, `"hevc": true` from one that plays H.265 as '
+                "hvc1: else an H.265 stream comes as its H.264 transcode), get "
+                '`{"type": "mse", "codecs": "<RFC 6381>"}`, then binary messages: the '
+                "init segment, then a fragment per "
                 "picture (and the audio since the last) from the cached keyframe on. A new "
                 "picture size sends a new codecs message and init segment; a viewer that "
                 "falls behind by `mse.viewer_bytes` starts again at the next keyframe. "
@@ -251,16 +261,17 @@ def _fmp4_paths() -> dict[str, Any]:
             },
         },
         "/hls/{stream_id}/index.m3u8": {
-            "parameters": [STREAM_ID, TOKEN],
+            "parameters": [STREAM_ID, TOKEN, VIDEO],
             "get": {
                 "summary": "LL-HLS: the stream's multivariant playlist (one variant)",
                 "description": "Its variant is `media.m3u8` (relative, with the request's "
-                "token). The first request of a stream waits for its first whole segment. "
+                "token). The first request of a stream waits for its first whole segment. An "
+                "H.265 stream's variant is hvc1, or with `video=h264` its H.264 transcode. "
                 "Cache-Control: max-age=1 (private when a header token authorized it).",
                 "security": [{"bearer": []}, {}],
                 "responses": {
                     "200": {"description": "the playlist", "content": PLAYLIST},
-                    **_errors(401, 403, 404, 503),
+                    **_errors(400, 401, 403, 404, 503),
                 },
             },
         },
@@ -268,6 +279,7 @@ def _fmp4_paths() -> dict[str, Any]:
             "parameters": [
                 STREAM_ID,
                 TOKEN,
+                VIDEO,
                 {
                     "name": "_HLS_msn",
                     "in": "query",
@@ -300,6 +312,7 @@ def _fmp4_paths() -> dict[str, Any]:
             "parameters": [
                 STREAM_ID,
                 TOKEN,
+                VIDEO,
                 {
                     "name": "name",
                     "in": "path",
@@ -316,7 +329,7 @@ def _fmp4_paths() -> dict[str, Any]:
                 "security": [{"bearer": []}, {}],
                 "responses": {
                     "200": {"description": "fMP4", "content": MP4},
-                    **_errors(401, 403, 404, 503),
+                    **_errors(400, 401, 403, 404, 503),
                 },
             },
         },
