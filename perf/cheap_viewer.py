@@ -9,7 +9,10 @@ ICE and DTLS as before, but RTP packets are counted as they arrive (sequence num
 marker bits are in the clear) and never decrypted, reassembled or answered with RTCP.
 
     python -m perf.cheap_viewer BASE_URL STREAM[,STREAM...] --count K --offset I \\
-        --warmup W --window T [--mode receiver|counter]
+        --warmup W --window T [--mode receiver|counter] [--offer H265|H264]
+
+`--offer` limits the video codecs offered to one (H265: an H.265 stream's passthrough;
+H264: its shared transcode); without it, aiortc's own (VP8 and H.264).
 
 A STREAM that is a URL is taken as a WHEP endpoint of any gateway (BASE_URL unused).
 """
@@ -25,7 +28,9 @@ from typing import Any
 
 import aiohttp
 import aiortc.rtcrtpreceiver
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+
+from media_server.aiortc_internals import teach_h265
 
 #: Frames per receiver, keyed by the id of the receiver's decoder queue.
 FRAMES: dict[int, int] = {}
@@ -110,11 +115,18 @@ def whep_url(base_url: str, stream: str) -> str:
 
 
 class CheapViewer:
-    def __init__(self, base_url: str, stream_id: str, mode: str = "receiver") -> None:
+    def __init__(
+        self, base_url: str, stream_id: str, mode: str = "receiver", offer: str | None = None
+    ) -> None:
         self.base_url = base_url
         self.stream_id = stream_id
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         transceiver = self.pc.addTransceiver("video", direction="recvonly")
+        if offer is not None:
+            capabilities = RTCRtpReceiver.getCapabilities("video")
+            names = (f"video/{offer}".lower(), "video/rtx")
+            codecs = capabilities.codecs if capabilities else []
+            transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() in names])
         self.key = id(getattr(transceiver.receiver, DECODER_QUEUE))
         self.tally: Tally | None = None
         if mode == "counter":
@@ -168,9 +180,11 @@ async def run(
     warmup: float,
     window: float,
     mode: str = "receiver",
+    offer: str | None = None,
 ) -> None:
     viewers = [
-        CheapViewer(base_url, streams[(offset + i) % len(streams)], mode) for i in range(count)
+        CheapViewer(base_url, streams[(offset + i) % len(streams)], mode, offer)
+        for i in range(count)
     ]
     async with aiohttp.ClientSession() as http:
         results = await asyncio.gather(*(v.connect(http) for v in viewers), return_exceptions=True)
@@ -205,10 +219,22 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument("--mode", choices=["receiver", "counter"], default="receiver")
+    parser.add_argument("--offer", choices=["H265", "H264"], help="the one video codec offered")
     args = parser.parse_args()
+    if args.offer == "H265":
+        teach_h265()
     streams = args.streams.split(",")
     asyncio.run(
-        run(args.base_url, streams, args.count, args.offset, args.warmup, args.window, args.mode)
+        run(
+            args.base_url,
+            streams,
+            args.count,
+            args.offset,
+            args.warmup,
+            args.window,
+            args.mode,
+            args.offer,
+        )
     )
 
 

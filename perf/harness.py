@@ -188,10 +188,11 @@ def _results(proc: subprocess.Popen[str], timeout: float) -> list[dict[str, Any]
 
 
 def _viewers(
-    bases: list[str], streams: str, total: int, args: argparse.Namespace
+    bases: list[str], streams: str, total: int, args: argparse.Namespace, offer: str = ""
 ) -> list[subprocess.Popen[str]]:
     """`total` cheap viewers of `streams` (ids, or a WHEP URL), spread evenly over the
-    base URLs, a process for every VIEWERS_PER_PROCESS or more."""
+    base URLs, a process for every VIEWERS_PER_PROCESS or more; offering only `offer`
+    (a profile's: H265, H264) where given."""
     shares = max(-(-total // VIEWERS_PER_PROCESS), min(total, len(bases)))
     remaining = total
     viewers = []
@@ -209,6 +210,7 @@ def _viewers(
                 str(remaining),
                 "--mode",
                 args.viewer,
+                *(["--offer", offer] if offer else []),
                 *_timing(args),
             )
         )
@@ -256,12 +258,13 @@ def _load(
     args: argparse.Namespace,
     camera: str,
     control: str,
+    offer: str = "",
 ) -> tuple[list[subprocess.Popen[str]], list[subprocess.Popen[str]]]:
     """Start the viewers, spread evenly over the nodes (a process or more each), and the
     probes, which watch from a node that does not ingest the first stream, if any, read
     the camera itself and ping the control."""
     total = len(stream_ids) * per_stream
-    viewers = _viewers([n.base_url for n in gws], ",".join(stream_ids), total, args)
+    viewers = _viewers([n.base_url for n in gws], ",".join(stream_ids), total, args, offer)
     if not args.probe:
         return viewers, []
     gw = gws[0]
@@ -358,7 +361,9 @@ def measure(
         for node in gws:
             wait_live(node, stream_ids, timeout=30 + streams / 2)
         labels = transports(gw)
-        procs, probes = _load(gws, stream_ids, per_stream, args, rtsp.url(args.mount), control)
+        camera = rtsp.url(args.mount)
+        offer = str(spec.get("offer", ""))
+        procs, probes = _load(gws, stream_ids, per_stream, args, camera, control, offer)
         time.sleep(args.warmup)
         profiler = _profile(gw, profile, streams, per_stream, args) if args.py_spy else None
         window = _window(gws, args.seconds)
