@@ -103,6 +103,24 @@ async def test_a_viewer_that_offers_h265_gets_it_untouched(
         pass
 
 
+@pytest.mark.parametrize("client", ["native", "pyav"])
+async def test_parameter_sets_from_the_sdp_go_before_every_keyframe(
+    http: aiohttp.ClientSession, gw: Gateway, rtsp: RtspServer, client: str
+) -> None:
+    """A camera that sends VPS, SPS and PPS only in its SDP: a viewer that joins after its
+    first keyframe still decodes, because the gateway puts them in front of each one (the
+    native client's assembler, or the ingest worker for FFmpeg's: without it, the pyav
+    case decodes nothing)."""
+    stream_id = f"hevc-sdp-{client}"
+    await live(http, gw.base_url, stream_id, rtsp.url("/h265-sdp-only"), client=client)
+    await asyncio.sleep(1.5)  # past the first keyframe (a GOP is 1 s)
+    viewer = await watch(gw.base_url, stream_id, frames=20, video_codecs=HEVC_ONLY)
+    assert viewer.sizes == {(320, 240)}
+    assert video_codecs_of(viewer.answer_sdp) == {"H265"}
+    async with http.delete(f"{gw.base_url}/api/v1/streams/{stream_id}"):
+        pass
+
+
 async def camera_sps(http: aiohttp.ClientSession, gw: Gateway, stream_id: str) -> h265.SpsInfo:
     """The stream's SPS, as an MSE viewer that plays H.265 receives it (`hvcC`)."""
     async with http.ws_connect(f"{gw.base_url}/ws/{stream_id}") as ws:
