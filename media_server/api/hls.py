@@ -1,6 +1,7 @@
 """LL-HLS over HTTP: `/hls/{id}/index.m3u8` and what it leads to, all from memory.
 
-    index.m3u8     the multivariant playlist: one variant, media.m3u8
+    index.m3u8     the multivariant playlist: media.m3u8 (and for an H.265 stream, its
+                   H.264 transcode's: media.m3u8?video=h264)
     media.m3u8     the media playlist: parts, preload hint; blocking reload with
                    `_HLS_msn` and `_HLS_part`
     E-initV.mp4    an init segment;  E-M.mp4  segment M;  E-M.P.mp4  its part P
@@ -31,8 +32,9 @@ from media_server.api.access import bearer, client_key, require_viewer
 from media_server.api.cluster import redirect_to_origin
 from media_server.api.context import Gateway, gateway
 from media_server.api.errors import ApiError
-from media_server.egress.hls import NAME, Window
+from media_server.egress.hls import NAME, Variant, Window
 from media_server.egress.muxer import Muxer, transcoded
+from media_server.ingest.encoder import SharedEncoder
 from media_server.streams.consumer import Consumer
 from media_server.streams.stream import Stream
 
@@ -180,8 +182,26 @@ def _send(
 async def multivariant(request: web.Request) -> web.StreamResponse:
     outlet, _, query = await _outlet(request)
     fps = outlet.stream.view().fps
-    text = outlet.window.multivariant_playlist(query, fps)
+    others: tuple[Variant, ...] = ()
+    if outlet.stream.video_codec == "hevc" and not outlet.muxer.transcoded:
+        others = (_transcode_variant(outlet, query, fps),)
+    text = outlet.window.multivariant_playlist(query, fps, others)
     return _send(request, outlet, text.encode(), PLAYLIST, 1)
+
+
+def _transcode_variant(outlet: Outlet, query: str, fps: float | None) -> Variant:
+    """An H.265 stream's H.264 transcode as a variant beside its own, for players whose
+    MediaSource plays no hvc1: what the shared encode will be, said before it runs (it
+    runs only once a player asks for it)."""
+    init = outlet.muxer.init
+    assert init is not None
+    bitrate = outlet.gw.settings.transcode.bitrate
+    width, height = init.video.width, init.video.height
+    codecs = SharedEncoder.codecs(width, height, fps or 30.0, bitrate)
+    if init.audio is not None:
+        codecs += f", {init.audio.codecs}"
+    uri = "media.m3u8?video=h264" + (f"&{query[1:]}" if query else "")
+    return Variant(uri, bitrate * 11 // 10, codecs, width - width % 2, height - height % 2)
 
 
 def _number(request: web.Request, name: str) -> int | None:

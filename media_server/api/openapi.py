@@ -263,10 +263,12 @@ def _fmp4_paths() -> dict[str, Any]:
         "/hls/{stream_id}/index.m3u8": {
             "parameters": [STREAM_ID, TOKEN, VIDEO],
             "get": {
-                "summary": "LL-HLS: the stream's multivariant playlist (one variant)",
+                "summary": "LL-HLS: the stream's multivariant playlist",
                 "description": "Its variant is `media.m3u8` (relative, with the request's "
                 "token). The first request of a stream waits for its first whole segment. An "
-                "H.265 stream's variant is hvc1, or with `video=h264` its H.264 transcode. "
+                "H.265 stream lists two: hvc1, then its H.264 transcode "
+                "(`media.m3u8?video=h264`, made only once a player asks for it), so a player "
+                "takes the one it plays; with `video=h264` the transcode alone. "
                 "Cache-Control: max-age=1 (private when a header token authorized it).",
                 "security": [{"bearer": []}, {}],
                 "responses": {

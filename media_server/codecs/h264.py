@@ -241,6 +241,28 @@ def find_sps(data: bytes) -> SpsInfo | None:
     return None
 
 
+#: The levels an encode of ours states (ITU-T H.264 Table A-1), from 3.1 up, which every
+#: browser takes: (level_idc, MaxMBPS, MaxFS in macroblocks, MaxBR in kbit/s).
+LEVELS = (
+    (31, 108_000, 3_600, 14_000),
+    (32, 216_000, 5_120, 20_000),
+    (40, 245_760, 8_192, 20_000),
+    (42, 522_240, 8_704, 50_000),
+    (50, 589_824, 22_080, 135_000),
+    (51, 983_040, 36_864, 240_000),
+    (52, 2_073_600, 36_864, 240_000),
+)
+
+
+def level_for(width: int, height: int, fps: float, bitrate: int) -> int:
+    """The lowest of `LEVELS` whose limits a stream of this size, rate and bitrate fits."""
+    macroblocks = -(-width // 16) * -(-height // 16)
+    for level, per_second, frame, kbits in LEVELS:
+        if macroblocks <= frame and macroblocks * fps <= per_second and bitrate <= kbits * 1000:
+            return level
+    return LEVELS[-1][0]
+
+
 def browser_safe(sps: SpsInfo | None) -> bool:
     """Whether browsers can decode the stream untouched (B-frames are checked separately)."""
     return sps is not None and sps.profile_idc in (PROFILE_BASELINE, PROFILE_MAIN)

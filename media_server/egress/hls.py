@@ -262,26 +262,39 @@ class Window:
                 return segment.msn
         return self.segments[-1].msn if self.segments else 0
 
-    def multivariant_playlist(self, query: str, fps: float | None) -> str:
-        """The multivariant playlist: one variant, the media playlist."""
+    def multivariant_playlist(
+        self, query: str, fps: float | None, others: tuple[Variant, ...] = ()
+    ) -> str:
+        """The multivariant playlist: the media playlist, then `others` (an H.265
+        stream's H.264 transcode, for players that play no `hvc1`)."""
         init = self.segments[-1].init if self.segments else self.muxer.init
         assert init is not None
-        attributes = [
-            f"BANDWIDTH={max(self.bandwidth, 1) * 11 // 10}",
-            f'CODECS="{init.codecs()}"',
-            f"RESOLUTION={init.video.width}x{init.video.height}",
-        ]
-        if fps:
-            attributes.append(f"FRAME-RATE={fps:.3f}")
-        return (
-            "\n".join(
-                [
-                    "#EXTM3U",
-                    "#EXT-X-VERSION:9",
-                    "#EXT-X-INDEPENDENT-SEGMENTS",
-                    "#EXT-X-STREAM-INF:" + ",".join(attributes),
-                    f"media.m3u8{query}",
-                ]
-            )
-            + "\n"
+        own = Variant(
+            f"media.m3u8{query}",
+            max(self.bandwidth, 1) * 11 // 10,
+            init.codecs(),
+            init.video.width,
+            init.video.height,
         )
+        lines = ["#EXTM3U", "#EXT-X-VERSION:9", "#EXT-X-INDEPENDENT-SEGMENTS"]
+        for variant in (own, *others):
+            attributes = [
+                f"BANDWIDTH={variant.bandwidth}",
+                f'CODECS="{variant.codecs}"',
+                f"RESOLUTION={variant.width}x{variant.height}",
+            ]
+            if fps:
+                attributes.append(f"FRAME-RATE={fps:.3f}")
+            lines += ["#EXT-X-STREAM-INF:" + ",".join(attributes), variant.uri]
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One variant of a multivariant playlist: its media playlist and what it carries."""
+
+    uri: str
+    bandwidth: int
+    codecs: str
+    width: int
+    height: int

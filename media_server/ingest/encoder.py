@@ -18,6 +18,9 @@ from media_server.model.media import TIME_BASE, AccessUnit
 
 
 class SharedEncoder:
+    """Constrained-baseline H.264 at a level stated up front (`codecs`), so a playlist can
+    name what the encode will be before it runs."""
+
     def __init__(self, bitrate: int, gop_seconds: float = 1.0) -> None:
         self._bitrate = bitrate
         self._gop_seconds = gop_seconds
@@ -33,14 +36,23 @@ class SharedEncoder:
         codec.framerate = Fraction(round(fps * 1000), 1000)
         codec.bit_rate = self._bitrate
         keyint = max(1, round(fps * self._gop_seconds))
+        level = h264.level_for(frame.width, frame.height, fps, self._bitrate)
         codec.options = {
             "profile": "baseline",
+            "level": f"{level // 10}.{level % 10}",
             "preset": "ultrafast",
             "tune": "zerolatency",
             "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0:repeat-headers=1",
         }
         codec.open()
         return codec
+
+    @staticmethod
+    def codecs(width: int, height: int, fps: float, bitrate: int) -> str:
+        """The RFC 6381 codecs string of what it makes of pictures of this size and rate:
+        constrained baseline (constraint sets 0 and 1, as x264 marks it) at its level."""
+        level = h264.level_for(width - width % 2, height - height % 2, fps, bitrate)
+        return f"avc1.42C0{level:02X}"
 
     def encode(self, frame: av.VideoFrame, fps: float) -> list[AccessUnit]:
         """Access units for one decoded frame (pts already on the 90 kHz output clock)."""

@@ -261,8 +261,11 @@
     }
     (async () => {
       const index = await text(indexUrl, signal);
+      // The first variant: the stream as it is (an H.265 stream's transcode comes second,
+      // and this player asked for it alone above where it plays no hvc1).
       const codecs = /CODECS="([^"]+)"/.exec(index);
-      const mediaUri = index.trim().split("\n").pop();
+      const lines = index.trim().split("\n");
+      const mediaUri = lines[lines.findIndex((line) => line.startsWith("#EXT-X-STREAM-INF:")) + 1];
       const mediaUrl = new URL(mediaUri, indexUrl).href;
       if (codecs) {
         handlers.onCodecs(codecs[1]);

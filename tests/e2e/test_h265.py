@@ -250,7 +250,8 @@ async def test_mse_and_hls_carry_hvc1_or_the_transcode(
     `avc1`. HLS: `hvc1`, or with `?video=h264` the transcode."""
     stream_id = "hevc-fmp4"
     await live(http, gw.base_url, stream_id, rtsp.url("/h265"))
-    for hevc, prefix in ((True, "hvc1.1."), (False, "avc1.42")):
+    # The transcode is what the H.264 variant below says it will be: avc1.42C01F.
+    for hevc, prefix in ((True, "hvc1.1."), (False, "avc1.42C01F")):
         async with http.ws_connect(f"{gw.base_url}/ws/{stream_id}") as ws:
             client = await MseClient.start(ws, hevc=hevc)
             await client.read(2.5)
@@ -261,8 +262,15 @@ async def test_mse_and_hls_carry_hvc1_or_the_transcode(
     for url, prefix in ((base, "hvc1.1."), (base + "?video=h264", "avc1.42")):
         async with http.get(url) as resp:
             text = await resp.text()
-        assert f'CODECS="{prefix}' in text, text
-        assert ("media.m3u8?video=h264" in text) == url.endswith("h264"), text
+        variants = [line for line in text.splitlines() if line.startswith("#EXT-X-STREAM-INF")]
+        assert f'CODECS="{prefix}' in variants[0], text
+        uris = [line for line in text.splitlines() if line.startswith("media.m3u8")]
+        if url.endswith("h264"):  # the transcode alone
+            assert uris == ["media.m3u8?video=h264"], text
+        else:  # the stream as it is, then its transcode for players that play no hvc1
+            assert uris == ["media.m3u8", "media.m3u8?video=h264"], text
+            assert 'CODECS="avc1.42C01F"' in variants[1], text  # as the encode will say
+            assert "RESOLUTION=320x240" in variants[1], text
         sizes = await asyncio.to_thread(play_hls, url, 20)
         assert len(sizes) == 20
     async with http.get(base + "?video=h265") as resp:

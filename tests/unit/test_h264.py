@@ -83,3 +83,21 @@ def test_avcc_extradata_becomes_annexb() -> None:
 def test_garbage_is_not_an_sps() -> None:
     assert h264.find_sps(b"\x00\x00\x01\x67") is None
     assert h264.nal_types(b"no start codes here") == set()
+
+
+@pytest.mark.parametrize(
+    ("size", "fps", "bitrate", "level"),
+    [
+        ((320, 240, 15), 15.0, 1_500_000, 31),  # 3.1 is the floor every browser takes
+        ((1280, 720, 30), 30.0, 1_500_000, 31),  # 3600 macroblocks at 30 fps: 3.1 exactly
+        ((1280, 720, 60), 60.0, 1_500_000, 32),
+        ((1920, 1080, 30), 30.0, 1_500_000, 40),
+        ((1280, 720, 30), 30.0, 16_000_000, 32),  # past 3.1's 14 Mbit/s
+        ((3840, 2160, 30), 30.0, 8_000_000, 51),
+        ((7680, 4320, 30), 30.0, 8_000_000, 52),  # past every limit: the highest
+    ],
+)
+def test_the_level_an_encode_states(
+    size: tuple[int, int, int], fps: float, bitrate: int, level: int
+) -> None:
+    assert h264.level_for(size[0], size[1], fps, bitrate) == level
