@@ -125,6 +125,9 @@ class Muxer:
 
     def start(self) -> None:
         self._tasks.append(asyncio.ensure_future(self._read_video()))
+        # Muxed in one codec (or the transcode of one): a change ends it, and its readers
+        # start again on a new muxer.
+        self.stream.codec_watchers.add(self._end)
 
     # -- readers ------------------------------------------------------------------------
     def gop(self) -> list[Fragment]:
@@ -271,6 +274,7 @@ class Muxer:
 
     # -- end ----------------------------------------------------------------------------
     def _end(self) -> None:
+        self.stream.codec_watchers.discard(self._end)
         if self.ended:
             return
         self.ended = True

@@ -105,6 +105,10 @@ class Stream:
         self.capture = CaptureClock()
         self.snapshots = Snapshots(self)
         self._info_known = asyncio.Event()
+        #: Told when the codec of its video units changes (a camera reconfigured, or an
+        #: H.265 camera found to send B-frames and transcoded from then on): whoever
+        #: negotiated or muxed the old codec (or its transcode) starts again.
+        self.codec_watchers: set[Callable[[], None]] = set()
         self.worker: Ingest | None = None
         self._holders = 0
         self._linger: asyncio.TimerHandle | None = None
@@ -297,12 +301,16 @@ class Stream:
         self._set_state(state, error)
 
     def on_info(self, info: SourceInfo, mode: EffectiveMode) -> None:
+        before = self.video_codec
         if mode != self.effective_mode:
             self._clear_video()  # what was cached belongs to the other media path
         self.info = info
         self.effective_mode = mode
         self._info_known.set()
         self.changes.notify()
+        if before is not None and self.video_codec != before:
+            for watcher in list(self.codec_watchers):
+                watcher()
 
     def on_unit(self, unit: AccessUnit) -> None:
         self.units_out += 1

@@ -197,6 +197,8 @@ class ViewerSession:
         #: the answer's `fmtp` (None: H.264, the stream's or its transcode).
         self.hevc: tuple[int, dict[str, str]] | None = None
         self.video: RTCRtpTransceiver | None = None
+        #: Stops watching the stream's codec (set once negotiated).
+        self.unwatch: Callable[[], None] = lambda: None
 
     @property
     def label(self) -> str:
@@ -352,6 +354,7 @@ class SessionManager:
             await self.close(session, "negotiation failed")
             raise
         self._follow(session)
+        self._watch_codec(session)
         log.info(
             "viewer %s of stream %s negotiated via %s",
             session.label,
@@ -379,6 +382,17 @@ class SessionManager:
                 f"a client may hold {self._limits.sessions_per_client} viewer sessions",
                 429,
             )
+
+    def _watch_codec(self, session: ViewerSession) -> None:
+        """A viewer negotiated the stream's codec (or its transcode): when that changes,
+        it is closed, and its player negotiates again."""
+        stream = session.stream
+
+        def changed() -> None:
+            self._close_soon(session, "the stream's video codec changed")
+
+        stream.codec_watchers.add(changed)
+        session.unwatch = lambda: stream.codec_watchers.discard(changed)
 
     def _first_media(self, session: ViewerSession) -> Callable[[], None]:
         def told() -> None:
@@ -498,6 +512,7 @@ class SessionManager:
             session.expiry.cancel()  # the timer would keep the whole peer alive until it fires
             session.expiry = None
         self._sessions.pop(session.id, None)
+        session.unwatch()
         _count_egress(self._ended_egress, session)
         session.consumer.close()
         if session.track is not None:

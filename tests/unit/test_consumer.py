@@ -13,7 +13,7 @@ import pytest
 
 from media_server.config import load_settings
 from media_server.ingest.guard import SourceGuard
-from media_server.model.media import TIME_BASE, AccessUnit
+from media_server.model.media import TIME_BASE, AccessUnit, SourceInfo
 from media_server.model.registration import Registration
 from media_server.streams.fanout import StreamEnded
 from media_server.streams.manager import StreamManager
@@ -85,3 +85,39 @@ async def test_metrics_count_consumers_by_kind_as_the_api_does() -> None:
     assert 'media_server_stream_consumers{kind="viewer",stream="cam"} 0.0' in text
     assert stream.view().consumers["fanout"] == 1
     fanout.close()
+
+
+async def test_the_transcode_is_wanted_while_consumers_take_it_and_counted_by_codec() -> None:
+    """An H.265 stream passed through: consumers that take its H.264 transcode are counted
+    apart (the view's video_codecs) and the ingest thread makes it only while any do; a
+    change of the stream's codec tells whoever negotiated the old one."""
+    streams, stream_id = await on_demand_stream()
+    stream = streams.get(stream_id)
+    assert stream is not None
+    hevc = SourceInfo("hevc", 320, 240, 15.0, "main", b"", True)
+    stream.on_info(hevc, "passthrough")
+    told: list[str] = []
+    stream.codec_watchers.add(lambda: told.append(str(stream.video_codec)))
+    passed, transcoded = stream.attach("viewer"), stream.attach("viewer")
+    assert not stream.wants_transcode
+    transcoded.take_transcode()
+    transcoded.take_transcode()  # once
+    mse = stream.attach("mse")
+    mse.take_transcode()
+    assert stream.wants_transcode
+    assert (passed.video_codec, transcoded.video_codec) == ("hevc", "h264")
+    assert stream.view().video_codecs == {"viewer": {"hevc": 1, "h264": 1}, "mse": {"h264": 1}}
+    key = AccessUnit(b"\x00\x00\x01\x65key", 0, TIME_BASE, True)
+    stream.on_transcoded_unit(key)
+    assert transcoded.picture() == [key] and passed.picture() is None  # each its own hub
+    transcoded.close()
+    mse.close()
+    assert not stream.wants_transcode  # the last left: the transcode stops
+    assert stream.view().video_codecs == {"viewer": {"hevc": 1}}
+    stream.on_info(hevc, "passthrough")
+    assert told == []  # the same codec: nobody told
+    stream.on_info(hevc, "transcode")  # B-frames found: H.264 from now on
+    assert told == ["h264"]
+    assert stream.view().video_codecs == {"viewer": {"h264": 1}}
+    passed.close()
+    await streams.close(1.0)
