@@ -121,6 +121,25 @@ async def test_parameter_sets_from_the_sdp_go_before_every_keyframe(
         pass
 
 
+async def test_an_h265_camera_with_b_frames_is_transcoded_for_all(
+    http: aiohttp.ClientSession, gw: Gateway, rtsp: RtspServer
+) -> None:
+    """WebRTC takes no B-frames: the stream turns to transcoding once they show, and
+    every viewer, H.265 offered or not, gets H.264."""
+    stream_id = "hevc-bframes"
+    await live(http, gw.base_url, stream_id, rtsp.url("/h265-bframes"))
+    deadline = time.monotonic() + 10
+    while (state := await view(http, gw, stream_id))["effective_mode"] != "transcode":
+        assert time.monotonic() < deadline, state
+        await asyncio.sleep(0.1)
+    assert state["codec"] == "hevc", state
+    viewer = await watch(gw.base_url, stream_id, frames=20)  # offers H.265 and H.264
+    assert video_codecs_of(viewer.answer_sdp) == {"H264"}
+    assert viewer.sizes == {(320, 240)}
+    async with http.delete(f"{gw.base_url}/api/v1/streams/{stream_id}"):
+        pass
+
+
 async def camera_sps(http: aiohttp.ClientSession, gw: Gateway, stream_id: str) -> h265.SpsInfo:
     """The stream's SPS, as an MSE viewer that plays H.265 receives it (`hvcC`)."""
     async with http.ws_connect(f"{gw.base_url}/ws/{stream_id}") as ws:

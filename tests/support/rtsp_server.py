@@ -16,6 +16,7 @@ Mounts (each its own media factory, one pipeline per client unless said otherwis
 * ``/small``      320x240@15 H.264 constrained-baseline, 1 s GOP
 * ``/h265``       320x240@15 H.265 Main, 1 s GOP, VPS/SPS/PPS in-band and in the SDP
 * ``/h265-sdp-only`` /h265 with VPS/SPS/PPS only in the SDP (sprop-vps, -sps, -pps)
+* ``/h265-bframes`` /h265 with B-frames (presentation order differs from decoding order)
 * ``/h265-hd``    the same at 1280x720@30, 2 Mbit/s (a camera's main stream, for perf/)
 * ``/mjpeg``      320x240@15 Motion JPEG (RTP/JPEG): a camera only FFmpeg's client reads
 * ``/av-sync``, ``/av-sync-aac``  320x240@30 black, one white frame at each whole second,
@@ -351,6 +352,11 @@ MOUNTS: dict[str, str] = {
         f"( {_video_src(320, 240, 15)} ! x265enc tune=zerolatency speed-preset=ultrafast "
         "key-int-max=15 bitrate=400 ! h265parse ! video/x-h265,stream-format=hvc1 "
         "! rtph265pay name=pay0 pt=96 config-interval=0 )"
+    ),
+    "/h265-bframes": (
+        f"( {_video_src(320, 240, 15)} ! x265enc speed-preset=ultrafast key-int-max=15 "
+        'bitrate=400 option-string="bframes=2:b-adapt=0" ! video/x-h265,profile=main '
+        "! rtph265pay name=pay0 pt=96 config-interval=-1 )"
     ),
     "/h265-hd": (
         f"( {_video_src(1280, 720, 30)} ! x265enc tune=zerolatency speed-preset=ultrafast "
