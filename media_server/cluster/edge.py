@@ -4,7 +4,8 @@ It takes the place of the camera's worker thread (see `Ingest`): it reports the 
 states and publishes the origin's units to the local hubs, on the event loop, where the
 local viewers take them. Timestamps go through a `Timeline` like a camera's, so when the
 origin changes (it died, another node took the camera over) viewers see time move on
-and resume at the next keyframe, with their sessions intact.
+and resume at the next keyframe, with their sessions intact. For an H.265 stream it asks
+the origin for the H.264 transcode while local viewers take it.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class RelayIngest:
             info: SourceInfo | None = None
             audio: AudioPath | None = None
             live = False
+            asked = False  # whether the origin was asked for the transcode
             counters = self.counters
             counters.restart_window()
             async for message in ws:
@@ -118,9 +120,15 @@ class RelayIngest:
                 if info is None:
                     raise ValueError("the origin sent media before describing it")
                 unit = wire.unpack(message.data)
+                if self._sink.wants_transcode != asked:
+                    asked = not asked
+                    await ws.send_str(wire.ask_transcode(asked))
                 if unit.kind == wire.AUDIO:
                     if audio is not None:
                         self._audio(audio, unit, timeline)
+                    continue
+                if unit.kind == wire.TRANSCODE:
+                    self._transcoded(unit, timeline)
                     continue
                 counters.packets += 1
                 counters.bytes += len(unit.data)
@@ -134,6 +142,12 @@ class RelayIngest:
             if ws.close_code == wire.NOT_ORIGIN:
                 return f"node {origin.node} no longer ingests the stream"
             return f"node {origin.node} ended the relay"
+
+    def _transcoded(self, unit: wire.Unit, timeline: Timeline) -> None:
+        """The H.264 transcode, on the clock the stream's own video set."""
+        pts = timeline.follow(unit.pts, 1 / CLOCK_RATE)
+        if pts is not None:
+            self._sink.on_transcoded_unit(AccessUnit(unit.data, pts, TIME_BASE, unit.keyframe))
 
     def _audio(self, audio: AudioPath, unit: wire.Unit, timeline: Timeline) -> None:
         pts90 = timeline.follow(unit.pts, 1 / audio.info.sample_rate)

@@ -2,7 +2,9 @@
 
 An edge is one consumer of the stream here, of kind relay (an on-demand camera opens for it), and
 its units come from the same bounded hub queue as any viewer's: an edge that cannot keep
-up loses units up to the next keyframe and never slows the stream or anyone else.
+up loses units up to the next keyframe and never slows the stream or anyone else. An
+edge that asks for an H.265 stream's H.264 transcode gets it too, from a queue of its
+own, while it asks.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from media_server.cluster import wire
 from media_server.model.media import AccessUnit, SourceInfo
@@ -36,9 +38,9 @@ async def serve(ws: web.WebSocketResponse, stream: Stream, fenced: Callable[[], 
 
     async def send(unit: AccessUnit, kind: int) -> None:
         async with sending:
-            info = stream.info
-            if info is not None and info is not described[0]:
-                await ws.send_str(wire.describe(info))
+            info, codec = stream.info, stream.video_codec
+            if info is not None and codec is not None and info is not described[0]:
+                await ws.send_str(wire.describe(info, codec))
                 described[0] = info
             if described[0] is not None:
                 await ws.send_bytes(wire.pack(kind, unit.keyframe, unit.pts, unit.data))
@@ -52,9 +54,23 @@ async def serve(ws: web.WebSocketResponse, stream: Stream, fenced: Callable[[], 
             if isinstance(item, AccessUnit):
                 await send(item, kind)
 
+    transcoding: list[tuple[Subscriber, asyncio.Task[None]]] = []
+
+    def ask(wanted: bool) -> None:
+        """The edge wants the H.264 transcode (its first H.264 viewer came), or no more."""
+        if wanted and not transcoding:
+            sub = consumer.transcode()
+            transcoding.append((sub, asyncio.ensure_future(forward(sub, wire.TRANSCODE))))
+        elif not wanted and transcoding:
+            sub, task = transcoding.pop()
+            consumer.drop(sub)
+            task.cancel()
+
     async def drain() -> None:
-        async for _ in ws:  # the edge sends nothing; this ends when it goes
-            pass
+        """What the edge says: whether it wants the transcode. Ends when it goes."""
+        async for message in ws:
+            if message.type == WSMsgType.TEXT:
+                ask(wire.parse_ask(message.data))
 
     tasks = [
         asyncio.ensure_future(forward(video, wire.VIDEO)),
@@ -64,6 +80,8 @@ async def serve(ws: web.WebSocketResponse, stream: Stream, fenced: Callable[[], 
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for _, task in transcoding:
+            task.cancel()
         for task in tasks:
             task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)

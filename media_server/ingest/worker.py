@@ -69,14 +69,15 @@ class IngestSink(Protocol):
         ...
 
 
-def choose_mode(requested: Mode, info: SourceInfo, hevc: bool = True) -> EffectiveMode:
+def choose_mode(requested: Mode, info: SourceInfo) -> EffectiveMode:
     """Passthrough when browsers can decode the source untouched, else transcode. H.265
-    passes through (its H.264 viewers share a transcode) where `hevc` allows it."""
-    passable = ("h264", "hevc") if hevc else ("h264",)
+    passes through; its viewers that take only H.264 share a transcode."""
+    passable = ("h264", "hevc")
     if requested == "passthrough":
         if info.codec not in passable:
-            names = " or ".join(passable).replace("hevc", "H.265").replace("h264", "H.264")
-            raise PermanentSourceError(f"passthrough needs {names}, the source sends {info.codec}")
+            raise PermanentSourceError(
+                f"passthrough needs H.264 or H.265, the source sends {info.codec}"
+            )
         return "passthrough"
     if requested == "transcode":
         return "transcode"
@@ -129,10 +130,10 @@ class IngestWorker:
         loop: asyncio.AbstractEventLoop,
         policy: ReconnectPolicy,
         backlog: int,
-        shared_bitrate: int | None = None,
+        bitrate: int,
+        shared: bool = True,
         publish_frames: bool = True,
         nice: int = 0,
-        hevc_bitrate: int | None = None,
     ) -> None:
         self.name = name
         self._nice = nice
@@ -141,11 +142,11 @@ class IngestWorker:
         self._sink = sink
         self._loop = loop
         self._policy = policy
-        self._shared_bitrate = shared_bitrate  # None: no shared encode
-        #: An H.265 stream's H.264 transcode, made while viewers take it; None: H.265 is
-        #: not passed through (a cluster relays one codec to its other nodes).
-        self._hevc_bitrate = hevc_bitrate
-        self._publish_frames = publish_frames or shared_bitrate is None
+        #: The H.264 encodes' bits/s: a transcoded stream's (where `shared`; else aiortc
+        #: encodes per viewer), and an H.265 stream's transcode made on demand.
+        self._bitrate = bitrate
+        self._shared_bitrate = bitrate if shared else None
+        self._publish_frames = publish_frames or not shared
         self._backlog = backlog
         self._stop = threading.Event()
         #: Items posted, counted by whichever ingest thread posts (a stream read by the
@@ -348,8 +349,8 @@ class _Pump:
         self._params = self._codec.parameter_sets(info.extradata) if self._codec else b""
         self._mode: EffectiveMode | None = None
         self._transcoder = Transcoder(info.codec, worker._shared_bitrate)
-        hevc = worker._hevc_bitrate
-        self._shared = ShareOnDemand(info.codec, hevc) if hevc and info.codec == "hevc" else None
+        hevc = info.codec == "hevc"
+        self._shared = ShareOnDemand(info.codec, worker._bitrate) if hevc else None
         #: Whether video is handled on the worker's own thread (decoding) from now on.
         self._decoding = False
         self._need_key = True
@@ -441,8 +442,7 @@ class _Pump:
         """At the first keyframe: choose the mode, and say the stream is live."""
         if not key:
             return False
-        hevc = self._worker._hevc_bitrate is not None
-        self._mode = choose_mode(self._worker._requested, self._info, hevc)
+        self._mode = choose_mode(self._worker._requested, self._info)
         self._worker._post(self._sink.on_info, self._info, self._mode)
         self._worker._post(self._sink.on_state, StreamState.LIVE, None)
         self._backoff.success()

@@ -42,6 +42,7 @@ class Consumer:
         self.closed = False
         #: Whether it takes the stream's H.264 transcode rather than the stream's video.
         self.transcoded = False
+        self._transcodes: set[Subscriber] = set()  # queues of the transcode beside it
         stream._attached(kind)
 
     @property
@@ -64,6 +65,16 @@ class Consumer:
         """A queue of the stream's video: encoded units, decoded frames, or whichever it
         carries. Subscribe at the first read: a consumer that never reads is never fed."""
         return self._subscribe(self._hub, wants)
+
+    def transcode(self) -> Subscriber:
+        """A queue of the stream's H.264 transcode beside its own video (a relay to another
+        node carries both, for that node's viewers of each); the stream makes the
+        transcode while the queue lasts (`drop` it when no longer needed)."""
+        sub = self._subscribe(self.stream.transcode_hub)
+        if not self.closed:
+            self._transcodes.add(sub)
+            self.stream._transcoding(self.kind, 1)
+        return sub
 
     def audio(self, as_sent: bool = False) -> Subscriber:
         """A queue of the stream's audio units, as WebRTC viewers receive them, or
@@ -99,6 +110,9 @@ class Consumer:
                 self._subscribed.remove(entry)
                 entry[0].unsubscribe(sub)
                 sub.end()
+                if sub in self._transcodes:
+                    self._transcodes.discard(sub)
+                    self.stream._transcoding(self.kind, -1)
                 return
 
     def close(self) -> None:

@@ -163,11 +163,10 @@ class Stream:
             self._loop,
             self.registration.reconnect or self._settings.ingest.reconnect,
             self._settings.hub.ingest_backlog,
-            self._settings.transcode.bitrate if "shared" in self._transcode_encodes else None,
+            self._settings.transcode.bitrate,
+            "shared" in self._transcode_encodes,
             "per_viewer" in self._transcode_encodes,
             self._settings.ingest.thread_nice,
-            # A cluster relays one codec to its other nodes: H.265 is transcoded there.
-            None if self.clustered else self._settings.transcode.bitrate,
         )
         self.worker.start()
 

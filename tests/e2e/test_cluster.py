@@ -190,6 +190,50 @@ async def test_viewers_on_other_nodes_decode_one_camera_session(
         assert resp.status == 204
 
 
+async def test_an_h265_camera_passes_through_the_relay_with_one_transcode(
+    http: aiohttp.ClientSession, cluster: Cluster, camera: RtspServer, viewers: list[Viewer]
+) -> None:
+    """The relay carries the camera's H.265 to the other nodes' viewers that decode it;
+    a node whose viewer takes only H.264 asks the origin for the transcode, made there
+    once, and stops asking when that viewer leaves."""
+    status, body = await register(http, cluster.url("node-a"), id="hevc", url=camera.url("/h265"))
+    assert status == 201, body
+    origin = await live_everywhere(http, cluster, "hevc")
+    hevc_edge, plain_edge = [n for n in NODES if n != origin]
+    hevc = Viewer(cluster.url(hevc_edge), "hevc", video_codecs=("H265",))
+    plain = Viewer(cluster.url(plain_edge), "hevc", video_codecs=("H264",))
+    viewers += [hevc, plain]
+    await hevc.connect()
+    await hevc.wait_frames(20)
+    assert "H265/90000" in hevc.answer_sdp and hevc.media_transport == "engine"
+    origin_view = await stream_on(http, cluster.url(origin), "hevc")
+    assert origin_view is not None
+    assert origin_view["counters"]["frames_encoded"] == 0, origin_view  # nobody wants H.264
+    await plain.connect()
+    await plain.wait_frames(20)
+    assert plain.media_transport == "transcode-shared"
+    assert hevc.sizes == plain.sizes == {(320, 240)}
+    assert camera.clients() == 1
+    views = {n: await stream_on(http, cluster.url(n), "hevc") for n in NODES}
+    assert views[hevc_edge]["video_codecs"] == {"viewer": {"hevc": 1}}  # type: ignore[index]
+    assert views[plain_edge]["video_codecs"] == {"viewer": {"h264": 1}}  # type: ignore[index]
+    assert views[origin]["counters"]["frames_encoded"] > 0  # type: ignore[index]
+    await plain.close()
+
+    async def encoding_stopped() -> bool:
+        first = await stream_on(http, cluster.url(origin), "hevc")
+        await asyncio.sleep(1.0)
+        second = await stream_on(http, cluster.url(origin), "hevc")
+        assert first is not None and second is not None
+        return bool(first["counters"]["frames_encoded"] == second["counters"]["frames_encoded"])
+
+    await until(encoding_stopped, 10, "the origin's transcode stopped with its last viewer")
+    frames = hevc.frames
+    await hevc.wait_frames(frames + 15)  # the H.265 viewer goes on
+    async with http.delete(f"{cluster.url(origin)}/api/v1/streams/hevc") as resp:
+        assert resp.status == 204
+
+
 async def test_streams_spread_over_the_nodes(
     http: aiohttp.ClientSession, cluster: Cluster, camera: RtspServer
 ) -> None:

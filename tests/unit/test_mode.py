@@ -19,7 +19,6 @@ def test_auto() -> None:
     assert choose_mode("auto", info(safe=False)) == "transcode"
     assert choose_mode("auto", info("hevc")) == "passthrough"
     assert choose_mode("auto", info("hevc", safe=False)) == "transcode"  # B-frames, say
-    assert choose_mode("auto", info("hevc"), hevc=False) == "transcode"  # a cluster's
     assert choose_mode("auto", info("mpeg4")) == "transcode"
 
 
@@ -27,7 +26,5 @@ def test_explicit() -> None:
     assert choose_mode("transcode", info()) == "transcode"
     assert choose_mode("passthrough", info(safe=False)) == "passthrough"
     assert choose_mode("passthrough", info("hevc")) == "passthrough"
-    with pytest.raises(PermanentSourceError, match=r"H\.264, the source sends hevc"):
-        choose_mode("passthrough", info("hevc"), hevc=False)
     with pytest.raises(PermanentSourceError, match=r"H\.264 or H\.265"):
         choose_mode("passthrough", info("mpeg4"))
