@@ -319,3 +319,19 @@ async def test_a_viewer_that_offers_neither_is_refused_clearly(
         await viewer.connect()
     await viewer.close()
     await watch(gw.base_url, stream_id, frames=10)  # the stream is none the worse
+
+
+async def test_aiortcs_own_sender_packs_h265_too(
+    http: aiohttp.ClientSession, rtsp: RtspServer
+) -> None:
+    """With `webrtc.media_path: aiortc`, aiortc's sender sends the camera's H.265 itself,
+    packed as the gateway taught it (RFC 7798)."""
+    env = {**GENEROUS, **FAST, "MEDIA_SERVER_WEBRTC__MEDIA_PATH": "aiortc"}
+    with run_gateway("--no-demo", env=env) as own:
+        await live(http, own.base_url, "hevc", rtsp.url("/h265"))
+        viewer = await watch(own.base_url, "hevc", frames=30, video_codecs=HEVC_ONLY)
+        assert viewer.media_transport == "passthrough"
+        assert video_codecs_of(viewer.answer_sdp) == {"H265"}
+        assert viewer.sizes == {(320, 240)}
+        state = await view(http, own, "hevc")
+        assert state["counters"]["frames_encoded"] == 0, state
