@@ -134,7 +134,11 @@
   function facts(s) {
     return {
       codec: s.codec || "—",
-      profile: [s.profile, s.audio_codec ? `audio ${s.audio_codec} (${s.audio_mode})` : ""]
+      profile: [
+        s.profile,
+        s.audio_codec ? `audio ${s.audio_codec} (${s.audio_mode})` : "",
+        transcodeText(s),
+      ]
         .filter(Boolean)
         .join(" · "),
       resolution: s.width && s.height ? `${s.width}×${s.height}` : "—",
@@ -148,6 +152,13 @@
       viewers: viewersText(s),
       error: s.error || "",
     };
+  }
+
+  // An H.265 camera's viewers that take its H.264 transcode (the rest get it as it is).
+  function transcodeText(s) {
+    if (s.codec !== "hevc" || s.effective_mode !== "passthrough") return "";
+    const takers = Object.values(s.video_codecs || {}).reduce((n, c) => n + (c.h264 || 0), 0);
+    return takers > 0 ? `H.264 transcode for ${takers}` : "";
   }
 
   // Viewers of every kind: the WebRTC count first (what the column always showed), then

@@ -992,6 +992,14 @@ def test_chromium_plays_an_h265_camera_as_it_can(
             codecs = page.evaluate("() => window.__player.codecs")
             assert codecs.startswith("hvc1" if hvc1 else "avc1"), details
         assert view["video_codecs"][watching] == {expected: 1}, view
+        if expected == "h264":  # the console says who takes the transcode
+            console = browser_context.new_page()
+            try:
+                console.goto(f"{gateway.base_url}/")
+                row = console.locator(f'tr[data-stream-id="{sid}"]')
+                row.filter(has_text="H.264 transcode for 1").wait_for(timeout=10_000)
+            finally:
+                console.close()
     except sync_api.TimeoutError:
         pytest.fail(f"the H.265 camera did not play ({mode})\n{_diagnostics(page, log)}")
     finally:
