@@ -69,6 +69,11 @@ class SpsInfo:
         return profile == self.profile_idc and tier >= self.tier and level >= self.level_idc
 
     @property
+    def fps(self) -> float | None:
+        """Not read (its VUI timing is not parsed): the stream's rate comes from elsewhere."""
+        return None
+
+    @property
     def profile_name(self) -> str:
         return PROFILES.get(self.profile_idc, f"profile-{self.profile_idc}")
 

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import av
@@ -305,20 +305,9 @@ class IngestWorker:
     @staticmethod
     def _with_sps(info: SourceInfo, params: bytes, reordered: bool) -> SourceInfo:
         """What new parameter sets say of the stream (they become its extradata)."""
-        if info.codec == "hevc":
-            hevc = h265.find_sps(params)
-            if hevc is None:
-                return info
-            return replace(
-                info,
-                width=hevc.width,
-                height=hevc.height,
-                profile=hevc.profile_name,
-                extradata=params,
-                browser_safe=h265.browser_safe(hevc) and not reordered,
-            )
-        sps = h264.find_sps(params)
-        if sps is None:
+        codec = _CODECS.get(info.codec)
+        sps = codec.find_sps(params) if codec is not None else None
+        if codec is None or sps is None:
             return info
         return replace(
             info,
@@ -327,7 +316,7 @@ class IngestWorker:
             fps=sps.fps or info.fps,
             profile=sps.profile_name,
             extradata=params,
-            browser_safe=h264.browser_safe(sps) and not reordered,
+            browser_safe=codec.browser_safe(sps) and not reordered,
         )
 
 
@@ -500,23 +489,49 @@ class _Pump:
         return self._info.fps or self._counters.fps or 30.0
 
 
+class _Sps(Protocol):
+    """What either codec's SPS says that the stream's info restates."""
+
+    @property
+    def width(self) -> int: ...
+
+    @property
+    def height(self) -> int: ...
+
+    @property
+    def fps(self) -> float | None: ...
+
+    @property
+    def profile_name(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
 class _Codec:
     """What the pump needs to know of a codec's NAL units, H.264's or H.265's."""
 
-    def __init__(
-        self,
-        nal_types: Callable[[bytes], set[int]],
-        parameter_sets: Callable[[bytes], bytes],
-        keys: range | tuple[int, ...],
-        sps: int,
-    ) -> None:
-        self.nal_types = nal_types
-        self.parameter_sets = parameter_sets
-        self.keys = keys
-        self.sps = sps
+    nal_types: Callable[[bytes], set[int]]
+    parameter_sets: Callable[[bytes], bytes]
+    keys: range | tuple[int, ...]
+    sps: int
+    find_sps: Callable[[bytes], _Sps | None]
+    browser_safe: Callable[[Any], bool]
 
 
 _CODECS = {
-    "h264": _Codec(h264.nal_types, h264.parameter_sets, (h264.NAL_IDR,), h264.NAL_SPS),
-    "hevc": _Codec(h265.nal_types, h265.parameter_sets, h265.NAL_IRAP, h265.NAL_SPS),
+    "h264": _Codec(
+        h264.nal_types,
+        h264.parameter_sets,
+        (h264.NAL_IDR,),
+        h264.NAL_SPS,
+        h264.find_sps,
+        h264.browser_safe,
+    ),
+    "hevc": _Codec(
+        h265.nal_types,
+        h265.parameter_sets,
+        h265.NAL_IRAP,
+        h265.NAL_SPS,
+        h265.find_sps,
+        h265.browser_safe,
+    ),
 }
