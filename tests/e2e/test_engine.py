@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.api import live, metric, wait_state
 from tests.support.gateway import FAST, GENEROUS, Gateway, run_gateway
-from tests.support.relay import LossyRelay
+from tests.support.relay import LossyRelay, repaired
 from tests.support.rtsp import RtspServer, start_rtsp_server
 from tests.support.viewer import Viewer, frames_between, unwrap
 
@@ -107,16 +107,8 @@ async def test_induced_loss_is_repaired_by_retransmission(
         rewrite_offer=relay.rewrite_offer,
         rewrite_answer=relay.rewrite_answer,
     )
-    before = await metric(http, gw.base_url, "media_server_engine_retransmits_total")
     try:
-        await viewer.connect()
-        await viewer.wait_frames(1)
-        start = time.monotonic()
-        await asyncio.sleep(6)
-        decoded = frames_between(viewer, start, start + 6)
-        retransmitted = (
-            await metric(http, gw.base_url, "media_server_engine_retransmits_total") - before
-        )
+        decoded, retransmitted = await repaired(http, gw.base_url, viewer, 6)
         assert relay.dropped >= 30, relay.dropped
         # Every lost packet was asked for and sent again (a NACK may be answered twice).
         assert retransmitted >= 0.9 * relay.dropped, (retransmitted, relay.dropped)

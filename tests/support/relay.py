@@ -12,7 +12,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import time
 from typing import Any
+
+import aiohttp
+
+from tests.support.api import metric
+from tests.support.viewer import Viewer, frames_between
 
 CANDIDATE = re.compile(r"^a=candidate:\S+ 1 udp \d+ (\S+) (\d+) typ host.*$", re.MULTILINE)
 
@@ -109,3 +115,19 @@ class LossyRelay:
             and not 192 <= data[1] <= 223
             and data[1] & 0x7F == self.payload_type
         )
+
+
+async def repaired(
+    http: aiohttp.ClientSession, base_url: str, viewer: Viewer, seconds: float
+) -> tuple[int, float]:
+    """Connect `viewer` (its offer and answer rewritten through a relay), let it watch for
+    `seconds` from its first frame: (frames it decoded in that time, packets the engine
+    sent again meanwhile)."""
+    metric_name = "media_server_engine_retransmits_total"
+    before = await metric(http, base_url, metric_name)
+    await viewer.connect()
+    await viewer.wait_frames(1)
+    start = time.monotonic()
+    await asyncio.sleep(seconds)
+    decoded = frames_between(viewer, start, start + seconds)
+    return decoded, await metric(http, base_url, metric_name) - before
