@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.api import live, metric, wait_state
 from tests.support.gateway import FAST, GENEROUS, Gateway, run_gateway
-from tests.support.relay import LossyRelay, repaired
+from tests.support.relay import LossyRelay, picture_loss, repaired
 from tests.support.rtsp import RtspServer, start_rtsp_server
 from tests.support.viewer import Viewer, frames_between, unwrap
 
@@ -141,19 +141,9 @@ async def test_a_picture_loss_is_answered_with_the_cached_gop(
         await viewer.connect()
         seen = viewer.record_rtp()
         await viewer.wait_frames(20)
-        ssrc = next(
-            int(line.split()[0].split(":")[1])
-            for line in viewer.answer_sdp.splitlines()
-            if line.startswith("a=ssrc:")
+        asked, count, plis = await picture_loss(
+            http, gw.base_url, viewer, seen, keyframe_start, 0.2
         )
-        count = len(seen)
-        while not any(keyframe_start(p) for *_, p in seen[count:]):
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.2)
-        plis = await metric(http, gw.base_url, "media_server_engine_plis_total")
-        count = len(seen)
-        asked = time.monotonic()
-        await viewer.pc.getReceivers()[0]._send_rtcp_pli(ssrc)
         await asyncio.sleep(0.3)
         after = seen[count:]
         starts = [i for i, (*_, p) in enumerate(after) if keyframe_start(p)]

@@ -18,7 +18,7 @@ from media_server.codecs import h265
 from tests.e2e.test_mse import MseClient, decode
 from tests.support.api import live, metric
 from tests.support.gateway import FAST, GENEROUS, Gateway, run_gateway
-from tests.support.relay import LossyRelay, repaired
+from tests.support.relay import LossyRelay, picture_loss, repaired
 from tests.support.rtsp import RtspServer
 from tests.support.viewer import Viewer, watch
 
@@ -225,19 +225,9 @@ async def test_the_engine_answers_nack_and_pli_for_h265(
         assert retransmitted >= 0.9 * relay.dropped, (retransmitted, relay.dropped)
         assert decoded >= 50, decoded  # of 60 at 15 fps: nearly all whole
         # A picture loss, 0.3 s after a keyframe (the camera's next is 0.7 s away).
-        count = len(seen)
-        while not any(keyframe_start(p) for *_, p in seen[count:]):
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.3)
-        plis = await metric(http, gw.base_url, "media_server_engine_plis_total")
-        count = len(seen)
-        asked = time.monotonic()
-        ssrc = next(
-            int(line.split()[0].split(":")[1])
-            for line in viewer.answer_sdp.splitlines()
-            if line.startswith("a=ssrc:")
+        asked, count, plis = await picture_loss(
+            http, gw.base_url, viewer, seen, keyframe_start, 0.3
         )
-        await viewer.pc.getReceivers()[0]._send_rtcp_pli(ssrc)
         await asyncio.sleep(0.3)
         starts = [at for at, *_, p in seen[count:] if keyframe_start(p)]
         assert starts and starts[0] - asked < 0.2, "the PLI was not answered at once"

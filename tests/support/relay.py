@@ -13,6 +13,7 @@ import asyncio
 import functools
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -131,3 +132,30 @@ async def repaired(
     await asyncio.sleep(seconds)
     decoded = frames_between(viewer, start, start + seconds)
     return decoded, await metric(http, base_url, metric_name) - before
+
+
+async def picture_loss(
+    http: aiohttp.ClientSession,
+    base_url: str,
+    viewer: Viewer,
+    seen: list[tuple[float, int, int, bytes]],
+    keyframe_start: Callable[[bytes], bool],
+    after_keyframe: float,
+) -> tuple[float, int, float]:
+    """Send a PLI as a decoder that lost its picture would, `after_keyframe` s after the
+    first packet of a keyframe in `seen` (`Viewer.record_rtp`), so the camera's next is
+    far: (when it went, how many packets had been seen by then, the engine's PLI count
+    just before it)."""
+    count = len(seen)
+    while not any(keyframe_start(p) for *_, p in seen[count:]):
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(after_keyframe)
+    ssrc = next(
+        int(line.split()[0].split(":")[1])
+        for line in viewer.answer_sdp.splitlines()
+        if line.startswith("a=ssrc:")
+    )
+    plis = await metric(http, base_url, "media_server_engine_plis_total")
+    count, asked = len(seen), time.monotonic()
+    await viewer.pc.getReceivers()[0]._send_rtcp_pli(ssrc)
+    return asked, count, plis
