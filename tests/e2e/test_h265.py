@@ -83,6 +83,10 @@ async def test_a_viewer_that_offers_h265_gets_it_untouched(
         assert video_codecs_of(viewer.answer_sdp) == {"H265"}
         state = await view(http, gw, stream_id)
         assert state["video_codecs"] == {"viewer": {"hevc": 1}}, state
+        # The engine's sender reports reached the viewer's receiver (30 frames: > 1 s).
+        stats = (await viewer.pc.getStats()).values()
+        reports = [s for s in stats if s.type == "remote-outbound-rtp" and s.kind == "video"]
+        assert reports and reports[0].packetsSent > 0, list(stats)
     finally:
         await viewer.close()
     assert viewer.sizes == {(320, 240)}
