@@ -276,6 +276,33 @@ class HlsSettings(_Section):
     )
 
 
+class RecordSettings(_Section):
+    """Streams kept on disk: fMP4 segments of the stream as it is, one folder per stream."""
+
+    default: bool = Field(
+        False, description="record the streams whose registration leaves `record` null"
+    )
+    directory: str = Field(
+        "recordings", min_length=1, description="where each stream's folder of segments goes"
+    )
+    segment_duration: float = Field(
+        60.0, ge=1.0, le=3600.0, description="least seconds of a segment; each starts at a keyframe"
+    )
+    gap: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="seconds without a picture that end a segment: the outage shows as a gap",
+    )
+    pending_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=256 * 1024,
+        le=1024 * 1024 * 1024,
+        description="bytes per stream waiting for the disk; past it, what comes is dropped up "
+        "to the next keyframe (a gap), and live viewing goes on",
+    )
+
+
 class EngineSettings(_Section):
     """The fan-out engine (webrtc.media_path: engine)."""
 
@@ -571,6 +598,7 @@ class Settings(BaseSettings):
     webrtc: WebRTCSettings = Field(default_factory=lambda: WebRTCSettings())
     mse: MseSettings = Field(default_factory=lambda: MseSettings())
     hls: HlsSettings = Field(default_factory=lambda: HlsSettings())
+    record: RecordSettings = Field(default_factory=lambda: RecordSettings())
     limits: LimitsSettings = Field(default_factory=lambda: LimitsSettings())
     health: HealthSettings = Field(default_factory=lambda: HealthSettings())
     sources: SourcesSettings = Field(default_factory=lambda: SourcesSettings())

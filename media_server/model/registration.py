@@ -88,6 +88,11 @@ class _Camera(BaseModel):
     client: IngestClient | None = Field(
         None, description="who reads the camera (null: the configured ingest.client)"
     )
+    record: bool | None = Field(
+        None,
+        description="keep the stream on disk as fMP4 segments (null: the configured "
+        "record.default); a recorded on-demand camera stays open",
+    )
 
     @field_validator("url")
     @classmethod

@@ -23,11 +23,13 @@ if TYPE_CHECKING:
 #: viewer: a WebRTC session; relay: another node of a cluster fanning the stream out;
 #: fanout: the engine's feed of the stream, which serves its viewers; snapshot: a JPEG of
 #: the latest picture being made; muxer: the stream's fMP4, made once for its mse
-#: viewers (a WebSocket each) and hls players (each counted while it polls).
-ConsumerKind = Literal["viewer", "relay", "fanout", "snapshot", "muxer", "mse", "hls"]
-#: The kinds that keep an on-demand stream open: those that watch. A fan-out and a muxer
-#: serve viewers that hold the stream already; a snapshot shows what the stream has.
-HOLDING: frozenset[ConsumerKind] = frozenset({"viewer", "relay", "mse", "hls"})
+#: viewers (a WebSocket each), hls players (each counted while it polls) and its
+#: recorder (writing it to disk).
+ConsumerKind = Literal["viewer", "relay", "fanout", "snapshot", "muxer", "mse", "hls", "recorder"]
+#: The kinds that keep an on-demand stream open: those that watch, and the recorder. A
+#: fan-out and a muxer serve viewers that hold the stream already; a snapshot shows what
+#: the stream has.
+HOLDING: frozenset[ConsumerKind] = frozenset({"viewer", "relay", "mse", "hls", "recorder"})
 #: The kinds a person watches through: the view shows which codec each of them gets.
 WATCHING: tuple[ConsumerKind, ...] = ("viewer", "mse", "hls")
 CONSUMER_KINDS: tuple[ConsumerKind, ...] = get_args(ConsumerKind)

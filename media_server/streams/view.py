@@ -65,8 +65,9 @@ class StreamView(Registration):
     consumers: dict[ConsumerKind, int] = Field(
         description="who consumes the stream now, by kind: viewer (WebRTC sessions), relay "
         "(other nodes of a cluster), fanout (the engine's feed), snapshot (being made), "
-        "muxer (its fMP4, made while anyone watches over MSE or HLS), mse (MSE viewers' "
-        "WebSockets), hls (HLS players that polled in the last few target durations)"
+        "muxer (its fMP4, made while anyone watches over MSE or HLS or it records), mse "
+        "(MSE viewers' WebSockets), hls (HLS players that polled in the last few target "
+        "durations), recorder (writing it to disk)"
     )
     codec: str | None = Field(description="the camera's video codec (FFmpeg's name: h264, hevc)")
     video_codecs: dict[ConsumerKind, dict[str, int]] = Field(

@@ -40,7 +40,7 @@ async def test_counted_by_kind_and_holding_an_on_demand_stream() -> None:
     assert stream.worker is not None  # the first consumer opened the camera
     view = stream.view()
     assert view.viewers == 1
-    others = {"fanout": 1, "snapshot": 1, "muxer": 1, "mse": 0, "hls": 0}
+    others = {"fanout": 1, "snapshot": 1, "muxer": 1, "mse": 0, "hls": 0, "recorder": 0}
     assert view.consumers == {"viewer": 1, "relay": 1, **others}
     viewer.close()
     viewer.close()  # idempotent: counted off once
