@@ -30,6 +30,7 @@ from media_server.auth.tokens import READ, Authenticator
 from media_server.cluster.node import ClusterNode, node_id
 from media_server.config import Settings
 from media_server.egress.muxer import Muxer, Muxers
+from media_server.egress.recorder import Recordings
 from media_server.engine.engine import Engine, EngineConfig
 from media_server.ingest.guard import SourceGuard
 from media_server.loopwatch import LoopMonitor
@@ -82,6 +83,7 @@ async def _close_signaling(app: web.Application) -> None:
     for ws in list(gw.websockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
     hls.close_all(gw)
+    gw.recordings.close()  # what is queued for the disk is written first
     gw.muxers.close()
     try:
         await asyncio.wait_for(gw.sessions.close_all(), gw.settings.shutdown_timeout / 2)
@@ -149,6 +151,11 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
     limits = settings.limits
     manager = StreamManager(settings, loop, registry, guard)
     engine = _engine(settings, manager)
+    muxers = Muxers(
+        lambda stream, transcoded: Muxer(
+            stream, settings.hub.gop_cache_units, settings.hub.gop_cache_bytes, transcoded
+        )
+    )
     gw = Gateway(
         settings=settings,
         auth=Authenticator(settings.auth),
@@ -163,11 +170,8 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
         ),
         offers=RateLimiter("offers", limits.offers_per_minute, limits.offers_burst),
         json=json_codec(settings.runtime.json_codec),
-        muxers=Muxers(
-            lambda stream, transcoded: Muxer(
-                stream, settings.hub.gop_cache_units, settings.hub.gop_cache_bytes, transcoded
-            )
-        ),
+        muxers=muxers,
+        recordings=Recordings(settings.record, muxers),
     )
     if isinstance(registry, RedisRegistry):
         gw.cluster = ClusterNode(
@@ -177,6 +181,9 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
     manager.on_removed.append(
         lambda stream: gw.background.spawn(gw.sessions.close_stream(stream.id))
     )
+    # A stream that records starts its recorder with it, and ends it with it.
+    manager.on_added.append(gw.recordings.on_added)
+    manager.on_removed.append(gw.recordings.on_removed)
     # The metric's labels keep the names dashboards know (transports.* before the rename).
     chosen: dict[str, str] = {
         "loop": settings.runtime.loop,

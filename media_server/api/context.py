@@ -13,6 +13,7 @@ from media_server.auth.tokens import Authenticator
 from media_server.cluster.node import ClusterNode
 from media_server.config import Settings
 from media_server.egress.muxer import Muxers
+from media_server.egress.recorder import Recordings
 from media_server.ingest.guard import SourceGuard
 from media_server.loopwatch import LoopMonitor
 from media_server.metrics import Metrics
@@ -41,6 +42,7 @@ class Gateway:
     offers: RateLimiter
     json: JsonCodec
     muxers: Muxers
+    recordings: Recordings
     #: Each stream's LL-HLS while players poll it (api/hls.py).
     hls: dict[tuple[str, bool], Outlet] = field(default_factory=dict)
     cpu: CpuMeter = field(default_factory=CpuMeter)

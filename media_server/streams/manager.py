@@ -79,7 +79,8 @@ class StreamManager:
         self._lock = asyncio.Lock()
         self._stopping = Tasks()  # ingest threads being let go of
         self.changes = Changes()
-        #: Told of each stream removed (here or, in a cluster, on another node).
+        #: Told of each stream added, and removed (here or, in a cluster, on another node).
+        self.on_added: list[Callable[[Stream], object]] = []
         self.on_removed: list[Callable[[Stream], object]] = []
         #: In a cluster: what feeds a stream on a node that does not ingest it.
         self.relay: RelayFactory | None = None
@@ -148,6 +149,8 @@ class StreamManager:
         self.changes.notify()
         if not stream.on_demand:
             stream.start()
+        for listener in self.on_added:
+            listener(stream)
         log.info(
             "stream %s registered (%s, %s)",
             registration.id,

@@ -1,0 +1,324 @@
+"""Streams kept on disk: each recorded stream's fMP4, written as segment files.
+
+A recorder is a reader of the stream's one muxer (egress/muxer.py), as MSE viewers and
+the LL-HLS window are, and a consumer of kind `recorder` (it keeps an on-demand camera
+open). Nothing is decoded or encoded: the fragments the muxer made of the camera's own
+units go to disk as they are, audio included.
+
+A segment is a file of the init segment and the fragments that follow it, from a
+keyframe, named by the UTC time of that keyframe (`20261202T140812.345678Z.mp4`) in the
+stream's folder. A new one starts at the first keyframe `record.segment_duration` seconds
+in, at a new init segment (a new picture size), and after `record.gap` seconds without a
+picture (a camera outage stays a gap). Names never go back in time (a host clock that
+jumps back names the next segment after the last) and never overwrite.
+
+Every file is appended to, one whole fragment at a time: a process killed mid-segment
+leaves a file that plays up to its last fragment. The writes happen on one thread for
+all recorders; what waits for the disk is bounded per stream (`record.pending_bytes`),
+past which fragments are dropped to the next keyframe (a gap), so a slow or failing disk
+never holds up the stream or its viewers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from media_server.config import RecordSettings
+from media_server.egress.muxer import Fragment, Muxer, Muxers
+from media_server.model.media import CLOCK_RATE
+from media_server.streams.consumer import Consumer
+from media_server.streams.stream import Stream
+
+log = logging.getLogger(__name__)
+
+#: How a segment's file is named: its first keyframe's UTC time, to the microsecond.
+NAME_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+SUFFIX = ".mp4"
+
+
+def segment_name(started: float) -> str:
+    return datetime.fromtimestamp(started, UTC).strftime(NAME_FORMAT) + SUFFIX
+
+
+def segment_start(name: str) -> float | None:
+    """The UTC start a segment's file name gives; None for a file that is not one."""
+    if not name.endswith(SUFFIX):
+        return None
+    try:
+        return datetime.strptime(name[: -len(SUFFIX)], NAME_FORMAT).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+@dataclass(slots=True)
+class _Job:
+    """One thing for the disk thread: open a segment's file, append to it, or close it."""
+
+    recorder: Recorder
+    kind: str  # open, write, close
+    data: bytes = b""
+    path: Path | None = None
+
+
+class DiskWriter:
+    """The one thread that writes every recording: the event loop never waits on a disk."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="recorder-disk", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: _Job) -> None:
+        self._jobs.put(job)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued, then stop."""
+        self._jobs.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        files: dict[Recorder, int] = {}
+        while (job := self._jobs.get()) is not None:
+            recorder = job.recorder
+            try:
+                if job.kind == "open":
+                    assert job.path is not None
+                    self._close(files, recorder)
+                    files[recorder] = _create(job.path)
+                elif job.kind == "write":
+                    fd = files.get(recorder)
+                    if fd is not None:
+                        _write_all(fd, job.data)
+                else:
+                    self._close(files, recorder)
+            except OSError as exc:  # a full or failing disk: this segment ends here
+                self._close(files, recorder)
+                recorder.failed(f"{type(exc).__name__}: {exc.strerror or exc}")
+            finally:
+                recorder.written(len(job.data))
+        for recorder in list(files):
+            self._close(files, recorder)
+
+    @staticmethod
+    def _close(files: dict[Recorder, int], recorder: Recorder) -> None:
+        fd = files.pop(recorder, None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _create(path: Path) -> int:
+    """A new segment's file, never an existing one (a name taken gets a suffix)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
+    for attempt in range(100):
+        candidate = path if attempt == 0 else path.with_name(f"{path.stem}-{attempt}{SUFFIX}")
+        try:
+            return os.open(candidate, flags, 0o644)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free name for {path.name}")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+@dataclass(slots=True)
+class _Segment:
+    started: float  # the UTC time of its first keyframe
+    start: int  # ...and its time on the muxer's clock (90 kHz), which its length counts
+    init: object  # the muxer's init segment it follows (a new one starts a new segment)
+
+
+class Recorder:
+    """One stream's recording: a reader of its muxer that writes segments."""
+
+    def __init__(
+        self, stream: Stream, muxers: Muxers, writer: DiskWriter, settings: RecordSettings
+    ) -> None:
+        self.stream = stream
+        self._muxers = muxers
+        self._writer = writer
+        self._settings = settings
+        self._folder = Path(settings.directory) / stream.id
+        self._consumer: Consumer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._muxer: Muxer | None = None
+        self._segment: _Segment | None = None
+        self._last_picture: float | None = None  # when the last picture was made (UTC)
+        self._last_start = 0.0  # the last segment's start: names never go back
+        self._pending = 0  # bytes queued for the disk
+        self._lock = threading.Lock()  # `_pending` is changed by both threads
+        self._dropping = False
+        self.closed = False
+        self.segments = 0
+        self.bytes_written = 0
+        self.write_errors = 0
+        self.error: str | None = None  # the last write error, until a segment opens again
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._consumer = self.stream.attach("recorder")
+        self._attach()
+
+    def _attach(self) -> None:
+        self._muxer = self._muxers.acquire(self.stream)  # the stream as it is: hvc1 too
+        self._muxer.add(self)
+        for fragment in self._muxer.gop():  # from the cached keyframe on
+            self.on_fragment(fragment)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._end_segment()
+        if self._muxer is not None:
+            self._muxer.remove(self)
+            self._muxers.release(self._muxer)
+            self._muxer = None
+        if self._consumer is not None:
+            self._consumer.close()
+
+    # -- Reader -----------------------------------------------------------------------------
+    def on_fragment(self, fragment: Fragment) -> None:
+        if fragment.video:
+            last, self._last_picture = self._last_picture, fragment.made
+            if last is not None and fragment.made - last > self._settings.gap:
+                self._end_segment()  # an outage: a gap, not one segment across it
+            if fragment.keyframe and self._cut_at(fragment):
+                self._new_segment(fragment)
+        if self._segment is None or self._dropping:
+            return
+        if self._pending > self._settings.pending_bytes:
+            self._end_segment()  # the disk is behind: drop to the next keyframe
+            self._dropping = True
+            log.warning(
+                "stream %s: the disk is behind, recording resumes at a keyframe",
+                self.stream.id,
+                extra={"stream_id": self.stream.id},
+            )
+            return
+        self._submit("write", fragment.data)
+
+    def on_end(self) -> None:
+        """The muxer ended (the stream's codec changed, or the stream went away)."""
+        self._end_segment()
+        if self._muxer is not None:
+            self._muxers.release(self._muxer)
+            self._muxer = None
+        if not self.closed and self._loop is not None:
+            self._loop.call_soon(self._reattach)
+
+    def _reattach(self) -> None:
+        if not self.closed and self._muxer is None:
+            self._attach()
+
+    # -- segments -----------------------------------------------------------------------------
+    def _cut_at(self, keyframe: Fragment) -> bool:
+        segment = self._segment
+        if self._dropping:
+            return self._pending <= self._settings.pending_bytes // 2
+        return (
+            segment is None
+            or keyframe.init is not segment.init
+            or keyframe.start - segment.start >= self._settings.segment_duration * CLOCK_RATE
+        )
+
+    def _new_segment(self, keyframe: Fragment) -> None:
+        self._end_segment()
+        self._dropping = False
+        started = max(keyframe.made, self._last_start + 1e-6)  # never back in time
+        self._last_start = started
+        self._segment = _Segment(started, keyframe.start, keyframe.init)
+        self.segments += 1
+        self.error = None
+        self._submit("open", path=self._folder / segment_name(started))
+        self._submit("write", keyframe.init.segment(audio=True))
+
+    def _end_segment(self) -> None:
+        if self._segment is not None:
+            self._segment = None
+            self._submit("close")
+
+    def _submit(self, kind: str, data: bytes = b"", path: Path | None = None) -> None:
+        with self._lock:
+            self._pending += len(data)
+        self._writer.submit(_Job(self, kind, data, path))
+
+    # -- told by the disk thread ------------------------------------------------------------------
+    def written(self, size: int) -> None:
+        with self._lock:
+            self._pending -= size
+        self.bytes_written += size
+
+    def failed(self, error: str) -> None:
+        self.write_errors += 1
+        self.error = error
+        log.error(
+            "stream %s: recording failed (%s); it starts again at a keyframe",
+            self.stream.id,
+            error,
+            extra={"stream_id": self.stream.id},
+        )
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the process ends
+                self._loop.call_soon_threadsafe(self._end_segment)
+
+
+class Recordings:
+    """The recorder of every stream that records; started with its stream, ended with it."""
+
+    def __init__(self, settings: RecordSettings, muxers: Muxers) -> None:
+        self._settings = settings
+        self._muxers = muxers
+        self._writer: DiskWriter | None = None
+        self._recorders: dict[str, Recorder] = {}
+
+    def records(self, stream: Stream) -> bool:
+        """Whether a stream is recorded here: as its registration says, else the default.
+        (A cluster's streams are not recorded yet.)"""
+        wanted = stream.registration.record
+        if wanted is None:
+            wanted = self._settings.default
+        return wanted and not stream.clustered
+
+    def get(self, stream_id: str) -> Recorder | None:
+        return self._recorders.get(stream_id)
+
+    def on_added(self, stream: Stream) -> None:
+        if not self.records(stream):
+            return
+        if self._writer is None:
+            self._writer = DiskWriter()
+        old = self._recorders.pop(stream.id, None)
+        if old is not None:
+            old.close()
+        recorder = Recorder(stream, self._muxers, self._writer, self._settings)
+        self._recorders[stream.id] = recorder
+        recorder.start()
+
+    def on_removed(self, stream: Stream) -> None:
+        recorder = self._recorders.get(stream.id)
+        if recorder is not None and recorder.stream is stream:
+            del self._recorders[stream.id]
+            recorder.close()
+
+    def close(self) -> None:
+        for recorder in self._recorders.values():
+            recorder.close()
+        self._recorders.clear()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
