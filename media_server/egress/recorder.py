@@ -7,16 +7,19 @@ units go to disk as they are, audio included.
 
 A segment is a file of the init segment and the fragments that follow it, from a
 keyframe, named by the UTC time of that keyframe (`20261202T140812.345678Z.mp4`) in the
-stream's folder. A new one starts at the first keyframe `record.segment_duration` seconds
+stream's folder, and once closed by its length as well
+(`20261202T140812.345678Z_60013ms.mp4`): what a folder holds, and when, is read from the
+names alone. A new one starts at the first keyframe `record.segment_duration` seconds
 in, at a new init segment (a new picture size), and after `record.gap` seconds without a
 picture (a camera outage stays a gap). Names never go back in time (a host clock that
 jumps back names the next segment after the last) and never overwrite.
 
 Every file is appended to, one whole fragment at a time: a process killed mid-segment
-leaves a file that plays up to its last fragment. The writes happen on one thread for
-all recorders; what waits for the disk is bounded per stream (`record.pending_bytes`),
-past which fragments are dropped to the next keyframe (a gap), so a slow or failing disk
-never holds up the stream or its viewers.
+leaves a file that plays up to its last fragment, which the stream's next recorder
+finalizes (cut to its last whole fragment, named with its length) before it writes. The
+writes happen on one thread for all recorders; what waits for the disk is bounded per
+stream (`record.pending_bytes`), past which fragments are dropped to the next keyframe
+(a gap), so a slow or failing disk never holds up the stream or its viewers.
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from media_server.config import RecordSettings
 from media_server.egress.muxer import Fragment, Muxer, Muxers
 from media_server.model.media import CLOCK_RATE
+from media_server.mp4.fragments import fragments, whole_size
 from media_server.streams.consumer import Consumer
 from media_server.streams.stream import Stream
 
@@ -42,30 +47,80 @@ log = logging.getLogger(__name__)
 #: How a segment's file is named: its first keyframe's UTC time, to the microsecond.
 NAME_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 SUFFIX = ".mp4"
+#: The muxer's video track (its audio is track 2).
+VIDEO_TRACK = 1
 
 
-def segment_name(started: float) -> str:
-    return datetime.fromtimestamp(started, UTC).strftime(NAME_FORMAT) + SUFFIX
+def segment_name(started: float, seconds: float | None = None) -> str:
+    """A segment's file name: its UTC start, and its length once it is closed."""
+    stem = datetime.fromtimestamp(started, UTC).strftime(NAME_FORMAT)
+    return stem + ("" if seconds is None else f"_{round(seconds * 1000)}ms") + SUFFIX
+
+
+def parse_name(name: str) -> tuple[float, float | None] | None:
+    """(UTC start, length in seconds or None while open) a segment's name gives; None for
+    a file that is not a segment."""
+    if not name.endswith(SUFFIX):
+        return None
+    stem, _, length = name[: -len(SUFFIX)].partition("_")
+    try:
+        start = datetime.strptime(stem, NAME_FORMAT).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+    if not length:
+        return start, None
+    if not (length.endswith("ms") and length[:-2].isdigit()):
+        return None
+    return start, int(length[:-2]) / 1000
 
 
 def segment_start(name: str) -> float | None:
     """The UTC start a segment's file name gives; None for a file that is not one."""
-    if not name.endswith(SUFFIX):
+    parsed = parse_name(name)
+    return parsed[0] if parsed else None
+
+
+def recorded_seconds(file: BinaryIO, end: int) -> float:
+    """How long a segment's video runs (its whole fragments), from the file itself."""
+    _, found = fragments(file, end)
+    video = [run for fragment in found for run in fragment.runs if run.track == VIDEO_TRACK]
+    if not video:
+        return 0.0
+    return (video[-1].decode_time + video[-1].duration - video[0].decode_time) / CLOCK_RATE
+
+
+def finalize(path: Path) -> Path | None:
+    """A segment a crash left open: cut to its last whole fragment and named with its
+    length; one with no picture goes. Where it is now (None: gone)."""
+    with path.open("r+b") as file:
+        size = path.stat().st_size
+        whole = whole_size(file, size)
+        seconds = recorded_seconds(file, whole)
+        if whole < size:
+            file.truncate(whole)
+    parsed = parse_name(path.name)
+    if not seconds or parsed is None:
+        path.unlink()
         return None
-    try:
-        return datetime.strptime(name[: -len(SUFFIX)], NAME_FORMAT).replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
+    return _rename(path, segment_name(parsed[0], seconds))
+
+
+def _rename(path: Path, name: str) -> Path:
+    target = path.with_name(name)
+    os.replace(path, target)
+    return target
 
 
 @dataclass(slots=True)
 class _Job:
-    """One thing for the disk thread: open a segment's file, append to it, or close it."""
+    """One thing for the disk thread: finalize what a crash left in a folder, open a
+    segment's file, append to it, or close it (naming it by its length)."""
 
     recorder: Recorder
-    kind: str  # open, write, close
+    kind: str  # repair, open, write, close
     data: bytes = b""
     path: Path | None = None
+    seconds: float | None = None
 
 
 class DiskWriter:
@@ -85,44 +140,73 @@ class DiskWriter:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        files: dict[Recorder, int] = {}
+        files: dict[Recorder, tuple[int, Path]] = {}
         while (job := self._jobs.get()) is not None:
             recorder = job.recorder
             try:
-                if job.kind == "open":
+                if job.kind == "repair":
                     assert job.path is not None
-                    self._close(files, recorder)
+                    _repair(job.path)
+                elif job.kind == "open":
+                    assert job.path is not None
+                    self._close(files, recorder, None)
                     files[recorder] = _create(job.path)
                 elif job.kind == "write":
-                    fd = files.get(recorder)
-                    if fd is not None:
-                        _write_all(fd, job.data)
+                    if recorder in files:
+                        _write_all(files[recorder][0], job.data)
                 else:
-                    self._close(files, recorder)
+                    self._close(files, recorder, job.seconds)
             except OSError as exc:  # a full or failing disk: this segment ends here
-                self._close(files, recorder)
+                self._close(files, recorder, None)
                 recorder.failed(f"{type(exc).__name__}: {exc.strerror or exc}")
             finally:
                 recorder.written(len(job.data))
         for recorder in list(files):
-            self._close(files, recorder)
+            self._close(files, recorder, None)
 
     @staticmethod
-    def _close(files: dict[Recorder, int], recorder: Recorder) -> None:
-        fd = files.pop(recorder, None)
-        if fd is not None:
+    def _close(
+        files: dict[Recorder, tuple[int, Path]], recorder: Recorder, seconds: float | None
+    ) -> None:
+        """Close a recorder's open segment, naming it by its length where it is known
+        (else a later repair reads it from the file)."""
+        opened = files.pop(recorder, None)
+        if opened is None:
+            return
+        fd, path = opened
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        if seconds is None:
             with contextlib.suppress(OSError):
-                os.close(fd)
+                finalize(path)
+            return
+        start = parse_name(path.name)
+        if start is not None:
+            _rename(path, segment_name(start[0], seconds))
 
 
-def _create(path: Path) -> int:
-    """A new segment's file, never an existing one (a name taken gets a suffix)."""
+def _repair(folder: Path) -> None:
+    """Finalize every segment of a folder left open (by a crash): before a recorder of
+    the stream opens one of its own."""
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.iterdir()):
+        parsed = parse_name(path.name)
+        if parsed is not None and parsed[1] is None:
+            finalize(path)
+
+
+def _create(path: Path) -> tuple[int, Path]:
+    """A new segment's file, never an existing one: a name taken (a host clock that
+    jumped back to a start already used) moves on by a microsecond."""
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
-    for attempt in range(100):
-        candidate = path if attempt == 0 else path.with_name(f"{path.stem}-{attempt}{SUFFIX}")
+    parsed = parse_name(path.name)
+    start = parsed[0] if parsed else 0.0
+    for attempt in range(1000):
+        candidate = path if attempt == 0 else path.with_name(segment_name(start + attempt * 1e-6))
         try:
-            return os.open(candidate, flags, 0o644)
+            return os.open(candidate, flags, 0o644), candidate
         except FileExistsError:
             continue
     raise FileExistsError(f"no free name for {path.name}")
@@ -139,6 +223,11 @@ class _Segment:
     started: float  # the UTC time of its first keyframe
     start: int  # ...and its time on the muxer's clock (90 kHz), which its length counts
     init: object  # the muxer's init segment it follows (a new one starts a new segment)
+    end: int = 0  # the end of its last picture on the muxer's clock
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start) / CLOCK_RATE
 
 
 class Recorder:
@@ -170,8 +259,15 @@ class Recorder:
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._submit("repair", path=self._folder)  # what a crash left, before anything new
         self._consumer = self.stream.attach("recorder")
         self._attach()
+
+    @property
+    def live(self) -> tuple[float, float] | None:
+        """The UTC start and end of the segment being written, if any."""
+        segment = self._segment
+        return (segment.started, segment.started + segment.seconds) if segment else None
 
     def _attach(self) -> None:
         self._muxer = self._muxers.acquire(self.stream)  # the stream as it is: hvc1 too
@@ -201,6 +297,8 @@ class Recorder:
                 self._new_segment(fragment)
         if self._segment is None or self._dropping:
             return
+        if fragment.video:
+            self._segment.end = fragment.start + fragment.duration
         if self._pending > self._settings.pending_bytes:
             self._end_segment()  # the disk is behind: drop to the next keyframe
             self._dropping = True
@@ -248,14 +346,16 @@ class Recorder:
         self._submit("write", keyframe.init.segment(audio=True))
 
     def _end_segment(self) -> None:
-        if self._segment is not None:
-            self._segment = None
-            self._submit("close")
+        segment, self._segment = self._segment, None
+        if segment is not None:
+            self._submit("close", seconds=segment.seconds if segment.end else None)
 
-    def _submit(self, kind: str, data: bytes = b"", path: Path | None = None) -> None:
+    def _submit(
+        self, kind: str, data: bytes = b"", path: Path | None = None, seconds: float | None = None
+    ) -> None:
         with self._lock:
             self._pending += len(data)
-        self._writer.submit(_Job(self, kind, data, path))
+        self._writer.submit(_Job(self, kind, data, path, seconds))
 
     # -- told by the disk thread ------------------------------------------------------------------
     def written(self, size: int) -> None:

@@ -17,7 +17,7 @@ import aiohttp
 import av
 import pytest
 
-from media_server.egress.recorder import segment_start
+from media_server.egress.recorder import parse_name, segment_start
 from tests.support.api import live, wait_state
 from tests.support.gateway import FAST, GENEROUS, Gateway, run_gateway
 from tests.support.rtsp import RtspServer
@@ -75,6 +75,9 @@ async def test_a_recorded_stream_is_kept_as_segments_that_play(
     await asyncio.sleep(0.5)
     files = sorted((recordings / "rec").iterdir())
     assert len(files) >= 3, files
+    # Each closed segment is named by its start and its length.
+    lengths = [parse_name(f.name) for f in files]
+    assert all(n is not None and n[1] is not None for n in lengths), files
     starts = [segment_start(f.name) for f in files]
     assert all(s is not None and began - 1 < s < time.time() for s in starts), files
     for path in files:
@@ -144,5 +147,9 @@ async def test_a_kill_9_mid_segment_leaves_a_file_that_plays_and_a_restart_goes_
         await wait_state(http, gw.base_url, "crash", "live")
         await asyncio.sleep(2.0)
     files = sorted((tmp_path / "rec" / "crash").iterdir())
-    assert len(files) == 2 and files[0] == cut, files
-    assert play(files[1])[0], files[1]
+    assert len(files) == 2, files
+    # The cut file was finalized before the new recorder wrote: named with its length.
+    finalized = parse_name(files[0].name)
+    assert finalized is not None and finalized[0] == start, files
+    assert finalized[1] is not None and abs(finalized[1] - recorded - 1 / 15) < 0.01
+    assert play(files[0])[0] and play(files[1])[0], files
