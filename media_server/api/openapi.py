@@ -133,6 +133,25 @@ def _stream_paths() -> dict[str, Any]:
     }
 
 
+RECORDED_SPANS = {
+    "type": "object",
+    "required": ["spans"],
+    "properties": {
+        "spans": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["start", "end"],
+                "properties": {
+                    "start": {"type": "string", "format": "date-time"},
+                    "end": {"type": "string", "format": "date-time"},
+                },
+            },
+        }
+    },
+}
+
+
 def _viewing_paths() -> dict[str, Any]:
     """What a viewer uses: the snapshot, viewer tokens and WHEP."""
     return {
@@ -151,6 +170,35 @@ def _viewing_paths() -> dict[str, Any]:
                     **_errors(401, 403, 404, 503),
                 },
             }
+        },
+        "/api/v1/streams/{stream_id}/recordings": {
+            "parameters": [
+                STREAM_ID,
+                *(
+                    {
+                        "name": name,
+                        "in": "query",
+                        "required": False,
+                        "description": f"ISO 8601 (UTC where it names no zone); {default}",
+                        "schema": {"type": "string", "format": "date-time"},
+                    }
+                    for name, default in (
+                        ("start", "default: a day before end"),
+                        ("end", "default: now"),
+                    )
+                ),
+            ],
+            "get": {
+                "summary": "The spans of time the stream's recording covers in a range",
+                "description": "Segments that follow each other join into one span; a "
+                "camera outage stays a gap between spans. A range is at most 31 days. "
+                "Viewer access, as live viewing.",
+                "security": [{"bearer": []}, {}],
+                "responses": {
+                    "200": _json("the spans", RECORDED_SPANS),
+                    **_errors(400, 401, 403, 404),
+                },
+            },
         },
         "/api/v1/streams/{stream_id}/viewer-tokens": {
             "parameters": [STREAM_ID],

@@ -20,7 +20,7 @@ import pytest
 from media_server.egress.recorder import parse_name, segment_start
 from tests.support.api import live, wait_state
 from tests.support.gateway import FAST, GENEROUS, Gateway, run_gateway
-from tests.support.rtsp import RtspServer
+from tests.support.rtsp import RtspServer, start_rtsp_server
 
 pytestmark = pytest.mark.e2e
 
@@ -70,6 +70,11 @@ async def test_a_recorded_stream_is_kept_as_segments_that_play(
     began = time.time()
     await live(http, gw.base_url, "rec", rtsp.url("/av-opus"), record=True)
     await asyncio.sleep(3 * SEGMENT + 1.5)
+    query = {"start": iso(began - 60), "end": iso(time.time() + 1)}
+    async with http.get(f"{gw.base_url}/api/v1/streams/rec/recordings", params=query) as resp:
+        spans = (await resp.json())["spans"]
+    # Segments that follow each other are one span, the one being written included.
+    assert len(spans) == 1 and stamp(spans[0]["end"]) - stamp(spans[0]["start"]) > 3 * SEGMENT
     async with http.delete(f"{gw.base_url}/api/v1/streams/rec") as resp:
         assert resp.status == 204  # the last segment ends with the stream
     await asyncio.sleep(0.5)
@@ -153,3 +158,75 @@ async def test_a_kill_9_mid_segment_leaves_a_file_that_plays_and_a_restart_goes_
     assert finalized is not None and finalized[0] == start, files
     assert finalized[1] is not None and abs(finalized[1] - recorded - 1 / 15) < 0.01
     assert play(files[0])[0] and play(files[1])[0], files
+
+
+async def test_a_camera_outage_is_a_gap_between_recorded_spans(
+    http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Spans join the segments that follow each other; while the camera was down nothing
+    is recorded, and the spans say so (GET .../recordings). Segments here are longer than
+    the whole test: only `record.gap` ends the one the outage falls in (without it, the
+    muxer's timeline would carry the segment across, as one long picture)."""
+    camera = start_rtsp_server()
+    port = camera.port
+    env = {
+        **GENEROUS,
+        **FAST,
+        "MEDIA_SERVER_RECORD__DIRECTORY": str(tmp_path),
+        "MEDIA_SERVER_RECORD__SEGMENT_DURATION": "60",
+    }
+    try:
+        with run_gateway("--no-demo", env=env) as gw:
+            await outage_spans(http, gw, camera, port)
+    finally:
+        camera.stop()
+
+
+async def outage_spans(
+    http: aiohttp.ClientSession, gw: Gateway, camera: RtspServer, port: int
+) -> None:
+    try:
+        began = time.time()
+        await live(http, gw.base_url, "outage", camera.url("/small"), record=True)
+        await asyncio.sleep(4.5)
+        camera.terminate()
+        down = time.time()
+        await asyncio.sleep(3.0)
+        camera = start_rtsp_server(port)
+        await wait_state(http, gw.base_url, "outage", "live")
+        up = time.time()
+        await asyncio.sleep(2.5)
+        query = {"start": iso(began - 60), "end": iso(time.time() + 1)}
+        url = f"{gw.base_url}/api/v1/streams/outage/recordings"
+        async with http.get(url, params=query) as resp:
+            assert resp.status == 200, await resp.text()
+            spans = [(stamp(s["start"]), stamp(s["end"])) for s in (await resp.json())["spans"]]
+        assert len(spans) == 2, spans
+        (first_start, first_end), (second_start, second_end) = spans
+        assert began <= first_start < first_end <= down + 0.1, (spans, began, down)
+        assert first_end - first_start > 3.5
+        assert down + 2.5 < second_start <= up + 1.5, (spans, down, up)  # the gap stays
+        assert second_end > second_start
+        # A range inside the first span is cut to it.
+        inside = {"start": iso(first_start + 1), "end": iso(first_start + 2)}
+        async with http.get(url, params=inside) as resp:
+            cut = (await resp.json())["spans"]
+        assert [(stamp(s["start"]), stamp(s["end"])) for s in cut] == [
+            pytest.approx((first_start + 1, first_start + 2), abs=0.002)
+        ]
+        for bad in ({"start": "yesterday"}, {"start": iso(down), "end": iso(began)}):
+            async with http.get(url, params=bad) as resp:
+                assert resp.status == 400
+                assert (await resp.json())["error"]["code"] == "invalid-query"
+        async with http.get(f"{gw.base_url}/api/v1/streams/nope/recordings") as resp:
+            assert resp.status == 404
+    finally:
+        camera.stop()
+
+
+def iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat()
+
+
+def stamp(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
