@@ -301,6 +301,21 @@ class RecordSettings(_Section):
         description="bytes per stream waiting for the disk; past it, what comes is dropped up "
         "to the next keyframe (a gap), and live viewing goes on",
     )
+    max_age: float = Field(7 * 86_400, ge=0, description="seconds a segment is kept (0: no limit)")
+    max_stream_bytes: int = Field(
+        0, ge=0, description="bytes of segments kept per stream, oldest go first (0: no limit)"
+    )
+    max_bytes: int = Field(
+        0, ge=0, description="bytes of segments kept in all, oldest go first (0: no limit)"
+    )
+    min_free_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=0,
+        description="free space the disk keeps: under it the oldest segments go first",
+    )
+    sweep_interval: float = Field(
+        10.0, gt=0, le=3600, description="seconds between looks at what to delete"
+    )
 
 
 class EngineSettings(_Section):

@@ -29,7 +29,10 @@ import contextlib
 import logging
 import os
 import queue
+import shutil
 import threading
+import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +40,7 @@ from typing import BinaryIO
 
 from media_server.config import RecordSettings
 from media_server.egress.muxer import Fragment, Muxer, Muxers
+from media_server.egress.retention import Kept, to_delete
 from media_server.model.media import CLOCK_RATE
 from media_server.mp4.fragments import fragments, whole_size
 from media_server.streams.consumer import Consumer
@@ -124,9 +128,19 @@ class _Job:
 
 
 class DiskWriter:
-    """The one thread that writes every recording: the event loop never waits on a disk."""
+    """The one thread that writes every recording, and deletes what retention says
+    (egress/retention.py) every `record.sweep_interval` seconds: the event loop never
+    waits on a disk. It keeps an index of the segments on disk (read once, then kept as
+    it writes and deletes), so a sweep lists nothing."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: RecordSettings) -> None:
+        self._settings = settings
+        self._root = Path(settings.directory)
+        self._index: dict[Path, Kept] | None = None
+        #: Segments deleted, by reason (age, stream, total, disk); read by the metrics.
+        self.deleted: Counter[str] = Counter()
+        #: The disk's free bytes at the last sweep (None before the first).
+        self.free_bytes: int | None = None
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="recorder-disk", daemon=True)
         self._thread.start()
@@ -141,59 +155,121 @@ class DiskWriter:
 
     def _run(self) -> None:
         files: dict[Recorder, tuple[int, Path]] = {}
-        while (job := self._jobs.get()) is not None:
-            recorder = job.recorder
+        sweep_at = time.monotonic()
+        while True:
+            if time.monotonic() >= sweep_at:
+                self._sweep({path for _, path in files.values()})
+                sweep_at = time.monotonic() + self._settings.sweep_interval
             try:
-                if job.kind == "repair":
-                    assert job.path is not None
-                    _repair(job.path)
-                elif job.kind == "open":
-                    assert job.path is not None
-                    self._close(files, recorder, None)
-                    files[recorder] = _create(job.path)
-                elif job.kind == "write":
-                    if recorder in files:
-                        _write_all(files[recorder][0], job.data)
-                else:
-                    self._close(files, recorder, job.seconds)
-            except OSError as exc:  # a full or failing disk: this segment ends here
-                self._close(files, recorder, None)
-                recorder.failed(f"{type(exc).__name__}: {exc.strerror or exc}")
-            finally:
-                recorder.written(len(job.data))
+                job = self._jobs.get(timeout=max(0.0, sweep_at - time.monotonic()))
+            except queue.Empty:
+                continue
+            if job is None:
+                break
+            self._do(job, files)
         for recorder in list(files):
             self._close(files, recorder, None)
 
-    @staticmethod
+    def _do(self, job: _Job, files: dict[Recorder, tuple[int, Path]]) -> None:
+        recorder = job.recorder
+        try:
+            if job.kind == "repair":
+                assert job.path is not None
+                for path in _repair(job.path):
+                    self._remember(path)
+            elif job.kind == "open":
+                assert job.path is not None
+                self._close(files, recorder, None)
+                files[recorder] = _create(job.path)
+            elif job.kind == "write":
+                if recorder in files:
+                    _write_all(files[recorder][0], job.data)
+            else:
+                self._close(files, recorder, job.seconds)
+        except OSError as exc:  # a full or failing disk: this segment ends here
+            self._close(files, recorder, None)
+            recorder.failed(f"{type(exc).__name__}: {exc.strerror or exc}")
+        finally:
+            recorder.written(len(job.data))
+
     def _close(
-        files: dict[Recorder, tuple[int, Path]], recorder: Recorder, seconds: float | None
+        self, files: dict[Recorder, tuple[int, Path]], recorder: Recorder, seconds: float | None
     ) -> None:
         """Close a recorder's open segment, naming it by its length where it is known
-        (else a later repair reads it from the file)."""
+        (else read from the file)."""
         opened = files.pop(recorder, None)
         if opened is None:
             return
         fd, path = opened
         with contextlib.suppress(OSError):
             os.close(fd)
-        if seconds is None:
+        final: Path | None = path
+        with contextlib.suppress(OSError):
+            start = parse_name(path.name)
+            if seconds is None or start is None:
+                final = finalize(path)
+            else:
+                final = _rename(path, segment_name(start[0], seconds))
+        if final is not None:
+            self._remember(final)
+
+    # -- retention ---------------------------------------------------------------------------
+    def _remember(self, path: Path) -> None:
+        if self._index is None:
+            return  # the first sweep reads the disk
+        kept = _kept(path)
+        if kept is not None:
+            self._index[path] = kept
+
+    def _sweep(self, writing: set[Path]) -> None:
+        if self._index is None:
+            self._index = {}
+            if self._root.is_dir():
+                for folder in self._root.iterdir():
+                    for path in folder.iterdir() if folder.is_dir() else ():
+                        self._remember(path)
+        try:
+            free = shutil.disk_usage(self._root if self._root.is_dir() else ".").free
+        except OSError:
+            free = None
+        kept = [k for k in self._index.values() if k.path not in writing]
+        going = to_delete(kept, time.time(), free if free is not None else 2**62, self._settings)
+        for segment, reason in going:
+            with contextlib.suppress(FileNotFoundError):
+                segment.path.unlink()
+            del self._index[segment.path]
+            self.deleted[reason] += 1
+        if going:
+            reasons = Counter(reason for _, reason in going)
+            log.info("recordings: %d segment(s) deleted (%s)", len(going), dict(reasons))
             with contextlib.suppress(OSError):
-                finalize(path)
-            return
-        start = parse_name(path.name)
-        if start is not None:
-            _rename(path, segment_name(start[0], seconds))
+                free = shutil.disk_usage(self._root).free
+        self.free_bytes = free
 
 
-def _repair(folder: Path) -> None:
+def _kept(path: Path) -> Kept | None:
+    parsed = parse_name(path.name)
+    if parsed is None:
+        return None
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    start, seconds = parsed
+    return Kept(path, path.parent.name, start, start + (seconds or 0.0), size)
+
+
+def _repair(folder: Path) -> list[Path]:
     """Finalize every segment of a folder left open (by a crash): before a recorder of
-    the stream opens one of its own."""
+    the stream opens one of its own. Where they are now."""
     if not folder.is_dir():
-        return
+        return []
+    done = []
     for path in sorted(folder.iterdir()):
         parsed = parse_name(path.name)
-        if parsed is not None and parsed[1] is None:
-            finalize(path)
+        if parsed is not None and parsed[1] is None and (final := finalize(path)) is not None:
+            done.append(final)
+    return done
 
 
 def _create(path: Path) -> tuple[int, Path]:
@@ -397,11 +473,24 @@ class Recordings:
     def get(self, stream_id: str) -> Recorder | None:
         return self._recorders.get(stream_id)
 
+    def all(self) -> list[Recorder]:
+        return list(self._recorders.values())
+
+    @property
+    def deleted(self) -> Counter[str]:
+        """Segments retention deleted, by reason."""
+        return Counter(self._writer.deleted) if self._writer is not None else Counter()
+
+    @property
+    def free_bytes(self) -> int | None:
+        """The recordings disk's free bytes at the last sweep."""
+        return self._writer.free_bytes if self._writer is not None else None
+
     def on_added(self, stream: Stream) -> None:
         if not self.records(stream):
             return
         if self._writer is None:
-            self._writer = DiskWriter()
+            self._writer = DiskWriter(self._settings)
         old = self._recorders.pop(stream.id, None)
         if old is not None:
             old.close()
