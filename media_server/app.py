@@ -202,6 +202,7 @@ def build_app(settings: Settings, loop: asyncio.AbstractEventLoop | None = None)
         lambda: gw.monitor.lag,
         lambda ids: {**gw.sessions.egress(ids), **gw.muxers.egress(ids)},
     )
+    gw.metrics.watch_recordings(gw.recordings)
     if engine is not None:
         gw.metrics.watch_engine(engine)
     if gw.cluster is not None:

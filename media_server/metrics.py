@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from media_server.cluster.node import ClusterNode
+from media_server.egress.recorder import Recordings
 from media_server.engine.engine import Engine
 from media_server.engine.viewer import EngineViewer
 from media_server.model.media import CLOCK_RATE, StreamState
@@ -61,6 +62,42 @@ class _EngineCollector(Collector):
         }
         for name, (text, value) in counters.items():
             yield CounterMetricFamily(f"media_server_engine_{name}", text, value)
+
+
+class _RecordingCollector(Collector):
+    """What recording wrote and deleted, read at scrape time."""
+
+    def __init__(self, recordings: Recordings) -> None:
+        self._recordings = recordings
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        families = {
+            name: CounterMetricFamily(f"media_server_{name}", text, labels=["stream"])
+            for name, text in (
+                ("recording_bytes", "Bytes written to recordings"),
+                ("recording_segments", "Recorded segments started"),
+                ("recording_write_errors", "Recording writes that failed"),
+            )
+        }
+        for recorder in self._recordings.all():
+            label = [recorder.stream.id]
+            families["recording_bytes"].add_metric(label, recorder.bytes_written)
+            families["recording_segments"].add_metric(label, recorder.segments)
+            families["recording_write_errors"].add_metric(label, recorder.write_errors)
+        yield from families.values()
+        deletions = CounterMetricFamily(
+            "media_server_recording_deletions",
+            "Recorded segments retention deleted, by reason (age, stream, total, disk)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self._recordings.deleted.items()):
+            deletions.add_metric([reason], count)
+        yield deletions
+        free = self._recordings.free_bytes
+        if free is not None:
+            yield GaugeMetricFamily(
+                "media_server_recording_disk_free_bytes", "Free bytes on the recordings disk", free
+            )
 
 
 class _ClusterCollector(Collector):
@@ -254,6 +291,9 @@ class Metrics:
         egress: Egress,
     ) -> None:
         self.registry.register(_StreamCollector(streams, loop_lag, egress))
+
+    def watch_recordings(self, recordings: Recordings) -> None:
+        self.registry.register(_RecordingCollector(recordings))
 
     def watch_cluster(self, node: ClusterNode) -> None:
         self.registry.register(_ClusterCollector(node))

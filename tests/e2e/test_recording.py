@@ -18,7 +18,7 @@ import av
 import pytest
 
 from media_server.egress.recorder import parse_name, segment_start
-from tests.support.api import live, wait_state
+from tests.support.api import live, metric, wait_state
 from tests.support.gateway import FAST, GENEROUS, Gateway, run_gateway
 from tests.support.rtsp import RtspServer, start_rtsp_server
 
@@ -230,3 +230,41 @@ def iso(moment: float) -> str:
 
 def stamp(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
+
+
+async def test_a_size_limit_deletes_the_oldest_segments_first(
+    http: aiohttp.ClientSession, rtsp: RtspServer, tmp_path: Path
+) -> None:
+    """One-second segments under a per-stream limit of about three: the oldest go, the
+    newest stay, and the deletions are counted (metrics)."""
+    env = {
+        **GENEROUS,
+        **FAST,
+        "MEDIA_SERVER_RECORD__DIRECTORY": str(tmp_path),
+        "MEDIA_SERVER_RECORD__SEGMENT_DURATION": "1",
+        "MEDIA_SERVER_RECORD__MAX_STREAM_BYTES": str(3 * 60_000),
+        "MEDIA_SERVER_RECORD__SWEEP_INTERVAL": "0.5",
+    }
+    with run_gateway("--no-demo", env=env) as gw:
+        await live(http, gw.base_url, "small", rtsp.url("/small"), record=True)
+        folder = tmp_path / "small"
+        seen: set[str] = set()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and len(seen) < 10:
+            seen |= {p.name for p in folder.iterdir()}
+            await asyncio.sleep(0.2)
+        assert len(seen) >= 10, seen
+        await asyncio.sleep(1.0)  # a sweep after the last look
+        left = sorted(p.name for p in folder.iterdir())
+        assert len(left) < 8, left
+        starts = sorted({segment_start(name) or 0.0 for name in seen})
+        kept = [start for name in left if (start := segment_start(name) or 0.0) in starts]
+        assert kept == starts[-len(kept) :], (left, seen)  # the oldest went, the newest stay
+        closed = [
+            (folder / name).stat().st_size for name in left if (parse_name(name) or (0, 0))[1]
+        ]
+        assert sum(closed[:-1]) <= 3 * 60_000, left  # the newest of them may pass it
+        deleted = await metric(
+            http, gw.base_url, "media_server_recording_deletions_total", reason="stream"
+        )
+        assert deleted >= len(starts) - len(kept) - 1, deleted
