@@ -172,6 +172,7 @@ class DiskWriter:
 
     def _do(self, job: _Job, files: dict[Recorder, tuple[int, Path]]) -> None:
         recorder = job.recorder
+        wrote = 0
         try:
             if job.kind == "repair":
                 assert job.path is not None
@@ -184,13 +185,14 @@ class DiskWriter:
             elif job.kind == "write":
                 if recorder in files:
                     _write_all(files[recorder][0], job.data)
+                    wrote = len(job.data)
             else:
                 self._close(files, recorder, job.seconds)
         except OSError as exc:  # a full or failing disk: this segment ends here
             self._close(files, recorder, None)
             recorder.failed(f"{type(exc).__name__}: {exc.strerror or exc}")
         finally:
-            recorder.written(len(job.data))
+            recorder.written(len(job.data), wrote)
 
     def _close(
         self, files: dict[Recorder, tuple[int, Path]], recorder: Recorder, seconds: float | None
@@ -434,10 +436,11 @@ class Recorder:
         self._writer.submit(_Job(self, kind, data, path, seconds))
 
     # -- told by the disk thread ------------------------------------------------------------------
-    def written(self, size: int) -> None:
+    def written(self, queued: int, wrote: int) -> None:
+        """A job of `queued` bytes is done, `wrote` of them on disk (none after a failure)."""
         with self._lock:
-            self._pending -= size
-        self.bytes_written += size
+            self._pending -= queued
+        self.bytes_written += wrote
 
     def failed(self, error: str) -> None:
         self.write_errors += 1
