@@ -19,8 +19,9 @@ RUN useradd --system --create-home --uid 10001 media \
 COPY --from=build /opt/venv /opt/venv
 COPY config /etc/media_server
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \
-    MEDIA_SERVER_REGISTRY__PATH=/var/lib/media_server/registry.sqlite3
-# Registered streams survive container restarts when this is a volume.
+    MEDIA_SERVER_REGISTRY__PATH=/var/lib/media_server/registry.sqlite3 \
+    MEDIA_SERVER_RECORD__DIRECTORY=/var/lib/media_server/recordings
+# Registered streams and recordings survive container restarts when this is a volume.
 VOLUME /var/lib/media_server
 USER media
 EXPOSE 8080

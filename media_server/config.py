@@ -282,8 +282,9 @@ class RecordSettings(_Section):
     default: bool = Field(
         False, description="record the streams whose registration leaves `record` null"
     )
-    directory: str = Field(
-        "recordings", min_length=1, description="where each stream's folder of segments goes"
+    directory: Path = Field(
+        default_factory=lambda: default_registry_path().with_name("recordings"),
+        description="where each stream's folder of segments goes",
     )
     segment_duration: float = Field(
         60.0, ge=1.0, le=3600.0, description="least seconds of a segment; each starts at a keyframe"
@@ -316,6 +317,11 @@ class RecordSettings(_Section):
     sweep_interval: float = Field(
         10.0, gt=0, le=3600, description="seconds between looks at what to delete"
     )
+
+    @field_validator("directory")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
 
 
 class EngineSettings(_Section):

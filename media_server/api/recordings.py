@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 from aiohttp import web
 
@@ -61,7 +60,7 @@ async def recordings(request: web.Request) -> web.Response:
     gw = gateway(request)
     recorder = gw.recordings.get(stream_id)
     live = recorder.live if recorder is not None else None
-    folder = Path(gw.settings.record.directory) / stream_id
+    folder = gw.settings.record.directory / stream_id
     found = await asyncio.to_thread(archive.segments, folder, start, end, live)
     spans = archive.spans(found, start, end)
     body = {"spans": [{"start": iso(a), "end": iso(b)} for a, b in spans]}

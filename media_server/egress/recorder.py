@@ -135,7 +135,7 @@ class DiskWriter:
 
     def __init__(self, settings: RecordSettings) -> None:
         self._settings = settings
-        self._root = Path(settings.directory)
+        self._root = settings.directory
         self._index: dict[Path, Kept] | None = None
         #: Segments deleted, by reason (age, stream, total, disk); read by the metrics.
         self.deleted: Counter[str] = Counter()
@@ -318,7 +318,7 @@ class Recorder:
         self._muxers = muxers
         self._writer = writer
         self._settings = settings
-        self._folder = Path(settings.directory) / stream.id
+        self._folder = settings.directory / stream.id
         self._consumer: Consumer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._muxer: Muxer | None = None
