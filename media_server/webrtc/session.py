@@ -111,10 +111,9 @@ def _hevc_choice(offer: SessionDescription, stream: Stream) -> tuple[int, dict[s
     """For an H.265 stream passed through: the offer's H.265 payload type that decodes it,
     and the `fmtp` the answer states (the stream's profile, tier and level); None when the
     stream is not such, or the viewer does not decode it (it takes the H.264 transcode)."""
-    info = stream.info
-    if stream.effective_mode != "passthrough" or info is None or info.codec != "hevc":
+    if stream.video_codec != "hevc" or stream.info is None:
         return None
-    sps = h265.find_sps(info.extradata)
+    sps = h265.find_sps(stream.info.extradata)
     if sps is None:
         return None
     mime = H265_MIME.lower()
@@ -123,11 +122,6 @@ def _hevc_choice(offer: SessionDescription, stream: Stream) -> tuple[int, dict[s
             if codec.mimeType.lower() == mime and sps.decodable_by(codec.parameters):
                 return int(codec.payloadType), sps.sdp_parameters
     return None
-
-
-def _hevc_stream(stream: Stream) -> bool:
-    info = stream.info
-    return stream.effective_mode == "passthrough" and info is not None and info.codec == "hevc"
 
 
 def check_offer(sdp: str) -> SessionDescription:
@@ -334,7 +328,7 @@ class SessionManager:
         mode = stream.effective_mode or stream.registration.mode
         transport = delivery(self._gateway, mode, canary)
         hevc = _hevc_choice(offer, stream)
-        transcoded = _hevc_stream(stream) and hevc is None
+        transcoded = stream.video_codec == "hevc" and hevc is None
         if transcoded:
             transport = "transcode-shared"  # the H.265 stream's one H.264 transcode
         if transport == "engine" and self.engine is None:
