@@ -13,6 +13,7 @@ fragment that begins with a keyframe.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from media_server.codecs import h264, h265
@@ -54,6 +55,15 @@ def avcc_sample(annexb: bytes, hevc: bool = False) -> bytes:
     )
 
 
+def _parameter_sets(
+    keyframe: bytes, header: int, kind_of: Callable[[int], int], *kinds: int
+) -> tuple[bytes | None, ...]:
+    """The NAL units of these kinds in a keyframe (the last of each), None where absent:
+    units longer than their `header` bytes, whose type `kind_of` reads from the first."""
+    found = {kind_of(nal[0]): nal for nal in h264.iter_nals(keyframe) if len(nal) > header}
+    return tuple(found.get(kind) for kind in kinds)
+
+
 @dataclass(frozen=True, slots=True)
 class VideoTrack:
     """H.264: its SPS and PPS (NAL units without start codes) and picture size."""
@@ -74,8 +84,9 @@ class VideoTrack:
         """The track a keyframe (Annex-B, parameter sets in front) describes: its SPS and
         PPS, and the picture size its SPS gives; None without both, or an SPS that does
         not parse."""
-        sets = {nal[0] & 0x1F: nal for nal in h264.iter_nals(keyframe) if nal}
-        sps, pps = sets.get(h264.NAL_SPS), sets.get(h264.NAL_PPS)
+        sps, pps = _parameter_sets(
+            keyframe, 0, lambda head: head & 0x1F, h264.NAL_SPS, h264.NAL_PPS
+        )
         if sps is None or pps is None:
             return None
         try:
@@ -104,8 +115,8 @@ class HevcTrack:
     def of(cls, keyframe: bytes) -> HevcTrack | None:
         """The track a keyframe (Annex-B, parameter sets in front) describes; None without
         its VPS, SPS and PPS, or an SPS that does not parse."""
-        sets = {(nal[0] >> 1) & 0x3F: nal for nal in h264.iter_nals(keyframe) if len(nal) > 2}
-        vps, sps, pps = (sets.get(kind) for kind in (h265.NAL_VPS, h265.NAL_SPS, h265.NAL_PPS))
+        kinds = (h265.NAL_VPS, h265.NAL_SPS, h265.NAL_PPS)
+        vps, sps, pps = _parameter_sets(keyframe, 2, lambda head: (head >> 1) & 0x3F, *kinds)
         if vps is None or sps is None or pps is None:
             return None
         try:
